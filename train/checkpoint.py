@@ -38,15 +38,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not match the model."""
 
 
-class _PickledHparams(dict):
-    """Stand-in for Jukebox's `Hyperparams` (a dict subclass) so its pickles load without Jukebox."""
-
-    def __setstate__(self, state):  # Hyperparams pickles its attribute dict too; keep it as items
-        if isinstance(state, dict):
-            self.update(state)
-
-
-# Where Jukebox and the paper's two packages define Hyperparams (the paper renamed the package).
+# Where Jukebox and the paper's two packages define Hyperparams, a dict subclass that checkpoints
+# pickle under 'hps' (the paper renamed the package). We read it back as a plain dict, so the file
+# loads without Jukebox installed and without unpickling any other class.
 _HPARAMS_CLASSES = [f"{package}.hparams.Hyperparams" for package in ("jukebox", "unmix", "unmix_encoder")]
 
 
@@ -55,7 +49,7 @@ class _TrustedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if f"{module}.{name}" in _HPARAMS_CLASSES:
-            return _PickledHparams
+            return dict
         return super().find_class(module, name)
 
 
@@ -65,8 +59,17 @@ class _TrustedPickleModule:
     __name__ = "pickle"
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch ≥ 1.6) or a pickle stream (the legacy tar-less format)."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _load_pickle(path: Path, trust_pickle: bool) -> object:
-    safe = [(_PickledHparams, name) for name in _HPARAMS_CLASSES]
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: cannot read as a torch checkpoint (neither a zip archive nor a pickle)")
+    safe = [(dict, name) for name in _HPARAMS_CLASSES]
     try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location="cpu", weights_only=True)
