@@ -1,0 +1,109 @@
+"""Structural checks of an exported graph: the ONNX checker, shape inference, and ONNX Runtime runs.
+
+Every failure raises `ExportError` with a one-line message naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from unmix.runtime.manifest import CODES_NAME, INPUT_NAME
+
+
+class ExportError(RuntimeError):
+    """An export that failed a check; nothing is written when this is raised."""
+
+
+def check_model(path: str | Path) -> None:
+    """onnx.checker's full check (which includes strict shape inference) plus typed shape inference."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise ExportError(f"{Path(path).name}: ONNX check failed: {str(error).splitlines()[0]}") from None
+    for output in inferred.graph.output:
+        if not output.type.tensor_type.HasField("shape"):
+            raise ExportError(f"{Path(path).name}: shape inference left output {output.name!r} without a shape")
+
+
+def cpu_session(path: str | Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def probe_lengths(hop_length: int) -> list[int]:
+    """Three time lengths to run: short, an odd multiple of the hop, and a few thousand frames."""
+    return [16 * hop_length, 125 * hop_length, 2048 * hop_length]
+
+
+Reference = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def check_runs(
+    path: str | Path,
+    hop_length: int,
+    *,
+    batches: tuple[int, ...] = (1, 3),
+    reference: Reference | None = None,
+    atol: float = 1e-4,
+) -> list[dict]:
+    """Run the graph on ONNX Runtime CPU at three lengths and each batch size.
+
+    Checks output shapes, dtypes and finiteness, that a batch item's output does not depend on the
+    others, and (given `reference`, which maps a mixture to outputs by name) identical codes and audio
+    within `atol`. Returns one row per run for the report.
+    """
+    name = Path(path).name
+    session = cpu_session(path)
+    rng = np.random.default_rng(0)
+    rows = []
+    for length in probe_lengths(hop_length):
+        first = None
+        for batch in batches:
+            mixture = (0.1 * rng.standard_normal((batch, 1, length))).astype(np.float32)
+            if first is not None:
+                mixture[0] = first[0][0]
+            outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT_NAME: mixture})))
+            where = f"{name} at batch {batch}, {length} samples"
+            for output, value in outputs.items():
+                expected = (batch, length // hop_length) if output == CODES_NAME else (batch, 1, length)
+                if value.shape != expected:
+                    raise ExportError(f"{where}: output {output!r} has shape {value.shape}, expected {expected}")
+                if output == CODES_NAME and value.dtype != np.int64:
+                    raise ExportError(f"{where}: codes are {value.dtype}, expected int64")
+                if output != CODES_NAME and (value.dtype != np.float32 or not np.isfinite(value).all()):
+                    raise ExportError(f"{where}: output {output!r} is not finite float32")
+            row = {"batch": batch, "samples": length}
+            if first is None:
+                first = (mixture, outputs)
+            else:  # item 0 repeats the batch-1 input: its outputs must not change with the batch
+                for output, value in outputs.items():
+                    drift = float(np.abs(value[0].astype(np.float64) - first[1][output][0]).max())
+                    if drift > atol:
+                        raise ExportError(f"{where}: output {output!r} of item 0 changed by {drift:.3g} with the batch")
+            if reference is not None:
+                row |= _compare(where, outputs, reference(mixture), atol)
+            rows.append(row)
+    return rows
+
+
+def _compare(where: str, outputs: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float) -> dict:
+    row = {}
+    for output, value in outputs.items():
+        if output == CODES_NAME:
+            agreement = float((value == expected[output]).mean())
+            if agreement < 1.0:
+                raise ExportError(f"{where}: codes agree with PyTorch on {100 * agreement:.3f} % of frames, not 100 %")
+            row["code_agreement"] = agreement
+        else:
+            error = float(np.abs(value - expected[output]).max())
+            if error > atol:
+                raise ExportError(f"{where}: {output!r} differs from PyTorch by {error:.3g} > {atol:g}")
+            row[f"max_abs_{output}"] = error
+    return row

@@ -1,0 +1,71 @@
+"""The deployment graphs as PyTorch modules written for export: ME → nearest code → SD.
+
+The training model's bottleneck (`train/bottleneck.py`) computes ‖x‖² − 2·x·kᵀ + ‖k‖² on
+flattened rows and takes `min`. Exported as is, that becomes ReduceMin + ArgMin over a
+reshaped tensor. Here the same choice is written the way ONNX and TensorRT like it:
+
+    distances = ‖e‖² − 2 · x · Eᵀ     (‖e‖² a constant; ‖x‖² dropped: it does not move the argmin)
+    codes     = ArgMin(distances)     (first index on ties, as torch.min)
+    vectors   = Gather(Eᵀ, codes)     (one codebook initializer serves both MatMul and Gather)
+
+on 3-D tensors, so the graph has no shape arithmetic. All of it sits under the `vq` module, so its
+ONNX nodes are named `/vq/...`: the fp32 island that fp16 and int8 conversion leave alone.
+The graph does not pad or crop: the time axis must be a multiple of the hop (the runtime pads).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from unmix.train.model import StemSeparator
+
+VQ_SCOPE = "/vq/"  # in the ONNX node names of the distance/argmin/gather block (also under fused branches)
+
+
+def is_vq_node(node_name: str) -> bool:
+    """Whether an exported node belongs to the fp32 distance/argmin/gather island."""
+    return VQ_SCOPE in node_name
+
+
+class NearestCode(nn.Module):
+    """Embeddings (N, C, T') → (code vectors (N, C, T'), codes (N, T') int64)."""
+
+    def __init__(self, codebook: Tensor):
+        super().__init__()
+        codebook = codebook.detach().float()
+        self.register_buffer("codebook_t", codebook.t().contiguous())  # (C, K)
+        # Same arithmetic as the training bottleneck's ‖k‖², so the constants match bit for bit.
+        self.register_buffer("code_norms", codebook.pow(2).sum(-1))  # (K,)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        distances = self.code_norms - 2 * (x.transpose(1, 2) @ self.codebook_t)  # (N, T', K)
+        codes = distances.argmin(-1)
+        vectors = self.codebook_t[:, codes].transpose(0, 1)  # Gather on axis 1: (C, N, T') → (N, C, T')
+        return vectors, codes
+
+
+class StemGraph(nn.Module):
+    """One stem: mixture (N, 1, T) → (stem (N, 1, T), codes (N, T / hop)), T a multiple of the hop."""
+
+    def __init__(self, separator: StemSeparator):
+        super().__init__()
+        self.mixture_encoder = separator.mixture_encoder
+        self.vq = NearestCode(separator.codebook.k)
+        self.stem_decoder = separator.stem_decoder
+
+    def forward(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
+        vectors, codes = self.vq(self.mixture_encoder(mixture))
+        return self.stem_decoder(vectors), codes
+
+
+class FusedGraph(nn.Module):
+    """Several stems in one graph: mixture → one output per stem (named after the stem)."""
+
+    def __init__(self, separators: dict[str, StemSeparator]):
+        super().__init__()
+        self.stems = list(separators)
+        self.branches = nn.ModuleList(StemGraph(separator) for separator in separators.values())
+
+    def forward(self, mixture: Tensor) -> tuple[Tensor, ...]:
+        return tuple(branch(mixture)[0] for branch in self.branches)
+

@@ -1,0 +1,108 @@
+"""export_bundle on tiny random separators: the bundle's files, graphs, manifest and the tie rule."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from unmix.export import ExportError, export_bundle
+from unmix.runtime.manifest import read_manifest
+from unmix.train.config import TINY
+from unmix.train.model import VQVAE, StemSeparator
+
+
+def tiny_separator(seed: int) -> StemSeparator:
+    torch.manual_seed(seed)
+    vqvae = VQVAE(TINY).eval()
+    with torch.no_grad():
+        embeddings = vqvae.encoder(torch.randn(2, 1, 4096))
+    vqvae.codebook.init_k(embeddings.permute(0, 2, 1).reshape(-1, TINY.emb_width))
+    return StemSeparator.from_vqvae(vqvae).eval()
+
+
+@pytest.fixture(scope="module")
+def two_stem_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "bundle"
+    separators = {"bass": tiny_separator(1), "other": tiny_separator(2)}
+    export_bundle(separators, out, provenance={"source": "test"})
+    return out, separators
+
+
+def test_bundle_files_and_manifest(two_stem_bundle):
+    out, _ = two_stem_bundle
+    manifest = read_manifest(out, verify=True)
+    assert manifest.stems == ["bass", "other"]
+    assert manifest.models == {"fp32": {"bass": "bass.onnx", "other": "other.onnx"}}
+    assert (manifest.sample_rate, manifest.hop_length) == (TINY.sample_rate, TINY.hop_length)
+    assert manifest.context_samples == TINY.context_samples()
+    assert manifest.encoder_receptive_field == TINY.encoder_receptive_field()
+    assert manifest.decoder_receptive_field == TINY.decoder_receptive_field()
+    assert manifest.provenance["source"] == "test" and "onnxruntime" in manifest.provenance["tools"]
+    assert set(manifest.files) >= {"bass.onnx", "other.onnx"}
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_graph_interface_and_metadata(two_stem_bundle):
+    out, _ = two_stem_bundle
+    model = onnx.load(str(out / "other.onnx"))
+    assert model.opset_import[0].version == 17
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["unmix.stem"] == "other" and json.loads(meta["unmix.hop_length"]) == TINY.hop_length
+    assert json.loads(meta["unmix.context_samples"]) == TINY.context_samples()
+    ops = {node.op_type for node in model.graph.node}
+    assert {"ArgMin", "Gather", "MatMul"} <= ops and "ReduceMin" not in ops
+    session = ort.InferenceSession(str(out / "other.onnx"), providers=["CPUExecutionProvider"])
+    (mixture,) = session.get_inputs()
+    assert mixture.name == "mixture" and mixture.type == "tensor(float)"
+    assert mixture.shape[1] == 1 and isinstance(mixture.shape[0], str) and isinstance(mixture.shape[2], str)
+    assert [(o.name, o.type) for o in session.get_outputs()] == [("stem", "tensor(float)"), ("codes", "tensor(int64)")]
+
+
+@pytest.mark.parametrize("batch,length", [(1, 8 * 40), (2, 8 * 333)])
+def test_outputs_equal_pytorch(two_stem_bundle, batch, length):
+    out, separators = two_stem_bundle
+    mixture = torch.randn(batch, 1, length, generator=torch.Generator().manual_seed(length)) * 0.3
+    session = ort.InferenceSession(str(out / "bass.onnx"), providers=["CPUExecutionProvider"])
+    stem, codes = session.run(None, {"mixture": mixture.numpy()})
+    with torch.no_grad():
+        expected_stem, expected_codes = separators["bass"](mixture)
+    np.testing.assert_array_equal(codes, expected_codes.numpy())
+    assert np.abs(stem - expected_stem.numpy()).max() < 1e-4
+
+
+def test_exact_ties_pick_the_first_code(tmp_path):
+    """Duplicate codebook rows give exactly equal distances: ONNX must pick the first, as torch.min."""
+    separator = tiny_separator(3)
+    k = separator.codebook.k
+    with torch.no_grad():
+        k[1::2] = k[0::2]  # every odd code duplicates the even code before it
+        # a distinct second half for the decoder would hide nothing: the Gathered vectors are equal anyway,
+        # so the codes output is what pins the rule
+    export_bundle({"other": separator}, tmp_path / "ties")
+    session = ort.InferenceSession(str(tmp_path / "ties" / "other.onnx"), providers=["CPUExecutionProvider"])
+    mixture = torch.randn(2, 1, 8 * 200, generator=torch.Generator().manual_seed(0))
+    _, codes = session.run(None, {"mixture": mixture.numpy()})
+    with torch.no_grad():
+        _, expected = separator(mixture)
+    assert (codes % 2 == 0).all(), "a tie went to the later duplicate"
+    np.testing.assert_array_equal(codes, expected.numpy())
+
+
+def test_existing_folder_is_refused_and_failures_leave_nothing(tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    with pytest.raises(ExportError, match="exists"):
+        export_bundle({"other": tiny_separator(4)}, out)
+    with pytest.raises(ExportError, match="stem name"):
+        export_bundle({"Other Stem": tiny_separator(4)}, tmp_path / "bad")
+    broken = tiny_separator(5)
+    with torch.no_grad():
+        broken.codebook.k.fill_(float("nan"))
+    with pytest.raises(ExportError):
+        export_bundle({"other": broken}, tmp_path / "nan")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
