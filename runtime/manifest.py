@@ -4,6 +4,8 @@ A bundle is a folder:
     manifest.json          this file's schema (`Manifest`)
     <stem>.onnx            one graph per stem: mixture (batch, 1, time) → stem (batch, 1, time), codes
     <precision>/<stem>.onnx  further precisions (int8, fp16), when exported
+    [<precision>/]<stem>.ort-extended.onnx  ONNX Runtime's offline-optimised copy (CPU EP, EXTENDED level)
+    [<precision>/]fused.onnx  optional: all stems in one graph, one output per stem (named after it)
     parity.json, parity.md   the exporter's proof that the graphs compute what PyTorch computes
 Every file is listed with its sha256, so a corrupted or edited bundle is refused.
 """
@@ -47,6 +49,8 @@ class Manifest:
     encoder_receptive_field: int  # samples
     decoder_receptive_field: int  # latent frames
     models: dict[str, dict[str, str]]
+    ort_optimized: dict[str, dict[str, str]] = field(default_factory=dict)  # precision → stem → path
+    fused: dict[str, str] = field(default_factory=dict)  # precision → path of the all-stems graph
     files: dict[str, str] = field(default_factory=dict)  # relative path → sha256
     provenance: dict = field(default_factory=dict)
     input_name: str = INPUT_NAME
