@@ -7,7 +7,7 @@ import platform
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -28,9 +28,12 @@ from unmix.runtime.manifest import (
 from unmix.train.config import VQVAEConfig
 from unmix.train.model import StemSeparator
 
+from .audio import ParityAudio, synthetic_audio
 from .checks import ExportError, check_model, check_runs
-from .graph import StemGraph
+from .graph import FusedGraph, StemGraph
 from .onnx_export import OPSET, export_onnx
+from .parity import gate, measure_parity, write_parity
+from .precision import optimize_for_ort, quantize_int8
 
 _STEM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -41,38 +44,113 @@ def export_bundle(
     *,
     provenance: dict | None = None,
     config: VQVAEConfig | None = None,
+    parity_audio: ParityAudio | None = None,
+    int8_calibration: Sequence[np.ndarray] | None = None,
+    calibration_method: str = "minmax",
+    fp16: bool = False,
+    fused: bool = False,
+    ort_optimized: bool = True,
+    max_sdr_loss: float = 0.2,
+    force: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Export one ONNX graph per stem, check each, and write the bundle folder `out_dir`.
+    """Export, check and prove one ONNX graph per stem, and write the bundle folder `out_dir`.
 
     Graphs: `<stem>.onnx`, opset 17, `mixture` float32 (batch, 1, time) → `stem` float32
     (batch, 1, time) and `codes` int64 (batch, time / hop); time must be a multiple of the hop.
-    The folder appears only when everything is written and checked; on any failure nothing is
-    left behind and `ExportError` (or the underlying error) is raised. An existing `out_dir` is
-    replaced only with `overwrite=True`.
+    Optional: int8 (static QDQ calibrated on `int8_calibration`, mono mixture chunks), fp16 (for
+    GPUs), a fused all-stems graph, and ONNX Runtime's EXTENDED-optimised copies of the CPU graphs.
+    Every graph passes the ONNX checker and ONNX Runtime runs; parity with PyTorch on
+    `parity_audio` (default: a synthetic song) is written to parity.json/parity.md and gated:
+    fp32 must agree exactly on codes; int8/fp16 may lose at most `max_sdr_loss` dB unless `force`.
+    The folder appears only when all of it passed; otherwise nothing is left and `ExportError`
+    (or the underlying error) is raised. An existing `out_dir` is replaced only with `overwrite`.
     """
     out_dir = Path(out_dir)
     config = _common_config(separators, config)
-    provenance = dict(provenance or {}) | {"tools": tool_versions()}
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} exists; choose another folder or overwrite it explicitly")
+    audio = parity_audio or synthetic_audio(config.sample_rate, config.hop_length, segments=2, seconds=3.0)
+    provenance = dict(provenance or {}) | {"tools": tool_versions()}
+    provenance["export"] = {"parity_audio": audio.description, "max_sdr_loss_db": max_sdr_loss}
+    if int8_calibration is not None:
+        provenance["export"]["int8_calibration"] = {
+            "chunks": len(int8_calibration),
+            "seconds": round(sum(len(c) for c in int8_calibration) / config.sample_rate, 3),
+            "method": calibration_method,
+        }
+    hop = config.hop_length
     with _atomic_folder(out_dir) as folder:
-        models = {}
+        models: dict[str, dict[str, str]] = {"fp32": {}}
         for stem, separator in separators.items():
-            models[stem] = f"{stem}.onnx"
-            graph = StemGraph(separator.float().eval())
-            path = export_onnx(
-                graph,
-                folder / models[stem],
-                [OUTPUT_NAME, CODES_NAME],
-                hop_length=config.hop_length,
-                metadata=graph_metadata(config, provenance, stem=stem, precision="fp32"),
-            )
-            check_model(path)
-            check_runs(path, config.hop_length, reference=_torch_reference(separator))
-        manifest = bundle_manifest(config, {"fp32": models}, provenance)
+            separator.float().eval()
+            models["fp32"][stem] = f"{stem}.onnx"
+            path = _export(StemGraph(separator), folder, models["fp32"][stem], config, provenance, stem, "fp32")
+            check_runs(path, hop, reference=_torch_reference({stem: separator}))
+        if int8_calibration is not None:
+            models["int8"] = {stem: f"int8/{stem}.onnx" for stem in separators}
+            for stem, name in models["int8"].items():
+                (folder / name).parent.mkdir(exist_ok=True)
+                quantize_int8(folder / models["fp32"][stem], folder / name, int8_calibration, method=calibration_method)
+                _set_precision(folder / name, "int8")
+                check_model(folder / name)
+                check_runs(folder / name, hop)
+        if fp16:
+            models["fp16"] = {stem: f"fp16/{stem}.onnx" for stem in separators}
+            for stem, separator in separators.items():
+                (folder / models["fp16"][stem]).parent.mkdir(exist_ok=True)
+                path = _export(StemGraph(separator, half=True), folder, models["fp16"][stem], config, provenance, stem, "fp16")
+                check_runs(path, hop)
+        fused_models = {}
+        if fused:
+            for precision in ("fp32", "fp16") if fp16 else ("fp32",):
+                fused_models[precision] = "fused.onnx" if precision == "fp32" else f"{precision}/fused.onnx"
+                graph = FusedGraph(separators, half=precision == "fp16")
+                path = _export(graph, folder, fused_models[precision], config, provenance, "+".join(separators), precision)
+                exact = _torch_reference(separators, codes=False) if precision == "fp32" else None
+                check_runs(path, hop, reference=exact)
+        optimized = {}
+        if ort_optimized:
+            for precision in ("fp32", "int8"):
+                for stem, name in models.get(precision, {}).items():
+                    target = name.removesuffix(".onnx") + ".ort-extended.onnx"
+                    optimize_for_ort(folder / name, folder / target)
+                    exact = _torch_reference({stem: separators[stem]}) if precision == "fp32" else None
+                    check_runs(folder / target, hop, reference=exact)
+                    optimized.setdefault(precision, {})[stem] = target
+        report = measure_parity(
+            separators, {p: {s: folder / name for s, name in stems.items()} for p, stems in models.items()}, audio
+        )
+        failures = gate(report, max_sdr_loss)
+        report["forced"] = force and any(failures[p] for p in failures if p != "fp32")
+        write_parity(folder, report)
+        if failures["fp32"]:
+            raise ExportError("fp32 graphs differ from PyTorch: " + "; ".join(failures["fp32"]))
+        reduced = [f"{p} {problem}" for p, problems in failures.items() if p != "fp32" for problem in problems]
+        if reduced and not force:
+            raise ExportError("refusing to write: " + "; ".join(reduced) + " (force to write anyway)")
+        manifest = bundle_manifest(config, models, provenance)
+        manifest.ort_optimized, manifest.fused = optimized, fused_models
         write_manifest(folder, manifest)
     return out_dir
+
+
+def _export(
+    graph: torch.nn.Module, folder: Path, name: str, config: VQVAEConfig, provenance: dict, stem: str, precision: str
+) -> Path:
+    outputs = graph.stems if isinstance(graph, FusedGraph) else [OUTPUT_NAME, CODES_NAME]
+    metadata = graph_metadata(config, provenance, stem=stem, precision=precision)
+    path = export_onnx(graph, folder / name, outputs, hop_length=config.hop_length, metadata=metadata)
+    check_model(path)
+    return path
+
+
+def _set_precision(path: Path, precision: str) -> None:
+    model = onnx.load(str(path))
+    for entry in model.metadata_props:
+        if entry.key == "unmix.precision":
+            entry.value = precision
+    onnx.save(model, str(path))
 
 
 def bundle_facts(config: VQVAEConfig) -> dict:
@@ -144,11 +222,19 @@ def _common_config(separators: dict[str, StemSeparator], config: VQVAEConfig | N
     return config
 
 
-def _torch_reference(separator: StemSeparator):
+def _torch_reference(separators: dict[str, StemSeparator], codes: bool = True):
+    """PyTorch's outputs by graph output name: `stem`/`codes` for one stem, stem names for a fused graph."""
+
     def run(mixture: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = {}
         with torch.no_grad():
-            stem, codes = separator(torch.from_numpy(mixture))
-        return {OUTPUT_NAME: stem.numpy(), CODES_NAME: codes.numpy()}
+            for stem, separator in separators.items():
+                audio, stem_codes = separator(torch.from_numpy(mixture))
+                if codes:
+                    outputs |= {OUTPUT_NAME: audio.numpy(), CODES_NAME: stem_codes.numpy()}
+                else:
+                    outputs[stem] = audio.numpy()
+        return outputs
 
     return run
 

@@ -15,6 +15,9 @@ The graph does not pad or crop: the time axis must be a multiple of the hop (the
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import Tensor, nn
 
 from unmix.train.model import StemSeparator
@@ -45,26 +48,33 @@ class NearestCode(nn.Module):
 
 
 class StemGraph(nn.Module):
-    """One stem: mixture (N, 1, T) → (stem (N, 1, T), codes (N, T / hop)), T a multiple of the hop."""
+    """One stem: mixture (N, 1, T) → (stem (N, 1, T), codes (N, T / hop)), T a multiple of the hop.
 
-    def __init__(self, separator: StemSeparator):
+    With `half=True` the encoder and decoder run in float16 (for GPUs) while input, outputs and the
+    `vq` block stay float32: the casts are explicit in the exported graph, which is what TensorRT's
+    strongly typed networks need (its FP16 builder flag is deprecated since 10.12).
+    """
+
+    def __init__(self, separator: StemSeparator, half: bool = False):
         super().__init__()
-        self.mixture_encoder = separator.mixture_encoder
+        self.dtype = torch.float16 if half else torch.float32
+        # Copies, so exporting never changes the caller's modules (dtype, mode).
+        self.mixture_encoder = copy.deepcopy(separator.mixture_encoder).to(self.dtype).eval()
         self.vq = NearestCode(separator.codebook.k)
-        self.stem_decoder = separator.stem_decoder
+        self.stem_decoder = copy.deepcopy(separator.stem_decoder).to(self.dtype).eval()
 
     def forward(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
-        vectors, codes = self.vq(self.mixture_encoder(mixture))
-        return self.stem_decoder(vectors), codes
+        vectors, codes = self.vq(self.mixture_encoder(mixture.to(self.dtype)).float())
+        return self.stem_decoder(vectors.to(self.dtype)).float(), codes
 
 
 class FusedGraph(nn.Module):
     """Several stems in one graph: mixture → one output per stem (named after the stem)."""
 
-    def __init__(self, separators: dict[str, StemSeparator]):
+    def __init__(self, separators: dict[str, StemSeparator], half: bool = False):
         super().__init__()
         self.stems = list(separators)
-        self.branches = nn.ModuleList(StemGraph(separator) for separator in separators.values())
+        self.branches = nn.ModuleList(StemGraph(separator, half) for separator in separators.values())
 
     def forward(self, mixture: Tensor) -> tuple[Tensor, ...]:
         return tuple(branch(mixture)[0] for branch in self.branches)

@@ -1,0 +1,119 @@
+"""Derived graphs of an exported fp32 graph: int8 (static QDQ), and ONNX Runtime's offline-optimised copy.
+
+fp16 is exported from PyTorch directly (`StemGraph(half=True)`): converting the fp32 graph with
+onnxconverter-common's `convert_float_to_float16` puts fp16 round trips *between* the blocked
+nodes of the vq island (a Cast to fp16 and back after each node), which is exactly what the island
+exists to avoid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from unmix.runtime.manifest import INPUT_NAME, OUTPUT_NAME
+
+from .checks import ExportError
+from .graph import is_vq_node
+
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+# Operator domains that tie an optimised file to one CPU family (NCHWc blocked layouts need AVX2/AVX-512).
+LAYOUT_SPECIFIC_DOMAINS = {"com.microsoft.nchwc"}
+
+
+class _Chunks(CalibrationDataReader):
+    def __init__(self, chunks: Iterable[np.ndarray]):
+        self._chunks: Iterator[np.ndarray] = iter(chunks)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = next(self._chunks, None)
+        return None if chunk is None else {INPUT_NAME: np.asarray(chunk, np.float32).reshape(1, 1, -1)}
+
+
+def int8_excluded_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes left in fp32: the vq island, the convolution that reads the audio and the one that writes it.
+
+    Quantising the waveform itself to 8 bits would cap the SNR near 48 dB; the convolutions between
+    see feature maps, where int8 is cheap in accuracy.
+    """
+    excluded = [node.name for node in model.graph.node if is_vq_node(node.name)]
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose") and (
+            INPUT_NAME in node.input or OUTPUT_NAME in node.output or _feeds_vq(model, node)
+        ):
+            excluded.append(node.name)
+    return excluded
+
+
+def _feeds_vq(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    """Whether `node` is the encoder's last convolution (its output goes straight into the vq island)."""
+    consumers = [n for n in model.graph.node if set(node.output) & set(n.input)]
+    return bool(consumers) and all(is_vq_node(n.name) for n in consumers)
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration: Iterable[np.ndarray],
+    *,
+    method: str = "minmax",
+    reduce_range: bool = False,
+) -> Path:
+    """Static QDQ int8 (signed activations and per-channel weights) calibrated on mixture chunks.
+
+    `reduce_range` uses 7-bit weights, which avoids the saturation of U8S8 kernels on x86 CPUs
+    without VNNI (AVX2 / AVX-512 only), at some cost in accuracy.
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration method {method!r}; choose one of {sorted(CALIBRATION_METHODS)}")
+    out_path = Path(out_path)
+    prepared = out_path.with_name(out_path.name + ".pre.onnx")
+    # Shape inference for the quantiser; its optimisation pass is skipped so node names (and with them
+    # the exclusion list) stay those of the exported graph.
+    quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True)
+    model = onnx.load(str(prepared))
+    prepared.unlink()
+    quantize_static(
+        model,
+        str(out_path),
+        _Chunks(calibration),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=reduce_range,
+        nodes_to_exclude=int8_excluded_nodes(model),
+        calibrate_method=CALIBRATION_METHODS[method],
+    )
+    return out_path
+
+
+def optimize_for_ort(path: str | Path, out_path: str | Path) -> Path:
+    """ONNX Runtime's offline optimisation at the EXTENDED level, for the CPU execution provider.
+
+    EXTENDED fuses (Conv+Activation, QDQ → QLinear*, …) but does not rewrite layouts: the ALL level
+    adds NCHWc ops that tie the file to the CPU it was optimised on, so it is refused here.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(out_path)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(out_path))
+    layout = sorted({node.domain for node in optimized.graph.node} & LAYOUT_SPECIFIC_DOMAINS)
+    if layout:
+        raise ExportError(f"{Path(out_path).name}: the optimised graph holds layout-specific ops ({layout})")
+    del optimized.metadata_props[:]
+    optimized.metadata_props.extend(onnx.load(str(path)).metadata_props)
+    onnx.save(optimized, str(out_path))
+    return Path(out_path)
