@@ -1,1 +1,18 @@
-"""unmix.runtime"""
+"""unmix.runtime: the lean separator (numpy + ONNX Runtime; TensorRT optional). Never imports torch.
+
+    from unmix.runtime import Separator
+    separator = Separator.from_bundle("default", device="cpu", stems=["vocals", "drums"])
+    stems = separator.separate(audio, sample_rate)          # {stem: array shaped like audio}
+    separator.separate_file("song.flac", "separated")       # separated/song/vocals.flac, …
+"""
+
+from .errors import AudioError, BackendError, Cancelled, OutputError, UnmixError
+from .files import DEFAULT_FILENAME, FileResult, find_inputs, separate_file
+from .manifest import BundleError, Manifest, read_manifest
+from .separator import Separator, Stream, resolve_bundle
+
+__all__ = [
+    "DEFAULT_FILENAME", "AudioError", "BackendError", "BundleError", "Cancelled", "FileResult", "Manifest",
+    "OutputError", "Separator", "Stream", "UnmixError", "find_inputs", "read_manifest", "resolve_bundle",
+    "separate_file",
+]

@@ -1,0 +1,167 @@
+"""Audio files through libsndfile (soundfile): streaming reads that notice damage, atomic streaming writes.
+
+Reading never loads a whole file: `read_blocks` yields float32 blocks and raises `AudioError` for a
+truncated or corrupt file (after the fact, when the decoder stops early). Writing goes to a hidden
+temporary file beside the target, renamed into place only by `commit`; `discard` removes it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AudioError, OutputError
+
+# What a folder scan picks up: the containers libsndfile decodes.
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".w64", ".rf64", ".caf"}
+)
+# Output formats by the name users give them, with their file extension.
+OUTPUT_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
+_FORMAT_EXTENSIONS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "W64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
+# When a format cannot hold the input's subtype (a float WAV into FLAC, say): its most faithful one.
+_FALLBACK_SUBTYPES = {"WAV": "FLOAT", "FLAC": "PCM_24", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+_MAX_CHANNELS = {"MP3": 2}
+# A WAV/AIFF header that promises more data than the file holds (ignoring streaming placeholders).
+_SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_SIZE_PLACEHOLDERS = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 1}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    frames: int
+    channels: int
+    sample_rate: int
+    format: str  # libsndfile major format, e.g. "WAV"
+    subtype: str  # e.g. "PCM_24", "FLOAT", "MPEG_LAYER_III"
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def open_audio(path: str | Path) -> tuple[sf.SoundFile, AudioInfo]:
+    """Open `path` for streaming reads; `AudioError` for a missing, non-audio, empty or truncated file."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a file")
+    try:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_libsndfile_reason(error)})") from None
+    info = AudioInfo(path, handle.frames, handle.channels, handle.samplerate, handle.format, handle.subtype)
+    problem = _header_problem(handle, info)
+    if problem:
+        handle.close()
+        raise AudioError(f"{path}: {problem}")
+    return handle, info
+
+
+def _header_problem(handle: sf.SoundFile, info: AudioInfo) -> str | None:
+    if info.frames <= 0:
+        return "zero-length audio (no samples to separate)"
+    text = handle.extra_info
+    for declared, present in _SHORT_CHUNK.findall(text):
+        if int(declared) > int(present) and int(declared) not in _SIZE_PLACEHOLDERS:
+            return f"truncated file (the header declares {declared} bytes of audio, the file holds {present})"
+    if "lacks an end-of-stream bit" in text:
+        return "truncated file (the Ogg stream has no end)"
+    return None
+
+
+def read_blocks(handle: sf.SoundFile, info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
+    """Float32 blocks (frames, channels) of the whole file; `AudioError` if decoding stops early."""
+    read = 0
+    while True:
+        try:
+            block = handle.read(block_frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise AudioError(
+                f"{info.path}: decoding failed after {read} of {info.frames} frames, truncated or corrupt file "
+                f"({_libsndfile_reason(error)})"
+            ) from None
+        if not len(block):
+            break
+        read += len(block)
+        yield block
+    # MP3 lengths come from a header or an estimate; allow two MPEG frames of slack there.
+    slack = 2 * 1152 if info.format == "MP3" else 0
+    if read + slack < info.frames:
+        raise AudioError(f"{info.path}: truncated or corrupt file (decoded {read} of {info.frames} frames)")
+
+
+def _libsndfile_reason(error: Exception) -> str:
+    text = str(error)
+    reason = text.split(": ", 1)[1] if text.startswith("Error opening") and ": " in text else text
+    # libsndfile says this of files it cannot parse, although they exist: say what it means.
+    return "unrecognised or corrupt data" if "does not exist or is not a regular file" in reason else reason
+
+
+def output_format(name: str | None, info: AudioInfo) -> tuple[str, str, str]:
+    """(libsndfile format, subtype, extension) for writing stems of `info`.
+
+    `name` is one of OUTPUT_FORMATS, or None to keep the input's format (WAV when the input's
+    container cannot be written). The input's subtype (bit depth, codec) is kept when the format
+    can hold it.
+    """
+    if name is None:
+        fmt = info.format if info.format in _FORMAT_EXTENSIONS else "WAV"
+    elif name.lower() in OUTPUT_FORMATS:
+        fmt = OUTPUT_FORMATS[name.lower()]
+    else:
+        raise OutputError(f"unknown output format {name!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    subtype = info.subtype if sf.check_format(fmt, info.subtype) else _FALLBACK_SUBTYPES.get(fmt, sf.default_subtype(fmt))
+    extension = info.path.suffix.lower().lstrip(".") if name is None and fmt == info.format else _FORMAT_EXTENSIONS[fmt]
+    limit = _MAX_CHANNELS.get(fmt)
+    if limit and info.channels > limit:
+        raise OutputError(f"{fmt} holds at most {limit} channels, the input has {info.channels}; choose another --format")
+    return fmt, subtype, extension
+
+
+class AtomicWriter:
+    """Streams audio into a hidden temporary file beside `path`; `commit` renames it into place."""
+
+    def __init__(self, path: Path, sample_rate: int, channels: int, fmt: str, subtype: str):
+        self.path = path
+        self._clip = subtype not in _FLOAT_SUBTYPES  # integer PCM and lossy codecs wrap or distort past ±1
+        try:
+            descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+            os.close(descriptor)
+        except OSError as error:
+            raise OutputError(f"cannot write to {path.parent}: {error.strerror or error}") from None
+        self.temp = Path(temp)
+        try:
+            self._file = sf.SoundFile(str(self.temp), "w", sample_rate, channels, subtype, format=fmt)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+            self.temp.unlink(missing_ok=True)
+            raise OutputError(
+                f"cannot write {fmt}/{subtype} with {channels} channels at {sample_rate} Hz: {_libsndfile_reason(error)}"
+            ) from None
+
+    def write(self, block: np.ndarray) -> None:
+        if self._clip:
+            block = np.clip(block, -1.0, 1.0)
+        try:
+            self._file.write(block)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise OutputError(f"writing {self.path} failed: {error}") from None
+
+    def commit(self) -> None:
+        self._file.close()
+        os.replace(self.temp, self.path)
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.temp.unlink(missing_ok=True)

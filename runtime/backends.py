@@ -1,0 +1,147 @@
+"""Where the graphs run: ONNX Runtime on the CPU or a CUDA GPU, or TensorRT engines.
+
+An `Engine` maps one batch of mono windows (items, 1, time) to each chosen stem's output. Asking for
+something this machine or bundle cannot do raises `BackendError`; nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import BackendError
+from .manifest import Manifest
+
+BACKENDS = ("auto", "ort", "trt")
+PRECISIONS = ("fp32", "int8", "fp16")
+GPU_INSTALL_HINT = "pip uninstall -y onnxruntime && pip install 'unmix[gpu]' (onnxruntime-gpu with CUDA 12 and cuDNN 9)"
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "cpu" or "cuda"
+    index: int = 0
+
+    def __str__(self) -> str:
+        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
+
+
+def parse_device(text: str) -> Device:
+    """`cpu`, `cuda` or `cuda:N`."""
+    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", text.strip().lower())
+    if not match or (match[1] == "cpu" and match[2]):
+        raise BackendError(f"unknown device {text!r}; use cpu, cuda or cuda:N")
+    return Device(match[1], int(match[2] or 0))
+
+
+class Engine(Protocol):
+    stems: tuple[str, ...]
+    description: str
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """(items, 1, time) float32 → {stem: (items, 1, time) float32}; time a multiple of the hop."""
+        ...
+
+
+def open_engine(
+    bundle: Path,
+    manifest: Manifest,
+    stems: list[str],
+    *,
+    device: Device,
+    backend: str,
+    precision: str,
+    threads: int | None,
+    spinning: bool,
+) -> Engine:
+    """The engine for `stems` of the bundle at `precision` on `device` through `backend`."""
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if precision not in manifest.models:
+        raise BackendError(
+            f"the bundle has no {precision} models (it has {', '.join(manifest.precisions)}); choose --precision accordingly"
+        )
+    paths = {stem: bundle / manifest.models[precision][stem] for stem in stems}
+    if backend == "trt":
+        from .tensorrt import TensorRTEngine  # imported only when asked for: tensorrt is an optional extra
+
+        if device.kind != "cuda":
+            raise BackendError("the TensorRT backend needs a GPU: use --device cuda[:N]")
+        return TensorRTEngine(bundle, manifest, paths, device=device, precision=precision)
+    # "auto" is ONNX Runtime while the TensorRT path is untested on real hardware (see tensorrt.py).
+    return OrtEngine(paths, manifest, device=device, threads=threads, spinning=spinning, precision=precision)
+
+
+def session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # ORT's warnings (unused initializers, …) are not the user's business
+    if threads is not None:
+        if threads < 1:
+            raise BackendError(f"threads must be at least 1, got {threads}")
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # one branch per graph: nothing to run in parallel across ops
+    # Spinning threads wait for work at 100 % CPU between runs: fast on a dedicated machine, rude
+    # inside a host application (a DAW, a server), so it is off unless the caller opts in.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
+class OrtEngine:
+    """One ONNX Runtime session per stem; on CUDA the batch is uploaded once and shared (I/O binding)."""
+
+    def __init__(
+        self,
+        paths: dict[str, Path],
+        manifest: Manifest,
+        *,
+        device: Device,
+        threads: int | None,
+        spinning: bool,
+        precision: str,
+    ):
+        self.stems = tuple(paths)
+        self.device = device
+        self.input_name, self.output_name = manifest.input_name, manifest.output_name
+        provider = "CPUExecutionProvider" if device.kind == "cpu" else "CUDAExecutionProvider"
+        if provider not in ort.get_available_providers():
+            raise BackendError(
+                f"this onnxruntime ({ort.__version__}) has no {provider}; to run on a GPU: {GPU_INSTALL_HINT}"
+            )
+        providers: list = [provider] if device.kind == "cpu" else [(provider, {"device_id": device.index})]
+        options = session_options(threads, spinning)
+        self.sessions = {}
+        for stem, path in paths.items():
+            try:
+                session = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as error:  # ORT raises its own exception types for every failure
+                raise BackendError(f"{path.name}: onnxruntime cannot load it on {device}: {str(error).splitlines()[0]}") from None
+            # ORT falls back to the CPU when the CUDA libraries fail to load: that is an error here.
+            if session.get_providers()[0] != provider:
+                raise BackendError(
+                    f"onnxruntime could not start {provider} on {device} (CUDA/cuDNN libraries missing or "
+                    f"mismatched); run `unmix doctor`"
+                )
+            self.sessions[stem] = session
+        detail = f"{threads} threads" if device.kind == "cpu" and threads else str(device)
+        self.description = f"onnxruntime {ort.__version__} {provider} ({detail}), {precision}"
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self.device.kind == "cpu":
+            return {
+                stem: session.run([self.output_name], {self.input_name: batch})[0]
+                for stem, session in self.sessions.items()
+            }
+        mixture = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.device.index)  # one upload for all stems
+        outputs = {}
+        for stem, session in self.sessions.items():
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(self.input_name, mixture)
+            binding.bind_output(self.output_name, "cuda", self.device.index)  # codes stay unbound: not copied
+            session.run_with_iobinding(binding)
+            outputs[stem] = binding.copy_outputs_to_cpu()[0]
+        return outputs

@@ -1,0 +1,195 @@
+"""File to files: stream-decode a track, separate it, stream-write one file per stem, atomically.
+
+Memory stays bounded by the chunk size whatever the track length: blocks are decoded, separated and
+written as they come. Stems are written to hidden temporary files renamed into place only when the
+whole track is done, so an error, a cancellation or Ctrl-C leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import string
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .audio import AUDIO_EXTENSIONS, AtomicWriter, AudioInfo, open_audio, output_format, read_blocks
+from .errors import AudioError, OutputError
+from .separator import Cancel, Progress
+
+if TYPE_CHECKING:
+    from .separator import Separator
+
+DEFAULT_FILENAME = "{track}/{stem}.{ext}"
+TEMPLATE_FIELDS = {"track", "trackext", "stem", "ext"}
+READ_BLOCK_FRAMES = 1 << 16
+
+
+@dataclass
+class FileResult:
+    input: Path
+    outputs: dict[str, Path]
+    seconds: float  # length of the audio
+    elapsed: float = 0.0  # wall time of the separation (0 when skipped)
+    skipped: bool = False
+    info: AudioInfo | None = field(default=None, repr=False)
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: processing time over audio time."""
+        return self.elapsed / self.seconds if self.seconds else 0.0
+
+
+def check_template(template: str) -> None:
+    """`OutputError` unless `template` uses only known fields and names each stem's file apart."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise OutputError(f"bad --filename template {template!r}: {error}") from None
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown:
+        raise OutputError(
+            f"--filename template uses unknown field(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(TEMPLATE_FIELDS))}"
+        )
+    if "stem" not in fields:
+        raise OutputError("--filename template must contain {stem}, or every stem would go to the same file")
+
+
+def output_paths(input: Path, output_dir: Path, template: str, stems: Iterable[str], extension: str) -> dict[str, Path]:
+    check_template(template)
+    names = {"track": input.stem, "trackext": input.suffix.lstrip("."), "ext": extension}
+    return {stem: output_dir / template.format(stem=stem, **names) for stem in stems}
+
+
+def separate_file(
+    separator: "Separator",
+    input: str | Path,
+    output_dir: str | Path,
+    *,
+    filename: str = DEFAULT_FILENAME,
+    format: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> FileResult:
+    """Separate `input` into `output_dir`/`filename` per stem (fields {track}, {trackext}, {stem}, {ext}).
+
+    `format` is "wav", "flac", "ogg" or "mp3" (default: the input's); sample rate, channel count and,
+    where the format holds it, bit depth are the input's. A track whose stem files all exist is
+    skipped unless `overwrite`. Raises `AudioError`/`OutputError` with nothing written, and
+    `Cancelled` (or KeyboardInterrupt) with nothing written.
+    """
+    input, output_dir = Path(input), Path(output_dir)
+    handle, info = open_audio(input)
+    with handle:
+        fmt, subtype, extension = output_format(format, info)
+        paths = output_paths(input, output_dir, filename, separator.stems, extension)
+        if input.resolve() in {path.resolve() for path in paths.values()}:
+            raise OutputError(f"{input}: an output would overwrite the input; choose another -o or --filename")
+        if not overwrite and all(path.exists() for path in paths.values()):
+            return FileResult(input, paths, info.seconds, skipped=True, info=info)
+        start = time.perf_counter()
+        with _Outputs(paths, info.sample_rate, info.channels, fmt, subtype) as outputs:
+            stream = separator.stream(
+                info.sample_rate, info.channels, progress=progress, cancel=cancel, total_frames=info.frames
+            )
+            for block in read_blocks(handle, info, READ_BLOCK_FRAMES):
+                try:
+                    stems = stream.feed(block)
+                except AudioError as error:
+                    raise AudioError(f"{input}: {error}") from None
+                outputs.write(stems)
+            outputs.write(stream.finish())
+        return FileResult(input, paths, info.seconds, time.perf_counter() - start, info=info)
+
+
+class _Outputs:
+    """The stems' writers: committed together on success, all removed (with new folders) otherwise."""
+
+    def __init__(self, paths: dict[str, Path], sample_rate: int, channels: int, fmt: str, subtype: str):
+        self.paths = paths
+        self.format = (sample_rate, channels, fmt, subtype)
+        self.writers: dict[str, AtomicWriter] = {}
+        self.created: list[Path] = []
+
+    def __enter__(self) -> "_Outputs":
+        try:
+            for stem, path in self.paths.items():
+                self._make_folder(path.parent)
+                self.writers[stem] = AtomicWriter(path, *self.format)
+        except BaseException:
+            self._abort()
+            raise
+        return self
+
+    def write(self, stems: dict) -> None:
+        for stem, audio in stems.items():
+            if len(audio):
+                self.writers[stem].write(audio)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self._abort()
+            return
+        committed = []
+        try:
+            for writer in self.writers.values():
+                writer.commit()
+                committed.append(writer.path)
+        except BaseException:
+            for path in committed:
+                path.unlink(missing_ok=True)
+            self._abort()
+            raise
+
+    def _make_folder(self, folder: Path) -> None:
+        missing = [parent for parent in [folder, *folder.parents] if not parent.exists()]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot create {folder}: {error.strerror or error}") from None
+        self.created.extend(missing)  # innermost first, so removal works from the inside out
+
+    def _abort(self) -> None:
+        for writer in self.writers.values():
+            writer.discard()
+        for folder in dict.fromkeys(self.created):
+            try:
+                folder.rmdir()  # only if empty: never removes what someone else put there
+            except OSError:
+                pass
+
+
+def find_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[tuple[str, Path | AudioError]]:
+    """Expand files, folders (recursively, audio extensions only) and glob patterns.
+
+    Returns (argument, path) pairs, or (argument, AudioError) for an argument that names nothing
+    usable, so that a batch reports it and goes on. Files under `exclude` (the output folder) are
+    left out of folder scans and globs.
+    """
+    excluded = exclude.resolve() if exclude else None
+
+    def keep(path: Path) -> bool:
+        return excluded is None or not path.resolve().is_relative_to(excluded)
+
+    found: list[tuple[str, Path | AudioError]] = []
+    for argument in inputs:
+        path = Path(argument)
+        if path.is_file():
+            found.append((argument, path))
+        elif path.is_dir():
+            audio = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and keep(p))
+            if not audio:
+                found.append((argument, AudioError(f"{path}: no audio files in this folder")))
+            found.extend((argument, p) for p in audio)
+        elif glob.has_magic(argument):
+            matches = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file() and keep(Path(p)))
+            if not matches:
+                found.append((argument, AudioError(f"{argument}: no files match this pattern")))
+            found.extend((argument, p) for p in matches)
+        else:
+            found.append((argument, AudioError(f"{path}: no such file or folder")))
+    return found

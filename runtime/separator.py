@@ -1,0 +1,317 @@
+"""`Separator`: a bundle loaded for one device, separating arrays, streams and files.
+
+Audio of any rate and channel count goes in; each channel is separated on its own (channels are batch
+items of the mono model), at the model's rate (soxr resamples in and back out), in overlap-save windows
+that make the result independent of the chunk length. Every path (array, stream, file) runs the same
+`Stream`, so they give identical results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soxr
+
+from .backends import Device, Engine, open_engine, parse_device
+from .chunking import ChunkPlan, SignalBuffer, Window
+from .errors import AudioError, Cancelled
+from .manifest import MANIFEST_FILE, BundleError, Manifest, read_manifest
+
+if TYPE_CHECKING:
+    from .files import FileResult
+
+DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
+DEFAULT_CHUNK_SECONDS = 20.0  # kept samples per window: the 2 × 2.08 s of context then cost 21 % extra
+DEFAULT_WINDOWS_PER_CALL = {"cpu": 1, "cuda": 8}  # a CPU gains nothing from more; a GPU fills up
+MAX_CHANNELS = 64  # far above any real layout; catches (channels, frames) arrays passed the wrong way round
+ARRAY_BLOCK_FRAMES = 1 << 18  # arrays are fed in blocks so the working copies stay small
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
+def resolve_bundle(bundle: str | Path) -> Path:
+    """The folder of `bundle`: a path, or "default" for the bundle shipped inside the package."""
+    if str(bundle) == "default":
+        if not (DEFAULT_BUNDLE / MANIFEST_FILE).is_file():
+            raise BundleError(
+                f"no default model is installed with this package (expected a bundle in {DEFAULT_BUNDLE}); "
+                "pass a bundle folder instead (--bundle PATH)"
+            )
+        return DEFAULT_BUNDLE
+    path = Path(bundle)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    return path
+
+
+def choose_stems(manifest: Manifest, stems: Sequence[str] | None) -> list[str]:
+    if not stems:
+        return list(manifest.stems)
+    unknown = [stem for stem in stems if stem not in manifest.stems]
+    if unknown:
+        raise BundleError(f"the bundle has no stem {', '.join(map(repr, unknown))}; it has {', '.join(manifest.stems)}")
+    return list(dict.fromkeys(stems))  # bundle order would surprise; keep the caller's, without repeats
+
+
+class Separator:
+    """Separates audio with a bundle's graphs. Build it with `Separator.from_bundle`."""
+
+    def __init__(self, manifest: Manifest, engine: Engine, *, chunk: int, windows_per_call: int, bundle: Path):
+        if windows_per_call < 1:
+            raise ValueError(f"windows_per_call must be at least 1, got {windows_per_call}")
+        self.manifest = manifest
+        self.engine = engine
+        self.plan = ChunkPlan(chunk, manifest.context_samples, manifest.hop_length)
+        self.windows_per_call = windows_per_call
+        self.bundle = bundle
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: str | Path = "default",
+        *,
+        device: str = "cpu",
+        backend: str = "auto",
+        threads: int | None = None,
+        stems: Sequence[str] | None = None,
+        chunk: int | None = None,
+        precision: str = "fp32",
+        windows_per_call: int | None = None,
+        spinning: bool = False,
+        verify: bool = True,
+    ) -> "Separator":
+        """Load `bundle` (a folder, or "default") for `device` ("cpu", "cuda", "cuda:N").
+
+        backend: "auto" (ONNX Runtime), "ort" or "trt" (TensorRT engines; needs a CUDA device).
+        threads: CPU threads per run (default: ONNX Runtime's, the physical cores).
+        stems: the stems to compute (default: all in the bundle); the others cost nothing.
+        chunk: output samples per window at the model's rate, a multiple of its hop (default 20 s).
+        precision: which of the bundle's models to run ("fp32", "int8", "fp16").
+        windows_per_call: chunks per engine call (each times the channels; default 1 on CPU, 8 on GPU).
+        spinning: let idle ONNX Runtime threads spin (faster on a dedicated machine, off when embedded).
+        verify: check every bundle file's sha256 against the manifest.
+        """
+        path = resolve_bundle(bundle)
+        manifest = read_manifest(path, verify=verify)
+        chosen = choose_stems(manifest, stems)
+        where: Device = parse_device(device)
+        engine = open_engine(
+            path, manifest, chosen, device=where, backend=backend, precision=precision, threads=threads, spinning=spinning
+        )
+        hop = manifest.hop_length
+        if chunk is None:
+            chunk = max(1, round(DEFAULT_CHUNK_SECONDS * manifest.sample_rate / hop)) * hop
+        elif chunk <= 0 or chunk % hop:
+            nearest = max(hop, round(chunk / hop) * hop)
+            raise ValueError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
+        if windows_per_call is None:
+            windows_per_call = DEFAULT_WINDOWS_PER_CALL[where.kind]
+        return cls(manifest, engine, chunk=chunk, windows_per_call=windows_per_call, bundle=path)
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        return self.engine.stems
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's sample rate (inputs at other rates are resampled)."""
+        return self.manifest.sample_rate
+
+    @property
+    def description(self) -> str:
+        return f"{self.engine.description}; chunk {self.plan.chunk} + 2 × {self.plan.context} context samples"
+
+    def stream(
+        self,
+        sample_rate: int,
+        channels: int,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+        total_frames: int | None = None,
+    ) -> "Stream":
+        """An incremental separation of audio at `sample_rate` with `channels` channels."""
+        return Stream(self, sample_rate, channels, progress=progress, cancel=cancel, total_frames=total_frames)
+
+    def separate(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Separate `audio` (frames,) or (frames, channels), floats in [-1, 1], at `sample_rate`.
+
+        Returns {stem: float32 array of the input's shape}. `progress(done, total)` is called in input
+        frames after every engine call; `cancel()` returning true (or a set `threading.Event`) stops
+        the run between chunks with `Cancelled`.
+        """
+        audio = np.asarray(audio)
+        if audio.ndim not in (1, 2):
+            raise AudioError(f"audio must be (frames,) or (frames, channels), got shape {audio.shape}")
+        if not np.issubdtype(audio.dtype, np.floating):
+            raise AudioError(f"audio must be floating point in [-1, 1], got {audio.dtype}")
+        frames = audio.reshape(len(audio), -1)
+        if not len(frames):
+            raise AudioError("zero-length audio (no samples to separate)")
+        stream = self.stream(sample_rate, frames.shape[1], progress=progress, cancel=cancel, total_frames=len(frames))
+        parts = [stream.feed(frames[i : i + ARRAY_BLOCK_FRAMES]) for i in range(0, len(frames), ARRAY_BLOCK_FRAMES)]
+        parts.append(stream.finish())
+        return {stem: np.concatenate([part[stem] for part in parts]).reshape(audio.shape) for stem in self.stems}
+
+    def separate_file(self, input: str | Path, output_dir: str | Path, **options) -> "FileResult":
+        """Separate an audio file into one file per stem; see `unmix.runtime.files.separate_file`."""
+        from .files import separate_file
+
+        return separate_file(self, input, output_dir, **options)
+
+
+class Stream:
+    """Incremental separation: `feed` blocks of audio, get back each stem's samples as they become final.
+
+    Output lags input by about one chunk plus the context; `finish` returns the rest. The concatenated
+    outputs have exactly as many frames as were fed and equal a whole-signal separation.
+    """
+
+    def __init__(
+        self,
+        separator: Separator,
+        sample_rate: int,
+        channels: int,
+        *,
+        progress: Progress | None,
+        cancel: Cancel | None,
+        total_frames: int | None,
+    ):
+        if int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate}")
+        if not 1 <= channels <= MAX_CHANNELS:
+            hint = " (is the array (channels, frames)? pass (frames, channels))" if channels > MAX_CHANNELS else ""
+            raise AudioError(f"{channels} channels: between 1 and {MAX_CHANNELS} are supported{hint}")
+        self.sample_rate, self.channels = int(sample_rate), channels
+        self._separator = separator
+        self._plan = separator.plan
+        self._progress = progress
+        self._cancel = cancel.is_set if hasattr(cancel, "is_set") else cancel
+        self._total = total_frames
+        model_rate = separator.sample_rate
+        self._ratio = self.sample_rate / model_rate
+        resampling = self.sample_rate != model_rate
+        self._resample_in = soxr.ResampleStream(self.sample_rate, model_rate, channels, dtype="float32") if resampling else None
+        self._resample_out = {
+            stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
+        } if resampling else None
+        self._buffer = SignalBuffer(channels)
+        self._next_window = 0  # full windows run so far
+        self._model_done = 0  # model-rate output samples produced
+        self._frames_in = 0
+        self._frames_out = 0
+        self._finished = False
+
+    def feed(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        """Add (frames, channels) of audio; returns the stems' next samples (possibly none)."""
+        block = self._check(block)
+        self._frames_in += len(block)
+        self._buffer.append(self._resample_in.resample_chunk(block) if self._resample_in else block)
+        outputs = self._empty()
+        ready = self._plan.full_windows(self._buffer.end)
+        while ready - self._next_window >= self._separator.windows_per_call:
+            first = self._next_window
+            self._next_window += self._separator.windows_per_call
+            self._run([self._plan.window(k) for k in range(first, self._next_window)], outputs)
+        return self._emit(outputs, final=False)
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """End of input: the stems' remaining samples."""
+        if self._finished:
+            raise RuntimeError("this stream is finished")
+        self._finished = True
+        if self._resample_in:
+            self._buffer.append(self._resample_in.resample_chunk(np.zeros((0, self.channels), np.float32), last=True))
+        length = self._buffer.end
+        emitted = self._model_done
+        windows = self._plan.finish(self._next_window, length)
+        self._buffer.pad_to(self._plan.padded_length(length))  # the whole-signal reference's zero padding
+        outputs = self._empty()
+        step = self._separator.windows_per_call
+        for first in range(0, len(windows), step):
+            self._run(windows[first : first + step], outputs)
+        for stem, parts in outputs.items():  # drop the output of the padding
+            if parts:
+                outputs[stem] = [np.concatenate(parts)[: length - emitted]]
+        result = self._emit(outputs, final=True)
+        if self._progress and self._total is not None:
+            self._progress(self._total, self._total)
+        return result
+
+    def _check(self, block: np.ndarray) -> np.ndarray:
+        if self._finished:
+            raise RuntimeError("this stream is finished")
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise AudioError(f"expected blocks of shape (frames, {self.channels}), got {block.shape}")
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        finite = np.isfinite(block)
+        if not finite.all():
+            frame, channel = np.argwhere(~finite)[0]
+            position = self._frames_in + int(frame)
+            raise AudioError(
+                f"non-finite sample ({block[frame, channel]}) at frame {position} "
+                f"({position / self.sample_rate:.3f} s), channel {channel + 1}"
+            )
+        return block
+
+    def _empty(self) -> dict[str, list[np.ndarray]]:
+        return {stem: [] for stem in self._separator.stems}
+
+    def _run(self, windows: list[Window], outputs: dict[str, list[np.ndarray]]) -> None:
+        """Run windows of equal length as one batch of (windows × channels) mono items."""
+        if self._cancel is not None and self._cancel():
+            raise Cancelled("separation cancelled")
+        length = windows[0].stop - windows[0].start
+        items = np.stack([self._buffer.slice(w.start, w.stop) for w in windows])  # (windows, time, channels)
+        batch = np.ascontiguousarray(items.transpose(0, 2, 1)).reshape(-1, 1, length)
+        # Digital silence in, digital silence out: such items are not run (the graph would add its bias hum).
+        sounding = batch.any(axis=(1, 2))
+        if sounding.all():
+            results = self._separator.engine.run(batch)
+        else:
+            results = self._separator.engine.run(batch[sounding]) if sounding.any() else {}
+        for stem in self._separator.stems:
+            if sounding.all():
+                stem_batch = results[stem]
+            else:
+                stem_batch = np.zeros_like(batch)
+                if sounding.any():
+                    stem_batch[sounding] = results[stem]
+            per_window = stem_batch.reshape(len(windows), self.channels, length).transpose(0, 2, 1)
+            for window, output in zip(windows, per_window):
+                outputs[stem].append(output[window.keep_start - window.start : window.keep_stop - window.start])
+        self._model_done = windows[-1].keep_stop
+        self._buffer.discard_before(windows[-1].start)  # a final flush-right window may start this early
+        if self._progress:
+            done = round(self._model_done * self._ratio)
+            self._progress(min(done, self._total) if self._total is not None else done, self._total or 0)
+
+    def _emit(self, outputs: dict[str, list[np.ndarray]], final: bool) -> dict[str, np.ndarray]:
+        result = {}
+        for stem, parts in outputs.items():
+            audio = np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
+            if self._resample_out:
+                audio = self._resample_out[stem].resample_chunk(audio, last=final)
+            result[stem] = audio
+        produced = len(next(iter(result.values())))
+        if final:  # resampling back can miss or overshoot the input length by a sample: match it exactly
+            wanted = self._frames_in - self._frames_out
+            for stem, audio in result.items():
+                if len(audio) < wanted:
+                    audio = np.concatenate([audio, np.zeros((wanted - len(audio), self.channels), np.float32)])
+                result[stem] = audio[:wanted]
+            produced = wanted
+        self._frames_out += produced
+        return result
