@@ -1,0 +1,148 @@
+"""`unmix-export`: trained checkpoints → a validated deploy bundle (ONNX per stem, parity report, int8, fp16, TensorRT).
+
+Sources (one of):
+  --checkpoint SPEC   our phase-2 separator: a checkpoint folder or the training run folder holding it
+  --vqvae SPEC        a VQ-VAE (Jukebox vqvae.pth.tar, the paper's phase-1 pickles, or ours) as codebook + SD,
+                      and as ME unless --encoder SPEC gives the mixture encoder (the paper's phase-2 pickles, or ours)
+For several stems, SPEC is `stem=PATH` (repeat the option, one per stem) or one PATH containing `{stem}`
+(e.g. runs/phase2-{stem}); a plain PATH serves every stem.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import typer
+
+from unmix.runtime.manifest import STEMS, BundleError
+from unmix.train.config import resolve_config
+
+from .audio import calibration_chunks, load_parity_audio
+from .bundle import export_bundle
+from .checks import ExportError
+from .sources import paths_per_stem, separator_from_run, separator_from_vqvae
+
+app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def parse_stems(stem: str | None, stems: str | None) -> list[str]:
+    """`--stem X` or `--stems all|a,b`; stems are kept in the canonical order when they are the usual four."""
+    if (stem is None) == (stems is None):
+        raise ExportError("give exactly one of --stem NAME or --stems all|NAME,NAME")
+    names = list(STEMS) if stems == "all" else [s.strip() for s in (stems or stem).split(",") if s.strip()]
+    unknown = [name for name in names if name not in STEMS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ExportError(f"stems must be distinct names among {', '.join(STEMS)} (got {', '.join(names) or 'none'})")
+    return names
+
+
+@app.command()
+def main(
+    out: Path = typer.Option(..., "-o", "--out", help="bundle folder to write"),
+    stem: str = typer.Option(None, "--stem", help="one stem: drums, bass, other or vocals"),
+    stems: str = typer.Option(None, "--stems", help="'all' or a comma list"),
+    checkpoint: list[str] = typer.Option(None, "--checkpoint", help="our phase-2 checkpoint or run folder (SPEC)"),
+    vqvae: list[str] = typer.Option(None, "--vqvae", help="VQ-VAE file or folder: codebook + SD (SPEC)"),
+    encoder: list[str] = typer.Option(None, "--encoder", help="mixture encoder ME for --vqvae (SPEC)"),
+    config: str = typer.Option(None, "--config", help="model config of foreign files: paper, tiny or FILE.json"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow full unpickling of foreign files (can run code)"),
+    audio: Path = typer.Option(None, "--audio", help="parity audio: MUSDB-layout folder, audio folder or file (default: a synthetic song)"),
+    parity_segments: int = typer.Option(4, "--parity-segments", min=1, help="audio segments for the parity check"),
+    parity_seconds: float = typer.Option(6.0, "--parity-seconds", min=0.1, help="length of each parity segment"),
+    int8: bool = typer.Option(False, "--int8", help="also an int8 (static QDQ) copy for CPUs; needs --calibration"),
+    calibration: Path = typer.Option(None, "--calibration", help="MUSDB-layout folder of real mixtures for int8 calibration"),
+    calibration_chunks_count: int = typer.Option(32, "--calibration-chunks", min=1, help="calibration chunks"),
+    calibration_seconds: float = typer.Option(2.0, "--calibration-seconds", min=0.1, help="seconds per calibration chunk"),
+    calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax, entropy or percentile"),
+    fp16: bool = typer.Option(False, "--fp16", help="also fp16 graphs for GPUs (fp32 vq island)"),
+    fused: bool = typer.Option(False, "--fused", help="also one graph with every stem as an output"),
+    ort_optimized: bool = typer.Option(True, "--ort-optimized/--no-ort-optimized", help="ONNX Runtime EXTENDED-optimised copies"),
+    trt: bool = typer.Option(False, "--trt", help="build TensorRT engines from the fp16 graphs (implies --fp16; untested)"),
+    max_sdr_loss: float = typer.Option(0.2, "--max-sdr-loss", help="dB of SDR int8/fp16 may lose against PyTorch"),
+    force: bool = typer.Option(False, "--force", help="write int8/fp16 graphs even when they fail the SDR gate"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing bundle folder"),
+    note: str = typer.Option(None, "--note", help="free text stored in the manifest's provenance"),
+) -> None:
+    """Export separators to a deploy bundle and prove it computes what PyTorch computes."""
+    try:
+        names = parse_stems(stem, stems)
+        if bool(checkpoint) == bool(vqvae):
+            raise ExportError("give exactly one source: --checkpoint (our runs) or --vqvae [--encoder]")
+        if encoder and not vqvae:
+            raise ExportError("--encoder goes with --vqvae")
+        if int8 != (calibration is not None):
+            raise ExportError("--int8 and --calibration ROOT go together (int8 is calibrated on real mixtures)")
+        if trt:  # fail before exporting anything when TensorRT or the GPU is missing
+            from unmix.runtime.engine_cache import gpu_info, import_tensorrt
+
+            import_tensorrt()
+            gpu_info()
+        model_config = resolve_config(config) if config else None
+        separators, sources = {}, {}
+        if checkpoint:
+            for name, path in paths_per_stem(checkpoint, names, "--checkpoint").items():
+                separators[name], sources[name] = separator_from_run(path, name)
+        else:
+            encoders = paths_per_stem(encoder, names, "--encoder") if encoder else {}
+            for name, path in paths_per_stem(vqvae, names, "--vqvae").items():
+                separators[name], sources[name] = separator_from_vqvae(
+                    path, encoders.get(name), name, trust_pickle=trust_pickle, config=model_config
+                )
+        model = next(iter(separators.values())).mixture_encoder.config
+        parity_audio = load_parity_audio(
+            audio, model.sample_rate, model.hop_length, segments=parity_segments, seconds=parity_seconds
+        )
+        chunks = None
+        if calibration is not None:
+            chunks = calibration_chunks(
+                calibration, model.sample_rate, model.hop_length, count=calibration_chunks_count, seconds=calibration_seconds
+            )
+        provenance = {"sources": sources, "command": shlex.join(["unmix-export", *sys.argv[1:]])}
+        if note:
+            provenance["note"] = note
+        typer.echo(f"exporting {', '.join(names)}; parity on {parity_audio.description}", err=True)
+        bundle = export_bundle(
+            separators,
+            out,
+            provenance=provenance,
+            parity_audio=parity_audio,
+            int8_calibration=chunks,
+            calibration_method=calibration_method,
+            fp16=fp16 or trt,
+            fused=fused,
+            ort_optimized=ort_optimized,
+            max_sdr_loss=max_sdr_loss,
+            force=force,
+            overwrite=overwrite,
+        )
+        if trt:
+            _build_engines(bundle)
+    except (ExportError, BundleError, ValueError) as error:
+        fail(str(error))
+    typer.echo((bundle / "parity.md").read_text())
+    typer.echo(f"wrote {bundle}")
+
+
+def _build_engines(bundle: Path) -> None:
+    from unmix.runtime.engine_cache import EngineCacheError
+
+    from .tensorrt import build_bundle_engines
+
+    try:
+        for stem, engine in build_bundle_engines(bundle).items():
+            typer.echo(f"TensorRT engine for {stem}: {engine}", err=True)
+    except (EngineCacheError, ExportError) as error:
+        shutil.rmtree(bundle, ignore_errors=True)  # the user asked for engines: no bundle without them
+        raise ExportError(f"TensorRT: {error}") from None
+
+
+if __name__ == "__main__":
+    app()

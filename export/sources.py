@@ -1,0 +1,148 @@
+"""Where separators come from: our training runs and checkpoints, or foreign VQ-VAE/encoder files.
+
+  our own   a phase-2 checkpoint (`"role": "separator"`: ME as `encoders.0`, SD and codebook), given
+            as the checkpoint folder or the training run folder that holds it;
+  foreign   a VQ-VAE (Jukebox's `vqvae.pth.tar`, the paper's phase-1 pickles, or ours) as codebook + SD,
+            and as ME too unless an encoder file is given (the paper's phase-2 pickles, or ours).
+
+Several stems name their files as `stem=PATH` pairs, or one PATH containing `{stem}`; one plain PATH
+serves every stem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from unmix.runtime.manifest import sha256_file
+from unmix.train.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    Checkpoint,
+    CheckpointError,
+    build_encoder,
+    build_vqvae,
+    read_checkpoint,
+)
+from unmix.train.config import VQVAEConfig
+from unmix.train.model import StemSeparator
+
+from .checks import ExportError
+
+SEPARATOR_ROLE = "separator"
+
+
+def paths_per_stem(values: Sequence[str], stems: Sequence[str], option: str) -> dict[str, Path]:
+    """`stem=PATH` pairs (one per stem), one PATH with `{stem}` in it, or one PATH shared by all stems."""
+    if any("=" in value for value in values):
+        pairs = dict(value.split("=", 1) for value in values if "=" in value)
+        if len(pairs) != len(values):
+            raise ExportError(f"{option}: mix of stem=PATH pairs and plain paths; give one pair per stem")
+        if set(pairs) != set(stems):
+            raise ExportError(f"{option}: pairs name {sorted(pairs)}, but the stems to export are {list(stems)}")
+        return {stem: Path(pairs[stem]) for stem in stems}
+    if len(values) != 1:
+        raise ExportError(f"{option}: give one PATH, a PATH with {{stem}}, or one stem=PATH pair per stem")
+    return {stem: Path(values[0].replace("{stem}", stem)) for stem in stems}
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder that `path` stands for.
+
+    A checkpoint folder (model.safetensors + config.json) is itself; a run folder stands for the
+    checkpoint inside it (`RUN/checkpoint/`), or, when it holds several, the one with the highest step.
+    """
+    path = Path(path)
+    if (path / WEIGHTS_FILE).is_file():
+        return path
+    if not path.is_dir():
+        raise ExportError(f"{path}: no such checkpoint or run folder")
+    found = [weights.parent for weights in path.glob(f"*/{WEIGHTS_FILE}") if (weights.parent / CONFIG_FILE).is_file()]
+    if not found:
+        raise ExportError(f"{path}: neither a checkpoint ({WEIGHTS_FILE} + {CONFIG_FILE}) nor a run folder holding one")
+    return max(found, key=lambda folder: (json.loads((folder / CONFIG_FILE).read_text()).get("step") or 0, folder.name))
+
+
+def _read(path: Path, trust_pickle: bool, config: VQVAEConfig | None) -> Checkpoint:
+    if path.is_dir():
+        path = find_checkpoint(path)
+    try:
+        checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
+    except CheckpointError as error:
+        raise ExportError(str(error)) from None
+    if config is not None and checkpoint.format == "unmix" and config != checkpoint.config:
+        raise ExportError(f"{path}: the given config differs from the checkpoint's own")
+    if config is not None and checkpoint.format != "unmix":
+        # Foreign files carry no model config (read_checkpoint assumes the paper's); use the given one.
+        checkpoint = dataclasses.replace(checkpoint, config=config)
+    return checkpoint
+
+
+def _describe(checkpoint: Checkpoint) -> dict:
+    weights = checkpoint.path / WEIGHTS_FILE if checkpoint.path.is_dir() else checkpoint.path
+    info = {"path": str(checkpoint.path), "format": checkpoint.format, "sha256": sha256_file(weights)}
+    info |= {key: checkpoint.meta[key] for key in ("role", "stem") if key in checkpoint.meta}
+    if checkpoint.step is not None:
+        info["step"] = checkpoint.step
+    return info
+
+
+def _build(build, checkpoint: Checkpoint):
+    try:
+        return build(checkpoint)
+    except CheckpointError as error:
+        hint = "" if checkpoint.format == "unmix" else " (foreign checkpoints carry no config: pass the model's --config)"
+        raise ExportError(f"{error}{hint}") from None
+
+
+def _check_stem(checkpoint: Checkpoint, stem: str) -> None:
+    trained_on = checkpoint.meta.get("stem")
+    if isinstance(trained_on, str) and trained_on != stem and trained_on != "all":
+        raise ExportError(f"{checkpoint.path}: trained for {trained_on}, not {stem}")
+
+
+def separator_from_run(path: str | Path, stem: str) -> tuple[StemSeparator, dict]:
+    """A phase-2 separator from our checkpoint or run folder, and its provenance."""
+    checkpoint = _read(find_checkpoint(path), False, None)
+    role = checkpoint.meta.get("role")
+    if role != SEPARATOR_ROLE:
+        raise ExportError(
+            f"{checkpoint.path}: a {role or 'role-less'} checkpoint, not a phase-2 separator; "
+            "export a VQ-VAE with --vqvae (its own encoder then serves as ME)"
+        )
+    _check_stem(checkpoint, stem)
+    separator = StemSeparator.from_vqvae(_build(build_vqvae, checkpoint)).eval()
+    return separator, {"checkpoint": _describe(checkpoint)} | _training_facts(checkpoint)
+
+
+def separator_from_vqvae(
+    vqvae_path: str | Path,
+    encoder_path: str | Path | None,
+    stem: str,
+    *,
+    trust_pickle: bool = False,
+    config: VQVAEConfig | None = None,
+) -> tuple[StemSeparator, dict]:
+    """Codebook + SD from a VQ-VAE file, ME from `encoder_path` or else the VQ-VAE's own encoder."""
+    vqvae_checkpoint = _read(Path(vqvae_path), trust_pickle, config)
+    _check_stem(vqvae_checkpoint, stem)
+    vqvae = _build(build_vqvae, vqvae_checkpoint)
+    provenance = {"vqvae": _describe(vqvae_checkpoint)}
+    encoder = None
+    if encoder_path is not None:
+        encoder_checkpoint = _read(Path(encoder_path), trust_pickle, config or vqvae_checkpoint.config)
+        _check_stem(encoder_checkpoint, stem)
+        encoder = _build(build_encoder, encoder_checkpoint)
+        if encoder.config != vqvae.config:
+            raise ExportError(f"{encoder_path}: its encoder's config differs from the VQ-VAE's ({vqvae_path})")
+        provenance["encoder"] = _describe(encoder_checkpoint)
+    else:
+        provenance["encoder"] = "the VQ-VAE's own encoder (as the paper's --freeze jukebox)"
+    return StemSeparator.from_vqvae(vqvae, encoder).eval(), provenance
+
+
+def _training_facts(checkpoint: Checkpoint) -> dict:
+    keys = ("training", "validation", "provenance")
+    return {key: checkpoint.meta[key] for key in keys if checkpoint.meta.get(key)}
