@@ -10,9 +10,8 @@ For several stems, SPEC is `stem=PATH` (repeat the option, one per stem) or one 
 
 from __future__ import annotations
 
-import shlex
+import json
 import shutil
-import sys
 from pathlib import Path
 
 import typer
@@ -46,6 +45,7 @@ def parse_stems(stem: str | None, stems: str | None) -> list[str]:
 
 @app.command()
 def main(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "-o", "--out", help="bundle folder to write"),
     stem: str = typer.Option(None, "--stem", help="one stem: drums, bass, other or vocals"),
     stems: str = typer.Option(None, "--stems", help="'all' or a comma list"),
@@ -105,7 +105,8 @@ def main(
             chunks = calibration_chunks(
                 calibration, model.sample_rate, model.hop_length, count=calibration_chunks_count, seconds=calibration_seconds
             )
-        provenance = {"sources": sources, "command": shlex.join(["unmix-export", *sys.argv[1:]])}
+        given = {name: value for name, value in ctx.params.items() if value not in (None, False, [], ())}
+        provenance = {"sources": sources, "export_options": json.loads(json.dumps(given, default=str))}
         if note:
             provenance["note"] = note
         typer.echo(f"exporting {', '.join(names)}; parity on {parity_audio.description}", err=True)

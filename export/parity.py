@@ -17,7 +17,7 @@ import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 from polygraphy.common import TensorMetadata
-from polygraphy.comparator import Comparator, CompareFunc
+from polygraphy.comparator import Comparator, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
 from unmix.runtime.manifest import CODES_NAME, INPUT_NAME, OUTPUT_NAME
@@ -83,7 +83,7 @@ def measure_parity(
                 accuracy = Comparator.compare_accuracy(
                     run_results,
                     comparisons=[(0, 1 + list(graphs).index("fp32"))],
-                    compare_func=CompareFunc.simple(atol={OUTPUT_NAME: FP32_MAX_ABS, CODES_NAME: 0}, rtol=0.0),
+                    compare_func=SimpleCompareFunc(atol={OUTPUT_NAME: FP32_MAX_ABS, CODES_NAME: 0}, rtol=0.0),
                 )
                 polygraphy_fp32[stem] = bool(accuracy)
         (_, reference), *graph_results = list(run_results.items())  # in runner order

@@ -11,9 +11,22 @@ import pytest
 import torch
 
 from unmix.export import ExportError, export_bundle
+from unmix.export.audio import synthetic_audio
 from unmix.runtime.manifest import read_manifest
 from unmix.train.config import TINY
 from unmix.train.model import VQVAE, StemSeparator
+
+
+QUICK_AUDIO = synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.25)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny convolutions run faster on one thread than on two contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_separator(seed: int) -> StemSeparator:
@@ -29,7 +42,7 @@ def tiny_separator(seed: int) -> StemSeparator:
 def two_stem_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "bundle"
     separators = {"bass": tiny_separator(1), "other": tiny_separator(2)}
-    export_bundle(separators, out, provenance={"source": "test"})
+    export_bundle(separators, out, provenance={"source": "test"}, parity_audio=QUICK_AUDIO)
     return out, separators
 
 
@@ -43,7 +56,10 @@ def test_bundle_files_and_manifest(two_stem_bundle):
     assert manifest.encoder_receptive_field == TINY.encoder_receptive_field()
     assert manifest.decoder_receptive_field == TINY.decoder_receptive_field()
     assert manifest.provenance["source"] == "test" and "onnxruntime" in manifest.provenance["tools"]
-    assert set(manifest.files) >= {"bass.onnx", "other.onnx"}
+    assert set(manifest.files) == {
+        "bass.onnx", "other.onnx", "bass.ort-extended.onnx", "other.ort-extended.onnx", "parity.json", "parity.md"
+    }
+    assert manifest.ort_optimized == {"fp32": {"bass": "bass.ort-extended.onnx", "other": "other.ort-extended.onnx"}}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
 
@@ -83,7 +99,7 @@ def test_exact_ties_pick_the_first_code(tmp_path):
         k[1::2] = k[0::2]  # every odd code duplicates the even code before it
         # a distinct second half for the decoder would hide nothing: the Gathered vectors are equal anyway,
         # so the codes output is what pins the rule
-    export_bundle({"other": separator}, tmp_path / "ties")
+    export_bundle({"other": separator}, tmp_path / "ties", parity_audio=QUICK_AUDIO, ort_optimized=False)
     session = ort.InferenceSession(str(tmp_path / "ties" / "other.onnx"), providers=["CPUExecutionProvider"])
     mixture = torch.randn(2, 1, 8 * 200, generator=torch.Generator().manual_seed(0))
     _, codes = session.run(None, {"mixture": mixture.numpy()})
@@ -97,12 +113,40 @@ def test_existing_folder_is_refused_and_failures_leave_nothing(tmp_path):
     out = tmp_path / "bundle"
     out.mkdir()
     with pytest.raises(ExportError, match="exists"):
-        export_bundle({"other": tiny_separator(4)}, out)
+        export_bundle({"other": tiny_separator(4)}, out, parity_audio=QUICK_AUDIO)
     with pytest.raises(ExportError, match="stem name"):
         export_bundle({"Other Stem": tiny_separator(4)}, tmp_path / "bad")
     broken = tiny_separator(5)
     with torch.no_grad():
         broken.codebook.k.fill_(float("nan"))
     with pytest.raises(ExportError):
-        export_bundle({"other": broken}, tmp_path / "nan")
+        export_bundle({"other": broken}, tmp_path / "nan", parity_audio=QUICK_AUDIO)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_ort_optimized_copy_is_portable_and_equal(two_stem_bundle):
+    """The EXTENDED-level copy fuses nodes but holds no layout-specific (NCHWc) ops, and computes the same."""
+    out, _ = two_stem_bundle
+    optimized = onnx.load(str(out / "bass.ort-extended.onnx"))
+    domains = {node.domain for node in optimized.graph.node}
+    assert "com.microsoft.nchwc" not in domains
+    assert len(optimized.graph.node) < len(onnx.load(str(out / "bass.onnx")).graph.node), "nothing was optimised"
+    mixture = np.random.default_rng(0).standard_normal((2, 1, 8 * 300)).astype(np.float32)
+    runs = [
+        ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"]).run(None, {"mixture": mixture})
+        for name in ("bass.onnx", "bass.ort-extended.onnx")
+    ]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert np.abs(runs[0][0] - runs[1][0]).max() < 1e-5
+
+
+def test_parity_report(two_stem_bundle):
+    out, _ = two_stem_bundle
+    report = json.loads((out / "parity.json").read_text())
+    assert report["audio"]["synthetic"] and report["audio"]["stems_known"] == ["bass", "drums", "other", "vocals"]
+    for stem in ("bass", "other"):
+        row = report["results"]["fp32"][stem]
+        assert row["code_agreement"] == 1.0 and row["max_abs_error"] < 1e-4
+        assert abs(row["sdr_delta_db"]) < 0.01 and row["polygraphy_simple_compare"] == "pass"
+    assert report["gates"]["failures"] == {"fp32": []}
+    assert "synthetic signal, not real music" in (out / "parity.md").read_text()

@@ -1,0 +1,173 @@
+"""unmix-export from our own training runs: a 4-stem bundle with int8, fp16 and a fused graph; loud failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from synth_corpus import make_corpus
+from test_export_bundle import tiny_separator
+from typer.testing import CliRunner
+
+from unmix.export.cli import app
+from unmix.export.sources import find_checkpoint
+from unmix.runtime.manifest import STEMS, read_manifest
+from unmix.train.checkpoint import write_checkpoint
+from unmix.train.config import TINY
+from unmix.train.model import VQVAE
+
+QUICK = ["--parity-segments", "1", "--parity-seconds", "0.5", "--calibration-chunks", "4", "--calibration-seconds", "0.25"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(*args) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def write_run(folder, stem: str, seed: int, role: str = "separator", step: int = 7):
+    """A training run folder as unmix-train writes it: RUN/checkpoint/{model.safetensors,config.json}."""
+    separator = tiny_separator(seed)
+    vqvae = VQVAE(TINY)
+    vqvae.encoders[0], vqvae.decoders[0] = separator.mixture_encoder, separator.stem_decoder
+    vqvae.bottleneck.level_blocks[0] = separator.codebook
+    write_checkpoint(folder / "checkpoint", vqvae.state_dict(), TINY, {"role": role, "stem": stem, "step": step})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"), songs=2, seconds=1.0)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for seed, stem in enumerate(STEMS, start=50):
+        write_run(root / f"phase2-{stem}", stem, seed)
+    return root
+
+
+@pytest.fixture(scope="module")
+def four_stem_bundle(runs, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "bundle"
+    result = run(
+        "--stems", "all", "--checkpoint", runs / "phase2-{stem}", "-o", out, "--audio", corpus,
+        "--int8", "--calibration", corpus, "--fp16", "--fused", "--no-ort-optimized", "--force", *QUICK,
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_four_stem_bundle_lists_every_precision(four_stem_bundle, runs, corpus):
+    manifest = read_manifest(four_stem_bundle, verify=True)
+    assert manifest.stems == list(STEMS)
+    assert manifest.models["fp32"] == {stem: f"{stem}.onnx" for stem in STEMS}
+    assert manifest.models["int8"] == {stem: f"int8/{stem}.onnx" for stem in STEMS}
+    assert manifest.models["fp16"] == {stem: f"fp16/{stem}.onnx" for stem in STEMS}
+    assert manifest.fused == {"fp32": "fused.onnx", "fp16": "fp16/fused.onnx"}
+    source = manifest.provenance["sources"]["other"]["checkpoint"]
+    assert source["path"] == str(runs / "phase2-other" / "checkpoint") and source["step"] == 7
+    assert manifest.provenance["export"]["int8_calibration"]["chunks"] == 4
+    options = manifest.provenance["export_options"]
+    assert options["stems"] == "all" and options["int8"] is True and options["calibration"] == str(corpus)
+    meta = {p.key: p.value for p in onnx.load(str(four_stem_bundle / "int8" / "bass.onnx")).metadata_props}
+    assert meta["unmix.precision"] == "int8" and meta["unmix.stem"] == "bass"
+
+
+def test_parity_report_states_int8_agreement_and_sdr(four_stem_bundle, corpus):
+    report = json.loads((four_stem_bundle / "parity.json").read_text())
+    assert not report["audio"]["synthetic"] and str(corpus) in report["audio"]["description"]
+    assert report["audio"]["channels_as_batch"] == [2]
+    for stem in STEMS:
+        assert report["results"]["fp32"][stem]["code_agreement"] == 1.0
+        for precision in ("int8", "fp16"):
+            row = report["results"][precision][stem]
+            assert 0.0 <= row["code_agreement"] <= 1.0 and np.isfinite(row["sdr_delta_db"])
+    table = (four_stem_bundle / "parity.md").read_text()
+    assert "| int8 | vocals |" in table and "- fp32: pass" in table
+
+
+def test_fused_graph_equals_the_per_stem_graphs(four_stem_bundle):
+    mixture = np.random.default_rng(1).standard_normal((2, 1, 8 * 200)).astype(np.float32)
+    fused = ort.InferenceSession(str(four_stem_bundle / "fused.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in fused.get_outputs()] == list(STEMS)
+    outputs = dict(zip(STEMS, fused.run(None, {"mixture": mixture})))
+    for stem in STEMS:
+        single = ort.InferenceSession(str(four_stem_bundle / f"{stem}.onnx"), providers=["CPUExecutionProvider"])
+        assert np.abs(outputs[stem] - single.run(["stem"], {"mixture": mixture})[0]).max() < 1e-5
+
+
+def test_reduced_precisions_keep_the_vq_island_in_fp32(four_stem_bundle):
+    int8 = onnx.load(str(four_stem_bundle / "int8" / "drums.onnx"))
+    producers = {out: node for node in int8.graph.node for out in node.output}
+    vq_nodes = [node for node in int8.graph.node if "/vq/" in node.name]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in int8.graph.node}
+    assert vq_nodes and all(
+        producers[name].op_type != "DequantizeLinear" for node in vq_nodes for name in node.input if name in producers
+    )
+    fp16 = onnx.load(str(four_stem_bundle / "fp16" / "drums.onnx"))
+    types = {init.name: init.data_type for init in fp16.graph.initializer}
+    assert types["vq.codebook_t"] == types["vq.code_norms"] == onnx.TensorProto.FLOAT
+    conv_weights = [node.input[1] for node in fp16.graph.node if node.op_type in ("Conv", "ConvTranspose")]
+    assert conv_weights and all(types[name] == onnx.TensorProto.FLOAT16 for name in conv_weights)
+
+
+def test_int8_that_loses_too_much_is_refused_unless_forced(runs, corpus, tmp_path):
+    """A gate no model can pass (it may lose at most −100 dB, i.e. must gain 100) shows the refusal path."""
+    args = ["--stem", "bass", "--checkpoint", runs / "phase2-bass", "--int8", "--calibration", corpus,
+            "--max-sdr-loss", "-100", "--no-ort-optimized", *QUICK]
+    refused = run(*args, "-o", tmp_path / "refused")
+    assert refused.exit_code == 2 and "refusing to write" in refused.output
+    assert list(tmp_path.iterdir()) == []
+    forced = run(*args, "--force", "-o", tmp_path / "forced")
+    assert forced.exit_code == 0, forced.output
+    assert "(written anyway: forced)" in (tmp_path / "forced" / "parity.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stems", "all", "--checkpoint", "bass=x"], "pairs name"),
+        (["--stem", "bass", "--stems", "all", "--checkpoint", "x"], "exactly one of --stem"),
+        (["--stem", "guitar", "--checkpoint", "x"], "stems must be"),
+        (["--stem", "bass", "--checkpoint", "x", "--int8"], "--calibration"),
+        (["--stem", "bass", "--encoder", "x", "--checkpoint", "y"], "--encoder goes with --vqvae"),
+        (["--stem", "bass", "--checkpoint", "no/such/run"], "no such checkpoint or run folder"),
+    ],
+)
+def test_bad_arguments_fail_in_one_line(tmp_path, args, message):
+    result = run(*args, "-o", tmp_path / "bundle")
+    assert result.exit_code == 2 and message in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "bundle").exists()
+
+
+def test_phase1_checkpoint_is_not_a_separator(tmp_path):
+    write_run(tmp_path / "phase1", "bass", 60, role="vqvae")
+    result = run("--stem", "bass", "--checkpoint", tmp_path / "phase1", "-o", tmp_path / "bundle")
+    assert result.exit_code == 2 and "--vqvae" in result.output
+
+
+def test_stem_mismatch_is_refused(runs, tmp_path):
+    result = run("--stem", "bass", "--checkpoint", runs / "phase2-other", "-o", tmp_path / "bundle")
+    assert result.exit_code == 2 and "trained for other, not bass" in result.output
+
+
+def test_run_folder_with_several_checkpoints_uses_the_latest(tmp_path):
+    write_run(tmp_path / "a", "bass", 70, step=100)
+    write_run(tmp_path / "b", "bass", 71, step=2000)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "a" / "checkpoint").rename(tmp_path / "run" / "step-100")
+    (tmp_path / "b" / "checkpoint").rename(tmp_path / "run" / "step-2000")
+    assert find_checkpoint(tmp_path / "run") == tmp_path / "run" / "step-2000"
+    assert find_checkpoint(tmp_path / "run" / "step-100") == tmp_path / "run" / "step-100"
