@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from unmix.runtime.engine_cache import EngineCacheError, gpu_info, import_tensorrt
 from unmix.runtime.manifest import STEMS, BundleError
 from unmix.train.config import resolve_config
 
@@ -23,6 +24,7 @@ from .audio import calibration_chunks, load_parity_audio
 from .bundle import export_bundle
 from .checks import ExportError
 from .sources import paths_per_stem, separator_from_run, separator_from_vqvae
+from .tensorrt import build_bundle_engines
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
@@ -81,8 +83,6 @@ def main(
         if int8 != (calibration is not None):
             raise ExportError("--int8 and --calibration ROOT go together (int8 is calibrated on real mixtures)")
         if trt:  # fail before exporting anything when TensorRT or the GPU is missing
-            from unmix.runtime.engine_cache import gpu_info, import_tensorrt
-
             import_tensorrt()
             gpu_info()
         model_config = resolve_config(config) if config else None
@@ -126,17 +126,13 @@ def main(
         )
         if trt:
             _build_engines(bundle)
-    except (ExportError, BundleError, ValueError) as error:
+    except (ExportError, BundleError, EngineCacheError, ValueError) as error:
         fail(str(error))
     typer.echo((bundle / "parity.md").read_text())
     typer.echo(f"wrote {bundle}")
 
 
 def _build_engines(bundle: Path) -> None:
-    from unmix.runtime.engine_cache import EngineCacheError
-
-    from .tensorrt import build_bundle_engines
-
     try:
         for stem, engine in build_bundle_engines(bundle).items():
             typer.echo(f"TensorRT engine for {stem}: {engine}", err=True)
