@@ -28,7 +28,6 @@ OUTPUT_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
 _FORMAT_EXTENSIONS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "W64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
 # When a format cannot hold the input's subtype (a float WAV into FLAC, say): its most faithful one.
 _FALLBACK_SUBTYPES = {"WAV": "FLOAT", "FLAC": "PCM_24", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
-_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 _MAX_CHANNELS = {"MP3": 2}
 # A WAV/AIFF header that promises more data than the file holds (ignoring streaming placeholders).
 _SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -134,7 +133,6 @@ class AtomicWriter:
 
     def __init__(self, path: Path, sample_rate: int, channels: int, fmt: str, subtype: str):
         self.path = path
-        self._clip = subtype not in _FLOAT_SUBTYPES  # integer PCM and lossy codecs wrap or distort past ±1
         try:
             descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
             os.close(descriptor)
@@ -150,8 +148,7 @@ class AtomicWriter:
             ) from None
 
     def write(self, block: np.ndarray) -> None:
-        if self._clip:
-            block = np.clip(block, -1.0, 1.0)
+        """Append (frames, channels); soundfile clips to ±1 for integer formats (it sets SFC_SET_CLIPPING)."""
         try:
             self._file.write(block)
         except (sf.LibsndfileError, RuntimeError) as error:

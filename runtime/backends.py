@@ -66,12 +66,16 @@ def open_engine(
         raise BackendError(
             f"the bundle has no {precision} models (it has {', '.join(manifest.precisions)}); choose --precision accordingly"
         )
-    paths = {stem: bundle / manifest.models[precision][stem] for stem in stems}
+    models = manifest.models[precision]
+    if device.kind == "cpu" and backend != "trt":
+        # The exporter's offline-optimised copies (CPU, EXTENDED level) load faster; parity-checked like the rest.
+        models = models | manifest.ort_optimized.get(precision, {})
+    paths = {stem: bundle / models[stem] for stem in stems}
     if backend == "trt":
-        from .tensorrt import TensorRTEngine  # imported only when asked for: tensorrt is an optional extra
-
         if device.kind != "cuda":
             raise BackendError("the TensorRT backend needs a GPU: use --device cuda[:N]")
+        from .tensorrt import TensorRTEngine  # imported only when asked for: tensorrt is an optional extra
+
         return TensorRTEngine(bundle, manifest, paths, device=device, precision=precision)
     # "auto" is ONNX Runtime while the TensorRT path is untested on real hardware (see tensorrt.py).
     return OrtEngine(paths, manifest, device=device, threads=threads, spinning=spinning, precision=precision)

@@ -156,7 +156,7 @@ class Separator:
             raise AudioError(f"audio must be (frames,) or (frames, channels), got shape {audio.shape}")
         if not np.issubdtype(audio.dtype, np.floating):
             raise AudioError(f"audio must be floating point in [-1, 1], got {audio.dtype}")
-        frames = audio.reshape(len(audio), -1)
+        frames = audio if audio.ndim == 2 else audio[:, None]
         if not len(frames):
             raise AudioError("zero-length audio (no samples to separate)")
         stream = self.stream(sample_rate, frames.shape[1], progress=progress, cancel=cancel, total_frames=len(frames))

@@ -1,0 +1,160 @@
+"""`unmix`: the command line over `unmix.runtime` (separate, doctor).
+
+Exit status: 0 when every input was separated (or skipped), 1 when some failed, 2 for a usage or setup
+error (bad bundle, unavailable device), 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from tqdm import tqdm
+
+from .errors import Cancelled, UnmixError
+from .files import DEFAULT_FILENAME, check_template, find_inputs
+from .manifest import BundleError
+from .separator import Separator
+
+app = typer.Typer(
+    help="Separate music into stems (drums, bass, other, vocals) with unmix's VQ-VAE models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def separate(
+    inputs: list[str] = typer.Argument(..., help="Audio files, folders (searched recursively) or glob patterns."),
+    output: Path = typer.Option(Path("separated"), "-o", "--output", help="Folder for the stems."),
+    stems: str | None = typer.Option(None, help="Stems to compute, comma-separated (default: all), e.g. vocals,bass."),
+    format: str | None = typer.Option(None, "--format", help="wav, flac, ogg or mp3 (default: the input's format)."),
+    filename: str = typer.Option(
+        DEFAULT_FILENAME, help="Output path under -o; fields {track}, {trackext}, {stem}, {ext}."
+    ),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    backend: str = typer.Option("auto", help="auto (ONNX Runtime), ort or trt (TensorRT, untested)."),
+    threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
+    chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 20 s)."),
+    precision: str = typer.Option("fp32", help="fp32, int8 or fp16, as the bundle provides."),
+    bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo tracks whose stems already exist."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Separate audio files into one file per stem."""
+    try:
+        check_template(filename)
+        separator = Separator.from_bundle(
+            bundle,
+            device=device,
+            backend=backend,
+            threads=threads,
+            stems=[s.strip() for s in stems.split(",") if s.strip()] if stems else None,
+            chunk=chunk,
+            precision=precision,
+            spinning=True,  # a command-line run owns the machine
+        )
+    except (UnmixError, BundleError, ValueError) as error:
+        raise _fail(str(error)) from None
+    if not quiet:
+        typer.echo(f"unmix: {', '.join(separator.stems)} with {separator.description}", err=True)
+
+    done = skipped = failed = 0
+    audio_seconds = elapsed = 0.0
+    claimed: dict[str, Path] = {}  # output location (without stem and extension) → the input that took it
+    for argument, path in find_inputs(inputs, exclude=output):
+        if isinstance(path, Exception):
+            typer.echo(f"error: {path}", err=True)
+            failed += 1
+            continue
+        key = str(output / filename.format(track=path.stem, trackext=path.suffix.lstrip("."), stem="", ext=""))
+        if claimed.setdefault(key, path) != path:
+            typer.echo(f"error: {path}: its stems would go where those of {claimed[key]} go; "
+                       "add {trackext} or a folder to --filename", err=True)
+            failed += 1
+            continue
+        bar = _ProgressBar(path.name, disable=quiet)
+        try:
+            result = separator.separate_file(path, output, filename=filename, format=format, overwrite=overwrite,
+                                             progress=bar.update)
+        except KeyboardInterrupt:
+            bar.close()
+            typer.echo(f"interrupted: {path} (nothing written for it)", err=True)
+            raise typer.Exit(130) from None
+        except (UnmixError, BundleError, Cancelled) as error:
+            bar.close()
+            typer.echo(f"error: {error}", err=True)
+            failed += 1
+            continue
+        except Exception as error:  # a backend failure on one file must not stop the batch
+            bar.close()
+            typer.echo(f"error: {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", err=True)
+            failed += 1
+            continue
+        bar.close()
+        folder = _common_folder(list(result.outputs.values()))
+        if result.skipped:
+            skipped += 1
+            typer.echo(f"skipped {path}: stems exist in {folder} (--overwrite to redo)")
+            continue
+        done += 1
+        audio_seconds += result.seconds
+        elapsed += result.elapsed
+        typer.echo(f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})")
+
+    summary = f"{done} separated"
+    if done:
+        summary += f": {_duration(audio_seconds)} of audio in {elapsed:.1f} s, RTF {elapsed / audio_seconds:.3f}"
+    summary += f"; {skipped} skipped; {failed} failed"
+    typer.echo(summary)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor() -> None:
+    """Report versions, execution providers, CPU features, GPU and TensorRT, and what to install."""
+    from .doctor import report
+
+    typer.echo(report())
+
+
+class _ProgressBar:
+    """A tqdm bar fed by the separator's (done, total) frame callback."""
+
+    def __init__(self, name: str, disable: bool):
+        self.name, self.disable = name, disable
+        self.bar: tqdm | None = None
+
+    def update(self, done: int, total: int) -> None:
+        if self.disable or not total:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.name, leave=False, file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _common_folder(paths: list[Path]) -> Path:
+    folders = {path.parent for path in paths}
+    return folders.pop() if len(folders) == 1 else paths[0].parent.parent
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(seconds, 60)
+    return f"{int(minutes)}:{seconds:04.1f}"
+
+
+if __name__ == "__main__":
+    app()
