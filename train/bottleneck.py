@@ -122,8 +122,13 @@ class BottleneckBlock(nn.Module):
         """Quantise `x` (N, C, T'): returns codes, straight-through quantised x, commit loss, metrics.
 
         In training mode (or with `update_k=True`) the codebook is initialised on first use and
-        updated by EMA, as in Jukebox.
+        updated by EMA, as in Jukebox. It runs in fp32 even under autocast: bf16 distances would
+        assign codes wrongly and bias the EMA.
         """
+        with torch.autocast(x.device.type, enabled=False):
+            return self._quantise_and_update(x.float(), update_k)
+
+    def _quantise_and_update(self, x: Tensor, update_k: bool | None) -> tuple[Tensor, Tensor, Tensor, dict]:
         update_k = self.training if update_k is None else update_k
         n, c, t = x.shape
         rows = x.permute(0, 2, 1).reshape(-1, c)

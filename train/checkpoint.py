@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -207,16 +208,26 @@ def build_encoder(checkpoint: Checkpoint) -> Encoder:
     return encoder
 
 
-def write_checkpoint(folder: str | Path, state: dict[str, Tensor], config: VQVAEConfig, info: dict) -> Path:
+def write_checkpoint(
+    folder: str | Path,
+    state: dict[str, Tensor],
+    config: VQVAEConfig,
+    info: dict,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Write our format atomically: `model.safetensors` + `config.json` in a new folder.
 
     The folder appears only once both files are complete (write to a temporary sibling, then rename).
+    `extra`, if given, writes more files into the unfinished folder so that they appear together with
+    the weights (a training run's optimizer state).
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     save_file({key: value.detach().contiguous().cpu() for key, value in state.items()}, tmp / WEIGHTS_FILE)
     (tmp / CONFIG_FILE).write_text(json.dumps({"format": "unmix", "model": config.to_dict(), **info}, indent=2))
+    if extra is not None:
+        extra(tmp)
     if folder.exists():
         old = folder.with_name(f".{folder.name}.old")
         os.replace(folder, old)
