@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated, Callable, Optional
 
 import typer
 
 from .checkpoint import CheckpointError, read_checkpoint
+from .data import CorpusError
+from .options import OptionsError, TrainOptions
+from .phases import train_phase1, train_phase2
+from .trainer import TrainingInterrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -51,3 +57,125 @@ def inspect(
     typer.echo(f"  level-0 keys: {len(checkpoint.state)} (of {checkpoint.total_keys} in the file)")
     for part, count in report["parameters"].items():
         typer.echo(f"  {part:<9} {count:>10,} numbers")
+
+
+# Options shared by both phases, declared once. Defaults are TrainOptions' (the paper's recipe).
+_DEFAULT = {field.name: field.default for field in dataclasses.fields(TrainOptions)}
+Data = Annotated[Path, typer.Option(help="data root: MUSDB18-HQ (train/<song>/*.wav) or unmix (train_0 … train_4)")]
+Out = Annotated[Path, typer.Option(help="run folder: options, metrics.jsonl, checkpoint/")]
+Steps = Annotated[int, typer.Option(help="train until this many steps in total")]
+Batch = Annotated[int, typer.Option(help="examples per step and process")]
+Chunk = Annotated[int, typer.Option(help="samples per example (a multiple of the hop, 8)")]
+Lr = Annotated[float, typer.Option(help="Adam learning rate after warm-up")]
+Warmup = Annotated[int, typer.Option(help="linear warm-up steps")]
+Clip = Annotated[float, typer.Option(help="gradient-norm clipping")]
+EmaDecay = Annotated[float, typer.Option(help="decay of the weight average that is saved")]
+Seed = Annotated[int, typer.Option(help="seed of weights, data order and augmentation")]
+SaveEvery = Annotated[int, typer.Option(help="checkpoint every N steps (0: only at the end or on a signal)")]
+ValEvery = Annotated[int, typer.Option(help="validate every N steps (0: never)")]
+ValSongs = Annotated[Optional[int], typer.Option(help="songs held out for validation (default: about 10%)")]
+ValChunks = Annotated[int, typer.Option(help="chunks scored per validation song")]
+StatsChunks = Annotated[int, typer.Option(help="chunks measured for the normalisation statistics")]
+Remix = Annotated[float, typer.Option(help="probability of remixing an example's stems across songs")]
+Shift = Annotated[bool, typer.Option(help="random chunk shift (the paper's aug_shift)")]
+Blend = Annotated[bool, typer.Option(help="random L/R blend to mono (the paper's aug_blend)")]
+Workers = Annotated[int, typer.Option(help="data loading processes per training process")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)")]
+Precision = Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), bf16 or fp32")]
+Resume = Annotated[bool, typer.Option(help="continue the run in --out from its checkpoint")]
+TrustPickle = Annotated[bool, typer.Option(help="allow full unpickling of Jukebox checkpoints (can run code)")]
+Progress = Annotated[bool, typer.Option(help="show a progress bar")]
+
+
+def _train(train: Callable[[TrainOptions], Path], arguments: dict) -> None:
+    """Run a phase with one-line errors; a signal ends with exit status 128 + its number."""
+    try:
+        checkpoint = train(TrainOptions(**arguments))
+    except TrainingInterrupted as stop:
+        typer.echo(str(stop), err=True)
+        raise typer.Exit(128 + stop.signal_number)
+    except (OptionsError, CorpusError, CheckpointError) as error:
+        fail(str(error))
+    typer.echo(f"saved {checkpoint}")
+
+
+@app.command()
+def phase1(
+    data: Data,
+    out: Out,
+    stem: Annotated[str, typer.Option(help="drums, bass, other, vocals; mixture; or all (mixtures and stems)")] = "other",
+    config: Annotated[Optional[str], typer.Option(help="paper, tiny or a JSON file (default: the init's, else paper)")] = None,
+    init: Annotated[str, typer.Option(help="scratch, jukebox:PATH (Jukebox/paper pickle) or unmix:PATH")] = "scratch",
+    steps: Steps = _DEFAULT["steps"],
+    batch: Batch = _DEFAULT["batch"],
+    chunk: Chunk = _DEFAULT["chunk"],
+    lr: Lr = _DEFAULT["lr"],
+    warmup: Warmup = _DEFAULT["warmup"],
+    clip: Clip = _DEFAULT["clip"],
+    ema_decay: EmaDecay = _DEFAULT["ema_decay"],
+    seed: Seed = _DEFAULT["seed"],
+    save_every: SaveEvery = _DEFAULT["save_every"],
+    val_every: ValEvery = _DEFAULT["val_every"],
+    val_songs: ValSongs = _DEFAULT["val_songs"],
+    val_chunks: ValChunks = _DEFAULT["val_chunks"],
+    stats_chunks: StatsChunks = _DEFAULT["stats_chunks"],
+    remix: Remix = _DEFAULT["remix"],
+    shift: Shift = _DEFAULT["shift"],
+    blend: Blend = _DEFAULT["blend"],
+    workers: Workers = _DEFAULT["workers"],
+    device: Device = _DEFAULT["device"],
+    precision: Precision = _DEFAULT["precision"],
+    resume: Resume = False,
+    trust_pickle: TrustPickle = False,
+    progress: Progress = True,
+) -> None:
+    """Phase 1: train a VQ-VAE (SE → codebook → SD) on one isolated stem, on mixtures, or on all of them."""
+    _train(train_phase1, locals())  # the parameters are named after TrainOptions' fields
+
+
+@app.command()
+def phase2(
+    data: Data,
+    out: Out,
+    vqvae: Annotated[str, typer.Option(help="the phase-1 VQ-VAE: a run folder, unmix:PATH or jukebox:PATH")],
+    stem: Annotated[str, typer.Option(help="drums, bass, other or vocals")] = "other",
+    init: Annotated[Optional[str], typer.Option(help="ME's start: scratch, jukebox:PATH or unmix:PATH (default: SE)")] = None,
+    steps: Steps = _DEFAULT["steps"],
+    batch: Batch = _DEFAULT["batch"],
+    chunk: Chunk = _DEFAULT["chunk"],
+    lr: Lr = _DEFAULT["lr"],
+    warmup: Warmup = _DEFAULT["warmup"],
+    clip: Clip = _DEFAULT["clip"],
+    ema_decay: EmaDecay = _DEFAULT["ema_decay"],
+    seed: Seed = _DEFAULT["seed"],
+    save_every: SaveEvery = _DEFAULT["save_every"],
+    val_every: ValEvery = _DEFAULT["val_every"],
+    val_songs: ValSongs = _DEFAULT["val_songs"],
+    val_chunks: ValChunks = _DEFAULT["val_chunks"],
+    stats_chunks: StatsChunks = _DEFAULT["stats_chunks"],
+    remix: Remix = _DEFAULT["remix"],
+    shift: Shift = _DEFAULT["shift"],
+    blend: Blend = _DEFAULT["blend"],
+    workers: Workers = _DEFAULT["workers"],
+    device: Device = _DEFAULT["device"],
+    precision: Precision = _DEFAULT["precision"],
+    resume: Resume = False,
+    trust_pickle: TrustPickle = False,
+    progress: Progress = True,
+) -> None:
+    """Phase 2: train a mixture encoder ME so that ME(mixture) ≈ SE(stem); saves the separator ME → codebook → SD."""
+    _train(train_phase2, locals())  # the parameters are named after TrainOptions' fields
+
+
+@app.command()
+def plot(
+    run: Path = typer.Argument(..., help="a run folder (with metrics.jsonl)"),
+    out: Optional[Path] = typer.Option(None, help="PNG to write (default: RUN/curves.png)"),
+) -> None:
+    """Draw a run's training and validation curves as a PNG."""
+    from .plot import plot_run  # matplotlib loads slowly; only this command needs it
+
+    try:
+        typer.echo(f"wrote {plot_run(run, out)}")
+    except OptionsError as error:
+        fail(str(error))
