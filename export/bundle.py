@@ -34,6 +34,7 @@ from .graph import FusedGraph, StemGraph
 from .onnx_export import OPSET, export_onnx
 from .parity import gate, measure_parity, write_parity
 from .precision import optimize_for_ort, quantize_int8
+from .reference import TorchReference
 
 _STEM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -79,78 +80,123 @@ def export_bundle(
             "seconds": round(sum(len(c) for c in int8_calibration) / config.sample_rate, 3),
             "method": calibration_method,
         }
-    hop = config.hop_length
     with _atomic_folder(out_dir) as folder:
-        models: dict[str, dict[str, str]] = {"fp32": {}}
-        for stem, separator in separators.items():
-            separator.float().eval()
-            models["fp32"][stem] = f"{stem}.onnx"
-            path = _export(StemGraph(separator), folder, models["fp32"][stem], config, provenance, stem, "fp32")
-            check_runs(path, hop, reference=_torch_reference(separator))
+        writer = _BundleWriter(folder, separators, config, provenance)
+        writer.export_fp32()
         if int8_calibration is not None:
-            models["int8"] = {stem: f"int8/{stem}.onnx" for stem in separators}
-            for stem, name in models["int8"].items():
-                (folder / name).parent.mkdir(exist_ok=True)
-                quantize_int8(folder / models["fp32"][stem], folder / name, int8_calibration, method=calibration_method)
-                _set_precision(folder / name, "int8")
-                check_model(folder / name)
-                check_runs(folder / name, hop)
+            writer.quantize_int8(int8_calibration, calibration_method)
         if fp16:
-            models["fp16"] = {stem: f"fp16/{stem}.onnx" for stem in separators}
-            for stem, separator in separators.items():
-                (folder / models["fp16"][stem]).parent.mkdir(exist_ok=True)
-                path = _export(StemGraph(separator, half=True), folder, models["fp16"][stem], config, provenance, stem, "fp16")
-                check_runs(path, hop)
-        fused_models = {}
+            writer.export_fp16()
         if fused:
-            for precision in ("fp32", "fp16") if fp16 else ("fp32",):
-                fused_models[precision] = "fused.onnx" if precision == "fp32" else f"{precision}/fused.onnx"
-                graph = FusedGraph(separators, half=precision == "fp16")
-                path = _export(graph, folder, fused_models[precision], config, provenance, "+".join(separators), precision)
-                # fp32: each output must equal its per-stem graph's, which already equals PyTorch.
-                exact = _graphs_reference({s: folder / n for s, n in models["fp32"].items()}) if precision == "fp32" else None
-                check_runs(path, hop, reference=exact)
-        optimized = {}
+            writer.export_fused()
         if ort_optimized:
-            for precision in ("fp32", "int8"):
-                for stem, name in models.get(precision, {}).items():
-                    target = name.removesuffix(".onnx") + ".ort-extended.onnx"
-                    optimize_for_ort(folder / name, folder / target)
-                    exact = _graph_reference(folder / name) if precision == "fp32" else None
-                    check_runs(folder / target, hop, reference=exact)
-                    optimized.setdefault(precision, {})[stem] = target
-        report = measure_parity(
-            separators, {p: {s: folder / name for s, name in stems.items()} for p, stems in models.items()}, audio
-        )
-        failures = gate(report, max_sdr_loss)
-        report["forced"] = force and any(failures[p] for p in failures if p != "fp32")
-        write_parity(folder, report)
-        if failures["fp32"]:
-            raise ExportError("fp32 graphs differ from PyTorch: " + "; ".join(failures["fp32"]))
-        reduced = [f"{p} {problem}" for p, problems in failures.items() if p != "fp32" for problem in problems]
-        if reduced and not force:
-            raise ExportError("refusing to write: " + "; ".join(reduced) + " (force to write anyway)")
-        manifest = bundle_manifest(config, models, provenance)
-        manifest.ort_optimized, manifest.fused = optimized, fused_models
-        write_manifest(folder, manifest)
+            writer.optimize_for_ort()
+        writer.prove(audio, max_sdr_loss, force)
+        writer.write_manifest()
     return out_dir
 
 
-def _export(
-    graph: torch.nn.Module, folder: Path, name: str, config: VQVAEConfig, provenance: dict, stem: str, precision: str
-) -> Path:
-    outputs = graph.stems if isinstance(graph, FusedGraph) else [OUTPUT_NAME, CODES_NAME]
-    metadata = graph_metadata(config, provenance, stem=stem, precision=precision)
-    path = export_onnx(graph, folder / name, outputs, hop_length=config.hop_length, metadata=metadata)
-    check_model(path)
-    return path
+class _BundleWriter:
+    """The steps of one export into an unfinished bundle folder; each step checks what it wrote."""
+
+    def __init__(self, folder: Path, separators: dict[str, StemSeparator], config: VQVAEConfig, provenance: dict):
+        self.folder, self.separators, self.config, self.provenance = folder, separators, config, provenance
+        self.models: dict[str, dict[str, str]] = {}  # precision → stem → file
+        self.fused: dict[str, str] = {}
+        self.optimized: dict[str, dict[str, str]] = {}
+        self.runs: list[dict] = []  # the ONNX Runtime checks, for the parity report
+
+    def export_fp32(self) -> None:
+        """`<stem>.onnx`: equal to PyTorch (codes exactly, audio within 1e-4) at every probe shape."""
+        self.models["fp32"] = {}
+        for stem, separator in self.separators.items():
+            separator.float().eval()
+            self.models["fp32"][stem] = f"{stem}.onnx"
+            path = self._export(StemGraph(separator), self.models["fp32"][stem], [stem], "fp32")
+            self._check_runs(path, reference=TorchReference(separator))
+
+    def quantize_int8(self, calibration: Sequence[np.ndarray], method: str) -> None:
+        """`int8/<stem>.onnx` from the fp32 graphs; their accuracy is judged by `prove`."""
+        self.models["int8"] = {stem: f"int8/{stem}.onnx" for stem in self.separators}
+        for stem, name in self.models["int8"].items():
+            (self.folder / name).parent.mkdir(exist_ok=True)
+            quantize_int8(self.folder / self.models["fp32"][stem], self.folder / name, calibration, method=method)
+            _set_metadata(self.folder / name, "unmix.precision", "int8")
+            check_model(self.folder / name)
+            self._check_runs(self.folder / name, batch_independent=False)
+
+    def export_fp16(self) -> None:
+        """`fp16/<stem>.onnx`: fp16 encoder and decoder around the fp32 vq island, for GPUs."""
+        self.models["fp16"] = {stem: f"fp16/{stem}.onnx" for stem in self.separators}
+        for stem, separator in self.separators.items():
+            (self.folder / self.models["fp16"][stem]).parent.mkdir(exist_ok=True)
+            path = self._export(StemGraph(separator, half=True), self.models["fp16"][stem], [stem], "fp16")
+            self._check_runs(path, batch_independent=False)
+
+    def export_fused(self) -> None:
+        """`[fp16/]fused.onnx`: all stems in one graph; in fp32 each output equals its per-stem graph's."""
+        for precision in [p for p in ("fp32", "fp16") if p in self.models]:
+            self.fused[precision] = "fused.onnx" if precision == "fp32" else f"{precision}/fused.onnx"
+            graph = FusedGraph(self.separators, half=precision == "fp16")
+            path = self._export(graph, self.fused[precision], list(self.separators), precision)
+            if precision == "fp32":
+                self._check_runs(path, reference=_graphs_reference({s: self.folder / n for s, n in self.models["fp32"].items()}))
+            else:
+                self._check_runs(path, batch_independent=False)
+
+    def optimize_for_ort(self) -> None:
+        """`<...>.ort-extended.onnx` for the CPU precisions; the fp32 copy must compute what its source does."""
+        for precision in [p for p in ("fp32", "int8") if p in self.models]:
+            for stem, name in self.models[precision].items():
+                target = name.removesuffix(".onnx") + ".ort-extended.onnx"
+                optimize_for_ort(self.folder / name, self.folder / target)
+                exact = precision == "fp32"
+                reference = TorchReference(self.separators[stem]) if exact else None
+                self._check_runs(self.folder / target, reference=reference, batch_independent=exact)
+                self.optimized.setdefault(precision, {})[stem] = target
+
+    def prove(self, audio: ParityAudio, max_sdr_loss: float, force: bool) -> None:
+        """Parity with PyTorch on `audio`, written to parity.json/.md, then the gates (see parity.gate)."""
+        graphs = {p: {s: self.folder / name for s, name in stems.items()} for p, stems in self.models.items()}
+        report = measure_parity(self.separators, graphs, audio)
+        report["ort_runs"] = self.runs
+        failures = gate(report, max_sdr_loss)
+        reduced = [f"{p} {problem}" for p, problems in failures.items() if p != "fp32" for problem in problems]
+        report["forced"] = force and bool(reduced)
+        write_parity(self.folder, report)
+        if failures["fp32"]:
+            raise ExportError("fp32 graphs differ from PyTorch: " + "; ".join(failures["fp32"]))
+        if reduced and not force:
+            raise ExportError("refusing to write: " + "; ".join(reduced) + " (force to write anyway)")
+
+    def write_manifest(self) -> None:
+        manifest = Manifest(
+            stems=list(self.separators), models=self.models, ort_optimized=self.optimized, fused=self.fused,
+            provenance=self.provenance, **bundle_facts(self.config),
+        )
+        manifest.files = {
+            path.relative_to(self.folder).as_posix(): sha256_file(path)
+            for path in sorted(self.folder.rglob("*"))
+            if path.is_file() and path.name != MANIFEST_FILE
+        }
+        (self.folder / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
+
+    def _export(self, graph: torch.nn.Module, name: str, stems: list[str], precision: str) -> Path:
+        outputs = graph.stems if isinstance(graph, FusedGraph) else [OUTPUT_NAME, CODES_NAME]
+        metadata = graph_metadata(self.config, self.provenance, stems=stems, precision=precision)
+        path = export_onnx(graph, self.folder / name, outputs, hop_length=self.config.hop_length, metadata=metadata)
+        check_model(path)
+        return path
+
+    def _check_runs(self, path: Path, **options) -> None:
+        self.runs += check_runs(path, self.config.hop_length, **options)
 
 
-def _set_precision(path: Path, precision: str) -> None:
+def _set_metadata(path: Path, key: str, value: str) -> None:
     model = onnx.load(str(path))
     for entry in model.metadata_props:
-        if entry.key == "unmix.precision":
-            entry.value = precision
+        if entry.key == key:
+            entry.value = value
     onnx.save(model, str(path))
 
 
@@ -165,10 +211,11 @@ def bundle_facts(config: VQVAEConfig) -> dict:
     }
 
 
-def graph_metadata(config: VQVAEConfig, provenance: dict, *, stem: str, precision: str) -> dict:
+def graph_metadata(config: VQVAEConfig, provenance: dict, *, stems: list[str], precision: str) -> dict:
+    """A graph's metadata_props: the bundle facts, its stem(s) (`unmix.stem` for one-stem graphs)."""
     return {
         "unmix.format": "unmix-bundle-graph",
-        "unmix.stem": stem,
+        **({"unmix.stem": stems[0]} if len(stems) == 1 else {"unmix.stems": stems}),
         "unmix.precision": precision,
         **{f"unmix.{key}": value for key, value in bundle_facts(config).items()},
         "unmix.input_name": INPUT_NAME,
@@ -177,21 +224,6 @@ def graph_metadata(config: VQVAEConfig, provenance: dict, *, stem: str, precisio
         "unmix.config": config.to_dict(),
         "unmix.provenance": provenance,
     }
-
-
-def bundle_manifest(config: VQVAEConfig, models: dict[str, dict[str, str]], provenance: dict) -> Manifest:
-    stems = list(next(iter(models.values())))
-    return Manifest(stems=stems, models=models, provenance=provenance, **bundle_facts(config))
-
-
-def write_manifest(folder: Path, manifest: Manifest) -> None:
-    """Fill in the sha256 of every file in `folder` and write manifest.json."""
-    manifest.files = {
-        path.relative_to(folder).as_posix(): sha256_file(path)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_FILE
-    }
-    (folder / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
 
 
 def tool_versions() -> dict[str, str]:
@@ -223,28 +255,10 @@ def _common_config(separators: dict[str, StemSeparator], config: VQVAEConfig | N
     return config
 
 
-def _torch_reference(separator: StemSeparator) -> Reference:
-    """PyTorch's `stem` and `codes` for a mixture batch."""
-
-    def run(mixture: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            stem, codes = separator(torch.from_numpy(mixture))
-        return {OUTPUT_NAME: stem.numpy(), CODES_NAME: codes.numpy()}
-
-    return run
-
-
-def _graph_reference(path: Path) -> Reference:
-    """A checked graph's outputs by name: the reference for its derived copies (cheaper than PyTorch)."""
-    session = cpu_session(path)
-    names = [output.name for output in session.get_outputs()]
-    return lambda mixture: dict(zip(names, session.run(None, {INPUT_NAME: mixture})))
-
-
 def _graphs_reference(paths: dict[str, Path]) -> Reference:
     """Per-stem graphs' `stem` outputs under the stem names: the reference for a fused graph."""
     sessions = {stem: cpu_session(path) for stem, path in paths.items()}
-    return lambda mixture: {stem: s.run([OUTPUT_NAME], {INPUT_NAME: mixture})[0] for stem, s in sessions.items()}
+    return lambda mixture, _: {stem: s.run([OUTPUT_NAME], {INPUT_NAME: mixture})[0] for stem, s in sessions.items()}
 
 
 @contextmanager
