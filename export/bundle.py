@@ -110,7 +110,6 @@ class _BundleWriter:
         """`<stem>.onnx`: equal to PyTorch (codes exactly, audio within 1e-4) at every probe shape."""
         self.models["fp32"] = {}
         for stem, separator in self.separators.items():
-            separator.float().eval()
             self.models["fp32"][stem] = f"{stem}.onnx"
             path = self._export(StemGraph(separator), self.models["fp32"][stem], [stem], "fp32")
             self._check_runs(path, reference=TorchReference(separator))

@@ -63,7 +63,10 @@ def main(
     calibration: Path = typer.Option(None, "--calibration", help="MUSDB-layout folder of real mixtures for int8 calibration"),
     calibration_chunks_count: int = typer.Option(32, "--calibration-chunks", min=1, help="calibration chunks"),
     calibration_seconds: float = typer.Option(2.0, "--calibration-seconds", min=0.1, help="seconds per calibration chunk"),
-    calibration_method: str = typer.Option("minmax", "--calibration-method", help="minmax, entropy or percentile"),
+    calibration_method: str = typer.Option(
+        "minmax", "--calibration-method",
+        help="minmax, entropy or percentile (the last two hold every activation in memory: ~0.5 GB per second of audio for the paper's model)",
+    ),
     fp16: bool = typer.Option(False, "--fp16", help="also fp16 graphs for GPUs (fp32 vq island)"),
     fused: bool = typer.Option(False, "--fused", help="also one graph with every stem as an output"),
     ort_optimized: bool = typer.Option(True, "--ort-optimized/--no-ort-optimized", help="ONNX Runtime EXTENDED-optimised copies"),

@@ -94,6 +94,9 @@ def quantize_int8(
         reduce_range=reduce_range,
         nodes_to_exclude=int8_excluded_nodes(model),
         calibrate_method=CALIBRATION_METHODS[method],
+        # MinMax folds each chunk's ranges in at once instead of keeping every activation of every
+        # chunk (gigabytes for the paper's model); the histogram methods always keep them all.
+        extra_options={"CalibMaxIntermediateOutputs": 1},
     )
     return out_path
 

@@ -14,7 +14,8 @@ EMBEDDING = "embedding"  # ME's output (N, T', C): what a tie is judged on
 
 
 class TorchReference:
-    """A `StemSeparator`'s outputs for mixture batches (N, 1, T), on the CPU in fp32."""
+    """A `StemSeparator`'s outputs for mixture batches (N, 1, T), on the CPU in fp32 (the separator is
+    put in eval mode and fp32)."""
 
     def __init__(self, separator: StemSeparator):
         self.separator = separator.float().eval()
