@@ -69,7 +69,7 @@ Chunk = Annotated[int, typer.Option(help="samples per example (a multiple of the
 Lr = Annotated[float, typer.Option(help="Adam learning rate after warm-up")]
 Warmup = Annotated[int, typer.Option(help="linear warm-up steps")]
 Clip = Annotated[float, typer.Option(help="gradient-norm clipping")]
-EmaDecay = Annotated[float, typer.Option(help="decay of the weight average that is saved")]
+EmaDecay = Annotated[float, typer.Option(help="decay of the saved weight average (0.9995 spans ~2000 steps: lower it for short runs)")]
 Seed = Annotated[int, typer.Option(help="seed of weights, data order and augmentation")]
 SaveEvery = Annotated[int, typer.Option(help="checkpoint every N steps (0: only at the end or on a signal)")]
 ValEvery = Annotated[int, typer.Option(help="validate every N steps (0: never)")]
@@ -179,3 +179,7 @@ def plot(
         typer.echo(f"wrote {plot_run(run, out)}")
     except OptionsError as error:
         fail(str(error))
+
+
+if __name__ == "__main__":  # `python -m unmix.train.cli` and `torchrun -m unmix.train.cli`
+    app()

@@ -34,7 +34,6 @@ class Cluster:
     device: torch.device
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     owns_group: bool = False
 
     @property
@@ -94,4 +93,4 @@ def connect(device: str = "auto") -> Cluster:
     owns_group = not dist.is_initialized()
     if owns_group:
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo", init_method="env://")
-    return Cluster(chosen, rank, world_size, local_rank, owns_group)
+    return Cluster(chosen, rank, world_size, owns_group)
