@@ -33,7 +33,7 @@ from .checks import ExportError, Reference, check_model, check_runs, cpu_session
 from .graph import FusedGraph, StemGraph
 from .onnx_export import OPSET, export_onnx
 from .parity import gate, measure_parity, write_parity
-from .precision import optimize_for_ort, quantize_int8
+from .precision import CALIBRATION_METHODS, optimize_for_ort, quantize_int8
 from .reference import TorchReference
 
 _STEM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -71,6 +71,10 @@ def export_bundle(
     config = _common_config(separators, config)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} exists; choose another folder or overwrite it explicitly")
+    if int8_calibration is not None and calibration_method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration method {calibration_method!r}; choose one of {sorted(CALIBRATION_METHODS)}")
+    if int8_calibration is not None and not len(int8_calibration):
+        raise ExportError("int8 needs at least one calibration chunk")
     audio = parity_audio or synthetic_audio(config.sample_rate, config.hop_length, segments=2, seconds=1.0)
     provenance = dict(provenance or {}) | {"tools": tool_versions()}
     provenance["export"] = {"parity_audio": audio.description, "max_sdr_loss_db": max_sdr_loss}

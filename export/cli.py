@@ -79,6 +79,8 @@ def main(
     """Export separators to a deploy bundle and prove it computes what PyTorch computes."""
     try:
         names = parse_stems(stem, stems)
+        if out.exists() and not overwrite:
+            raise ExportError(f"{out} exists; choose another -o or pass --overwrite")
         if bool(checkpoint) == bool(vqvae):
             raise ExportError("give exactly one source: --checkpoint (our runs) or --vqvae [--encoder]")
         if encoder and not vqvae:

@@ -74,8 +74,6 @@ def quantize_int8(
     `reduce_range` uses 7-bit weights, which avoids the saturation of U8S8 kernels on x86 CPUs
     without VNNI (AVX2 / AVX-512 only), at some cost in accuracy.
     """
-    if method not in CALIBRATION_METHODS:
-        raise ExportError(f"unknown calibration method {method!r}; choose one of {sorted(CALIBRATION_METHODS)}")
     out_path = Path(out_path)
     prepared = out_path.with_name(out_path.name + ".pre.onnx")
     # Shape inference for the quantiser; its optimisation pass is skipped so node names (and with them
