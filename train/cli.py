@@ -69,7 +69,9 @@ Chunk = Annotated[int, typer.Option(help="samples per example (a multiple of the
 Lr = Annotated[float, typer.Option(help="Adam learning rate after warm-up")]
 Warmup = Annotated[int, typer.Option(help="linear warm-up steps")]
 Clip = Annotated[float, typer.Option(help="gradient-norm clipping")]
-EmaDecay = Annotated[float, typer.Option(help="decay of the saved weight average (0.9995 spans ~2000 steps: lower it for short runs)")]
+EmaDecay = Annotated[
+    float, typer.Option(help="decay of the saved weight average (0.9995 spans ~2000 steps: lower it for short runs)")
+]
 Seed = Annotated[int, typer.Option(help="seed of weights, data order and augmentation")]
 SaveEvery = Annotated[int, typer.Option(help="checkpoint every N steps (0: only at the end or on a signal)")]
 ValEvery = Annotated[int, typer.Option(help="validate every N steps (0: never)")]
@@ -103,8 +105,10 @@ def _train(train: Callable[[TrainOptions], Path], arguments: dict) -> None:
 def phase1(
     data: Data,
     out: Out,
-    stem: Annotated[str, typer.Option(help="drums, bass, other, vocals; mixture; or all (mixtures and stems)")] = "other",
-    config: Annotated[Optional[str], typer.Option(help="paper, tiny or a JSON file (default: the init's, else paper)")] = None,
+    stem: Annotated[str, typer.Option(help="drums, bass, other, vocals; mixture; or all (mixtures and stems)")] = (
+        "other"
+    ),
+    config: Annotated[Optional[str], typer.Option(help="paper, tiny or a JSON file (default: the init's)")] = None,
     init: Annotated[str, typer.Option(help="scratch, jukebox:PATH (Jukebox/paper pickle) or unmix:PATH")] = "scratch",
     steps: Steps = _DEFAULT["steps"],
     batch: Batch = _DEFAULT["batch"],
@@ -139,7 +143,9 @@ def phase2(
     out: Out,
     vqvae: Annotated[str, typer.Option(help="the phase-1 VQ-VAE: a run folder, unmix:PATH or jukebox:PATH")],
     stem: Annotated[str, typer.Option(help="drums, bass, other or vocals")] = "other",
-    init: Annotated[Optional[str], typer.Option(help="ME's start: scratch, jukebox:PATH or unmix:PATH (default: SE)")] = None,
+    init: Annotated[Optional[str], typer.Option(help="ME start: scratch, jukebox:PATH, unmix:PATH (default: SE)")] = (
+        None
+    ),
     steps: Steps = _DEFAULT["steps"],
     batch: Batch = _DEFAULT["batch"],
     chunk: Chunk = _DEFAULT["chunk"],

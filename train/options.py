@@ -95,7 +95,9 @@ class TrainOptions:
 
     def to_json(self) -> dict:
         """JSON-ready options with weight sources normalised, as stored in the run folder."""
-        data = {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(self).items()}
+        data = {
+            key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(self).items()
+        }
         for key in ("init", "vqvae"):
             if data[key] is not None:
                 data[key] = str(WeightSource.parse(data[key]))

@@ -69,7 +69,9 @@ class RunFolder:
         """
         if not options.resume:
             if self.checkpoint.exists():
-                raise OptionsError(f"{self.root} already holds a run; pass --resume to continue it or choose another --out")
+                raise OptionsError(
+                    f"{self.root} already holds a run; pass --resume to continue it or choose another --out"
+                )
             return None
         if not (self.checkpoint / CONFIG_FILE).is_file() or not (self.root / OPTIONS_FILE).is_file():
             raise OptionsError(f"{self.root}: no checkpoint to resume from")
