@@ -8,7 +8,7 @@ exists to avoid.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +32,20 @@ LAYOUT_SPECIFIC_DOMAINS = {"com.microsoft.nchwc"}
 
 
 class _Chunks(CalibrationDataReader):
-    def __init__(self, chunks: Iterable[np.ndarray]):
-        self._chunks: Iterator[np.ndarray] = iter(chunks)
+    """Mono chunks as `mixture` batches of one; `set_range` lets the MinMax calibrator go stride by stride."""
+
+    def __init__(self, chunks: Sequence[np.ndarray]):
+        self._chunks = list(chunks)
+        self.set_range(0, len(self._chunks))
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next: Iterator[np.ndarray] = iter(self._chunks[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        chunk = next(self._chunks, None)
+        chunk = next(self._next, None)
         return None if chunk is None else {INPUT_NAME: np.asarray(chunk, np.float32).reshape(1, 1, -1)}
 
 
@@ -64,7 +73,7 @@ def _feeds_vq(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
 def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
-    calibration: Iterable[np.ndarray],
+    calibration: Sequence[np.ndarray],
     *,
     method: str = "minmax",
     reduce_range: bool = False,
@@ -92,9 +101,11 @@ def quantize_int8(
         reduce_range=reduce_range,
         nodes_to_exclude=int8_excluded_nodes(model),
         calibrate_method=CALIBRATION_METHODS[method],
-        # MinMax folds each chunk's ranges in at once instead of keeping every activation of every
-        # chunk (gigabytes for the paper's model); the histogram methods always keep them all.
-        extra_options={"CalibMaxIntermediateOutputs": 1},
+        # MinMax, one chunk per stride: the ranges are merged as it goes instead of keeping every
+        # activation of every chunk (gigabytes for the paper's model). The histogram methods keep them
+        # all. (CalibMaxIntermediateOutputs would bound memory too, but ORT 1.32 discards those
+        # outputs unused.)
+        extra_options={"CalibStridedMinMax": 1} if method == "minmax" else {},
     )
     return out_path
 

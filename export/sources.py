@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from unmix.runtime.manifest import sha256_file
+from unmix.runtime.manifest import STEMS, sha256_file
 from unmix.train.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -98,8 +98,8 @@ def _build(build, checkpoint: Checkpoint):
 
 
 def _check_stem(checkpoint: Checkpoint, stem: str) -> None:
-    trained_on = checkpoint.meta.get("stem")
-    if isinstance(trained_on, str) and trained_on != stem and trained_on != "all":
+    trained_on = checkpoint.meta.get("stem")  # a stem, or "mixture"/"all" for a generic VQ-VAE
+    if trained_on in STEMS and trained_on != stem:
         raise ExportError(f"{checkpoint.path}: trained for {trained_on}, not {stem}")
 
 
