@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -224,17 +225,19 @@ def write_checkpoint(
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    save_file({key: value.detach().contiguous().cpu() for key, value in state.items()}, tmp / WEIGHTS_FILE)
-    (tmp / CONFIG_FILE).write_text(json.dumps({"format": "unmix", "model": config.to_dict(), **info}, indent=2))
-    if extra is not None:
-        extra(tmp)
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old")
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        for child in old.iterdir():
-            child.unlink()
-        old.rmdir()
-    else:
-        os.replace(tmp, folder)
+    try:
+        save_file({key: value.detach().contiguous().cpu() for key, value in state.items()}, tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps({"format": "unmix", "model": config.to_dict(), **info}, indent=2))
+        if extra is not None:
+            extra(tmp)
+        if folder.exists():
+            # Directories cannot be swapped atomically: move the old one aside under a fresh name first.
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+            os.replace(tmp, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only still there when writing failed
     return folder
