@@ -1,0 +1,184 @@
+"""`unmix-bench`: real-time factor (default command) and separation quality (`unmix-bench sdr`)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from .report import default_results_folder, run_name, write_outputs
+
+app = typer.Typer(add_completion=False, help=__doc__, invoke_without_command=True, pretty_exceptions_enable=False)
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit non-zero."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def split_list(text: str | None) -> tuple[str, ...] | None:
+    return tuple(item.strip() for item in text.split(",") if item.strip()) if text else None
+
+
+def command_line() -> str:
+    return shlex.join(["unmix-bench", *sys.argv[1:]])
+
+
+def output_path(json_path: Path | None, kind: str, created: str, *parts: str) -> Path:
+    return json_path or default_results_folder() / f"{run_name(kind, created, *parts)}.json"
+
+
+def announce(paths: dict[str, Path]) -> None:
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
+
+
+@app.callback()
+def rtf(
+    ctx: typer.Context,
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    backend: str = typer.Option(
+        "auto", help="comma list of ort, trt, pytorch (the CUDA PyTorch variants); auto = all for the device"
+    ),
+    precision: str = typer.Option(
+        None, help="comma list of fp32, int8, fp16 (default fp32,int8 on CPU, fp32,fp16 on CUDA)"
+    ),
+    threads: int = typer.Option(None, help="CPU threads for every row (default: the usable cores)"),
+    bundle: Path = typer.Option(
+        None, help="a trained bundle to time (default: export one from random weights of --config)"
+    ),
+    config: str = typer.Option("paper", help="without --bundle: paper, tiny or a config JSON file"),
+    separator: list[str] = typer.Option(
+        None,
+        help="with --bundle: its PyTorch weights, for the reference and fidelity: our phase-2 run or checkpoint "
+        "(stem=PATH per stem, a PATH with {stem}, or one PATH)",
+    ),
+    repeats: int = typer.Option(5, min=1, help="timed runs per chunk workload (the median is reported)"),
+    track_repeats: int = typer.Option(3, min=1, help="timed runs per track workload"),
+    warmup: int = typer.Option(1, min=0, help="untimed warm-up runs before each workload"),
+    track_seconds: float = typer.Option(180.0, min=1.0, help="length of the stereo track"),
+    workloads: str = typer.Option("chunk,track", help="comma list of chunk, track"),
+    per_stem: str = typer.Option("vocals", help="the stem the one-stem rows time"),
+    fidelity: bool = typer.Option(True, help="compare every backend's outputs and codes with the reference"),
+    json_path: Path = typer.Option(
+        None, "--json", help="report path (.json; .md and .png beside it); default bench/results/"
+    ),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Real-time factor of every backend beside the paper-style PyTorch reference (run: unmix-bench --device cpu)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .rtf import RtfSettings, benchmark_rtf
+    from .rtf_report import rtf_figure, rtf_markdown
+
+    scopes = split_list(workloads) or ()
+    if not set(scopes) <= {"chunk", "track"} or not scopes:
+        fail(f"--workloads takes chunk and/or track, got {workloads!r}")
+    if bundle is not None and not (bundle / "manifest.json").is_file():
+        fail(f"{bundle}: not a bundle folder (no manifest.json)")
+    if separator and bundle is None:
+        fail("--separator gives a trained bundle's PyTorch weights: use it with --bundle")
+    settings = RtfSettings(
+        device=device,
+        backends=split_list(backend) or ("auto",),
+        precisions=split_list(precision),
+        threads=threads,
+        repeats=repeats,
+        warmup=warmup,
+        track_seconds=track_seconds,
+        track_repeats=track_repeats,
+        workloads=tuple((scope, count) for scope in scopes for count in (1, 4)),
+        per_stem=per_stem,
+        fidelity=fidelity,
+    )
+    unknown = set(settings.backends) - {"auto", "ort", "trt", "pytorch"}
+    if unknown or not set(settings.chosen_precisions()) <= {"fp32", "int8", "fp16"}:
+        fail(f"unknown backend or precision: --backend {backend!r} --precision {precision!r}")
+    try:
+        from unmix.export.sources import paths_per_stem
+        from unmix.runtime.manifest import STEMS
+
+        weights = {s: str(p) for s, p in paths_per_stem(separator, STEMS, "--separator").items()} if separator else None
+        report = benchmark_rtf(
+            settings, bundle=bundle, config_name=config, separators=weights, command=command_line(), progress=progress
+        )
+    except (ValueError, OSError, RuntimeError) as error:  # bundle, config, export and I/O errors
+        fail(str(error).splitlines()[0])
+    path = output_path(json_path, "rtf", report["created"], device.replace(":", ""), report["model"]["config_name"])
+    announce(write_outputs(report, rtf_markdown(report), rtf_figure(report), path))
+
+
+@app.command()
+def sdr(
+    data: Path = typer.Option(
+        ..., help="MUSDB18-HQ-layout root: DATA/<subset>/<song>/{mixture,drums,bass,other,vocals}.wav"
+    ),
+    subset: str = typer.Option("test", help="the split folder to score"),
+    bundle: str = typer.Option(
+        "default", help="the bundle to score: a folder, 'default' (the one shipped) or 'none' (baselines only)"
+    ),
+    precision: str = typer.Option(
+        None, help="comma list of the bundle's precisions (default fp32,int8 on CPU, fp32,fp16 on CUDA)"
+    ),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    backend: str = typer.Option("auto", help="auto, ort or trt"),
+    threads: int = typer.Option(None, help="CPU threads (default: the usable cores)"),
+    separator: list[str] = typer.Option(
+        None,
+        help="the model's PyTorch weights, for the PyTorch row and fidelity: our phase-2 run or checkpoint "
+        "(stem=PATH per stem, a PATH with {stem}, or one PATH)",
+    ),
+    checkpoint: list[str] = typer.Option(
+        None, help="phase-1 VQ-VAE checkpoints for the ceiling (SE → SD on the true stem); same forms"
+    ),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="allow full unpickling of foreign checkpoints (can run code)"
+    ),
+    songs: int = typer.Option(None, min=1, help="score only the first N songs"),
+    max_seconds: float = typer.Option(None, min=0.1, help="score only the first S seconds of each song"),
+    museval: bool = typer.Option(False, "--museval", help="also BSSEval v4 SDR through museval (extra 'eval'; slow)"),
+    paper_style: bool = typer.Option(
+        False, "--paper-style", help="also the PyTorch model in the paper's non-overlapping chunks (needs --separator)"
+    ),
+    baselines: bool = typer.Option(True, help="score ScaledMixture and the IRM oracle"),
+    json_path: Path = typer.Option(
+        None, "--json", help="report path (.json; .md and .png beside it); default bench/results/"
+    ),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Separation quality (the paper's SDR) beside ScaledMixture, the IRM oracle and the VQ-VAE ceiling."""
+    from unmix.export.checks import ExportError
+    from unmix.runtime import UnmixError
+
+    from .musdb import DatasetError
+    from .sdr import SdrSettings, evaluate_sdr
+    from .sdr_report import sdr_figure, sdr_markdown
+
+    if paper_style and not separator:
+        fail("--paper-style runs the PyTorch model: give its weights with --separator")
+    settings = SdrSettings(
+        data=data,
+        subset=subset,
+        bundle=None if bundle == "none" else bundle,
+        precisions=split_list(precision),
+        device=device,
+        backend=backend,
+        threads=threads,
+        separator=tuple(separator or ()),
+        checkpoint=tuple(checkpoint or ()),
+        trust_pickle=trust_pickle,
+        songs=songs,
+        max_seconds=max_seconds,
+        museval=museval,
+        paper_style=paper_style,
+        baselines=baselines,
+    )
+    try:
+        report = evaluate_sdr(settings, command=command_line(), progress=progress)
+    except (DatasetError, ExportError, UnmixError, ValueError, OSError) as error:
+        fail(str(error).splitlines()[0])
+    path = output_path(json_path, "sdr", report["created"], Path(str(data).rstrip("/")).name, settings.subset)
+    announce(write_outputs(report, sdr_markdown(report), sdr_figure(report), path))

@@ -1,0 +1,443 @@
+"""Real-time factor, side by side with the paper-style PyTorch reference measured in the same run.
+
+Rows: the reference (PyTorch eager fp32, paper-style: per stem, mono, non-overlapping 393216-sample
+chunks, batch 1), on CUDA also PyTorch fp16 eager / CUDA graphs / torch.compile, and the runtime's
+backends (ONNX Runtime, TensorRT) at each bundle precision. Each runs four workloads:
+
+  chunk × 1 stem    the paper's 393216-sample mono chunk, one stem (the paper's RTF 0.082 is this)
+  chunk × 4 stems   the same chunk, all four stems
+  track × 1 stem    a stereo track file end to end: decode → separate → write (runtime: both channels;
+  track × 4 stems   the reference separates the mono downmix, as the paper did — half the work)
+
+RTF = median wall seconds / audio seconds, after warm-up. Each (row, workload) runs in a fresh process
+(`worker.py`) so its peak RSS is its own. The per-stem rows time one stem: every stem has the same
+architecture, so any stem costs the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from unmix.export.audio import synthetic_audio
+from unmix.runtime.manifest import STEMS, read_manifest
+from unmix.train.config import resolve_config
+
+from .fidelity import compare_outputs
+from .machine import machine_info, usable_cores
+from .models import RANDOM_WEIGHTS_NOTE, bundle_config, export_random_bundle
+from .reference import PAPER_CHUNK, TORCH_VARIANTS
+from .report import SCHEMA_VERSION, now
+from .worker import Job
+
+PAPER_RTF = 0.082  # per stem: 0.73 s of CPU time for an 8.91 s chunk (paper, §3)
+REFERENCE = ("pytorch", "eager-fp32")
+WORKLOADS = (("chunk", 1), ("chunk", 4), ("track", 1), ("track", 4))
+RUNTIME_BACKENDS = ("ort", "trt")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One way of running the separator: a backend and its variant (PyTorch variant or bundle precision)."""
+
+    backend: str
+    variant: str
+
+    @property
+    def is_reference(self) -> bool:
+        return (self.backend, self.variant) == REFERENCE
+
+    def label(self, device: str) -> str:
+        if self.is_reference:
+            return "PyTorch eager fp32 (paper-style reference)"
+        if self.backend == "pytorch":
+            mode, precision = self.variant.split("-")
+            return f"PyTorch {dict(eager='eager', cudagraph='CUDA graph', compile='torch.compile')[mode]} {precision}"
+        if self.backend == "ort":
+            return f"ONNX Runtime {'CPU' if device == 'cpu' else 'CUDA'} {self.variant}"
+        return f"TensorRT {self.variant}"
+
+
+@dataclass
+class RtfSettings:
+    device: str = "cpu"
+    backends: tuple[str, ...] = ("auto",)  # "auto", "ort", "trt", "pytorch" (the CUDA PyTorch variants)
+    precisions: tuple[str, ...] | None = None  # default: fp32,int8 on CPU; fp32,fp16 on CUDA
+    threads: int | None = None
+    repeats: int = 5  # timed runs of the chunk workloads
+    warmup: int = 1
+    track_seconds: float = 180.0
+    track_repeats: int = 3
+    workloads: tuple[tuple[str, int], ...] = WORKLOADS
+    per_stem: str = "vocals"  # the stem the one-stem rows time
+    seed: int = 0
+    fidelity: bool = True
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def chosen_precisions(self) -> tuple[str, ...]:
+        return self.precisions or (("fp32", "fp16") if self.on_cuda else ("fp32", "int8"))
+
+    def rows(self) -> list[Row]:
+        """The reference first, then the PyTorch CUDA variants, then the runtime backends."""
+        wanted = set(self.backends)
+        if "auto" in wanted:
+            wanted |= {"ort", "trt", "pytorch"} if self.on_cuda else {"ort"}
+        rows = [Row(*REFERENCE)]
+        if self.on_cuda and "pytorch" in wanted:
+            rows += [Row("pytorch", variant) for variant in TORCH_VARIANTS if variant != REFERENCE[1]]
+        for backend in RUNTIME_BACKENDS:
+            if backend in wanted:
+                rows += [Row(backend, precision) for precision in self.chosen_precisions()]
+        return rows
+
+
+@dataclass
+class Measurement:
+    """One row × workload: what it ran, how long it took, what it used."""
+
+    label: str
+    backend: str
+    variant: str
+    scope: str
+    stems: int
+    audio_seconds: float
+    status: str = "ok"  # "ok", "unavailable" or "failed"
+    message: str = ""
+    seconds: list[float] = field(default_factory=list)
+    median_s: float | None = None
+    rtf: float | None = None
+    ratio_to_reference: float | None = None  # rtf / the reference's rtf on the same workload (< 1: faster)
+    ratio_to_paper: float | None = None  # rtf / (0.082 × stems)
+    peak_rss_mib: float | None = None
+    gpu_peak_mib: float | None = None
+    torch_peak_reserved_mib: float | None = None
+
+
+@dataclass
+class BenchAudio:
+    """The audio every row works on, written once to the work folder."""
+
+    sample_rate: int
+    chunk_file: Path  # mono float32 .npy, PAPER_CHUNK samples
+    track_file: Path  # stereo PCM-16 wav
+    warmup_file: Path  # its first chunk
+    chunk_stems: dict[str, np.ndarray]  # the true mono stems of the chunk, for the fidelity SDR
+    track_seconds: float
+    chunk_seconds: float
+
+
+def prepare_audio(
+    folder: Path, settings: RtfSettings, sample_rate: int, hop: int, chunk: int = PAPER_CHUNK
+) -> BenchAudio:
+    """The synthetic song (export's parity signal) as the mono chunk, the stereo track and its warm-up excerpt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    piece = synthetic_audio(sample_rate, hop, segments=1, seconds=(chunk + hop) / sample_rate)
+    mono = {name: stems[0].mean(axis=0)[:chunk] for name, stems in piece.stems.items()}
+    np.save(folder / "chunk.npy", piece.mixtures[0].mean(axis=0)[:chunk].astype(np.float32))
+    track = synthetic_audio(sample_rate, hop, segments=1, seconds=settings.track_seconds).mixtures[0].T
+    sf.write(folder / "track.wav", track, sample_rate, subtype="PCM_16")  # as MUSDB's wavs
+    sf.write(folder / "warmup.wav", track[:chunk], sample_rate, subtype="PCM_16")
+    return BenchAudio(
+        sample_rate,
+        folder / "chunk.npy",
+        folder / "track.wav",
+        folder / "warmup.wav",
+        {name: mono[name] for name in STEMS},
+        track.shape[0] / sample_rate,
+        chunk / sample_rate,
+    )
+
+
+Progress = Callable[[int], None]
+
+
+def run_worker(job: Job, folder: Path, name: str, progress: Progress) -> dict:
+    """Run one job in a fresh interpreter; its `result` dict (status ok/unavailable/failed)."""
+    job_file = folder / f"{name}.json"
+    job.save(job_file)
+    log = folder / f"{name}.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "unmix.bench.worker", str(job_file)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        result = None
+        for line in process.stdout:
+            message = json.loads(line) if line.startswith("{") else {}
+            if "tick" in message:
+                progress(1)
+            result = message.get("result", result)
+        process.wait()
+    if result is None:
+        tail = log.read_text().strip().splitlines()
+        result = {
+            "status": "failed",
+            "message": f"worker exited with {process.returncode}: {tail[-1] if tail else 'no output'}",
+        }
+    return result
+
+
+@dataclass
+class ModelSource:
+    """Where the rows' models come from: the bundle the runtime runs and the PyTorch spec the worker rebuilds."""
+
+    bundle: Path
+    torch_spec: dict  # for `models.torch_separators`
+    description: str
+    weights_match: bool  # whether the PyTorch weights are the bundle's (fidelity is only meaningful then)
+
+    @property
+    def stems(self) -> list[str]:
+        return read_manifest(self.bundle, verify=False).stems
+
+
+def measure(
+    settings: RtfSettings,
+    source: ModelSource,
+    audio: BenchAudio,
+    folder: Path,
+    progress: Progress = lambda n: None,
+) -> list[Measurement]:
+    """Every row × workload, the reference first; ratios filled in against the reference."""
+    threads = settings.threads
+    measurements = []
+    for row in settings.rows():
+        for scope, count in settings.workloads:
+            stems = list(source.stems) if count > 1 else [settings.per_stem]
+            track = scope == "track"
+            job = Job(
+                kind="time",
+                backend=row.backend,
+                variant=row.variant,
+                device=settings.device,
+                scope=scope,
+                stems=stems,
+                threads=threads,
+                sample_rate=audio.sample_rate,
+                chunk_file=str(audio.chunk_file),
+                track_file=str(audio.track_file),
+                warmup_file=str(audio.warmup_file),
+                scratch=str(folder / "out"),
+                model=source.torch_spec,
+                bundle=str(source.bundle),
+                warmup=settings.warmup,
+                repeats=settings.track_repeats if track else settings.repeats,
+            )
+            (folder / "out").mkdir(exist_ok=True)
+            result = run_worker(job, folder, f"{row.backend}-{row.variant}-{scope}-{count}", progress)
+            seconds = audio.track_seconds if track else audio.chunk_seconds
+            entry = Measurement(row.label(settings.device), row.backend, row.variant, scope, len(stems), seconds)
+            entry.status, entry.message = result["status"], result.get("message", "")
+            if entry.status == "ok":
+                entry.seconds, entry.median_s = result["seconds"], result["median_s"]
+                entry.rtf = entry.median_s / seconds
+                entry.ratio_to_paper = entry.rtf / (PAPER_RTF * len(stems))
+                for key in ("peak_rss_mib", "gpu_peak_mib", "torch_peak_reserved_mib"):
+                    setattr(entry, key, result.get(key))
+            else:
+                progress(job.warmup + job.repeats)  # the ticks this row will never send
+            measurements.append(entry)
+    reference = {(m.scope, m.stems): m.rtf for m in measurements if (m.backend, m.variant) == REFERENCE}
+    for entry in measurements:
+        if entry.rtf is not None and reference.get((entry.scope, entry.stems)):
+            entry.ratio_to_reference = entry.rtf / reference[(entry.scope, entry.stems)]
+    return measurements
+
+
+def progress_total(settings: RtfSettings) -> int:
+    per_row = sum(
+        settings.warmup + (settings.track_repeats if scope == "track" else settings.repeats)
+        for scope, _ in settings.workloads
+    )
+    return per_row * len(settings.rows()) + (len(settings.rows()) if settings.fidelity else 0)
+
+
+def fidelity_outputs(
+    settings: RtfSettings, source: ModelSource, audio: BenchAudio, folder: Path, progress: Progress = lambda n: None
+) -> dict[Row, dict]:
+    """Each row's four-stem outputs (and codes) on the chunk: {row: {"status", "message", "arrays"}}."""
+    outputs = {}
+    for row in settings.rows():
+        name = f"fidelity-{row.backend}-{row.variant}"
+        job = Job(
+            kind="fidelity",
+            backend=row.backend,
+            variant=row.variant,
+            device=settings.device,
+            scope="chunk",
+            stems=list(source.stems),
+            threads=settings.threads,
+            sample_rate=audio.sample_rate,
+            chunk_file=str(audio.chunk_file),
+            track_file=str(audio.track_file),
+            warmup_file=str(audio.warmup_file),
+            scratch=str(folder / "out"),
+            model=source.torch_spec,
+            bundle=str(source.bundle),
+            output=str(folder / f"{name}.npz"),
+        )
+        result = run_worker(job, folder, name, progress)
+        progress(1)
+        if result["status"] == "ok":
+            with np.load(job.output) as data:
+                result["arrays"] = {key: data[key] for key in data.files}
+        outputs[row] = result
+    return outputs
+
+
+def settings_dict(settings: RtfSettings) -> dict:
+    data = asdict(settings)
+    data["precisions"] = list(settings.chosen_precisions())
+    data["workloads"] = [f"{scope}×{count}" for scope, count in settings.workloads]
+    return data
+
+
+def fidelity_rows(settings: RtfSettings, source: ModelSource, audio: BenchAudio, outputs: dict[Row, dict]) -> dict:
+    """Each row's outputs against the reference's: the PyTorch reference when its weights are the
+    bundle's, otherwise the bundle's own fp32 graph on ONNX Runtime."""
+    if source.weights_match:
+        against, name = Row(*REFERENCE), "the PyTorch paper-style reference (fp32 eager, same weights)"
+        note = "SDR Δ = SDR(candidate) − SDR(reference) against the synthetic song's true stems."
+    else:
+        against, name = Row("ort", "fp32"), "the bundle's fp32 graph on ONNX Runtime"
+        note = "No PyTorch weights for this bundle were given (--separator), so the PyTorch reference (random weights,"
+        note += " timed only) is not compared."
+    skipped, rows = [], []
+    baseline = outputs.get(against, {})
+    if baseline.get("status") != "ok":
+        skipped.append(
+            f"no fidelity figures: the comparison row {against.label(settings.device)} did not run "
+            f"({baseline.get('message', 'not in this run')})"
+        )
+        return {"reference": name, "note": note, "rows": rows, "skipped": skipped}
+    for row, result in outputs.items():
+        if row == against or (not source.weights_match and row.backend == "pytorch"):
+            continue
+        if result["status"] != "ok":
+            skipped.append(f"{row.label(settings.device)}: {result['status']} — {result.get('message', '')}")
+            continue
+        for stem, figures in compare_outputs(baseline["arrays"], result["arrays"], audio.chunk_stems).items():
+            rows.append(
+                {"label": row.label(settings.device), "backend": row.backend, "variant": row.variant, "stem": stem}
+                | figures
+            )
+    return {"reference": name, "note": note, "rows": rows, "skipped": skipped}
+
+
+def model_source(
+    folder: Path, settings: RtfSettings, bundle: Path | None, config_name: str, separators: dict[str, str] | None = None
+) -> ModelSource:
+    """Where the rows' models come from.
+
+    A given bundle is timed as it is; its PyTorch reference uses `separators` (our phase-2 runs, the
+    bundle's own weights) when given, otherwise random weights of the bundle's config (speed does not
+    depend on weights; fidelity then compares against the bundle's fp32 graph instead). Without a bundle,
+    one is exported here from random weights of the named config, the reference using the same weights.
+    """
+    if bundle is not None:
+        if separators:
+            return ModelSource(
+                bundle, {"separators": separators}, f"bundle {bundle}; PyTorch reference from {separators}", True
+            )
+        config = bundle_config(bundle)
+        spec = {"config": config.to_dict(), "seed": settings.seed}
+        return ModelSource(bundle, spec, f"bundle {bundle}; PyTorch reference with random weights of its config", False)
+    config = resolve_config(config_name)
+    out = export_random_bundle(config, folder / "bundle", settings.chosen_precisions(), settings.seed, config_name)
+    precisions = ", ".join(read_manifest(out).precisions)
+    description = f"'{config_name}' config exported here to ONNX ({precisions}), {RANDOM_WEIGHTS_NOTE}"
+    return ModelSource(out, {"config": config.to_dict(), "seed": settings.seed}, description, weights_match=True)
+
+
+def benchmark_rtf(
+    settings: RtfSettings,
+    *,
+    bundle: Path | None = None,
+    config_name: str = "paper",
+    separators: dict[str, str] | None = None,
+    command: str = "",
+    progress: bool = True,
+) -> dict:
+    """Run every row × workload (and the fidelity pass) and return the report (see `report.SCHEMA_VERSION`)."""
+    from tqdm import tqdm
+
+    settings.threads = settings.threads or usable_cores()
+    created = now()
+    folder = Path(tempfile.mkdtemp(prefix="unmix-bench-"))
+    try:
+        source = model_source(folder, settings, bundle, config_name, separators)
+        if settings.per_stem not in source.stems:
+            raise ValueError(f"--per-stem {settings.per_stem!r} is not one of the bundle's stems {source.stems}")
+        manifest = read_manifest(source.bundle, verify=False)
+        audio = prepare_audio(folder / "audio", settings, manifest.sample_rate, manifest.hop_length)
+        with tqdm(total=progress_total(settings), disable=not progress, unit="run", desc="unmix-bench") as bar:
+            measurements = measure(settings, source, audio, folder, bar.update)
+            outputs = fidelity_outputs(settings, source, audio, folder, bar.update) if settings.fidelity else {}
+        fidelity = (
+            fidelity_rows(settings, source, audio, outputs)
+            if outputs
+            else {"reference": "—", "note": "fidelity pass skipped (--no-fidelity)", "rows": [], "skipped": []}
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    config_label = config_name if bundle is None else "bundle"
+    return {
+        "schema": "unmix-bench/rtf",
+        "schema_version": SCHEMA_VERSION,
+        "created": created,
+        "command": command,
+        "machine": machine_info(settings.threads),
+        "settings": settings_dict(settings),
+        "model": {
+            "description": source.description,
+            "config_name": config_label,
+            "bundle": str(bundle) if bundle else None,
+        },
+        "audio": {
+            "chunk_samples": PAPER_CHUNK,
+            "chunk_seconds": audio.chunk_seconds,
+            "track_seconds": audio.track_seconds,
+            "sample_rate": audio.sample_rate,
+            "description": "a synthetic song (export's parity signal; speed does not depend on content)",
+        },
+        "paper_rtf_per_stem": PAPER_RTF,
+        "measurements": [asdict(m) for m in measurements],
+        "fidelity": fidelity,
+        "notes": rtf_notes(settings),
+    }
+
+
+def rtf_notes(settings: RtfSettings) -> list[str]:
+    notes = [
+        "Reference: the paper's predict_channel.py path re-implemented with this package's model: per stem, "
+        "the mono mixture (channel mean, as librosa.load(mono=True)), non-overlapping 393216-sample chunks, batch 1, "
+        "fp32 eager PyTorch, outputs zero-padded per chunk. Unlike the paper's code it does not compute the training "
+        "losses it then discards, so it is if anything faster than the paper's script.",
+        "On the track the reference separates the mono downmix (as the paper did) while the runtime separates both "
+        "stereo channels, twice the audio: the × ref column is conservative for the runtime.",
+        "The paper's 0.082 is 0.73 s of CPU time per 8.91 s chunk per stem on an unnamed CPU; × paper compares "
+        "against 0.082 × the number of stems.",
+        "Runtime rows run unmix.runtime.Separator as users do (exact overlap-save chunking with receptive-field "
+        "context, channels as batch items, ONNX Runtime thread spinning off).",
+    ]
+    if settings.on_cuda:
+        notes.append(
+            "CUDA PyTorch variants follow the paper-style path; fp16 runs ME and SD in half precision with the "
+            "nearest-code search in fp32; the CUDA-graph and torch.compile variants zero-pad the last chunk to "
+            "a full chunk (static shapes)."
+        )
+    return notes

@@ -1,0 +1,314 @@
+"""Separation quality on a MUSDB18-HQ-layout test split, with baselines, oracle and ceiling in one table.
+
+Methods (rows of the table), each scored per song and stem with the paper's SDR (eq. 2) over the whole
+stereo song (both channels, as the Music Demixing Challenge 2021 SDR), then averaged over songs;
+'total' is the mean over stems, as the paper's Table 1:
+
+  unmix <precision>       the bundle through the runtime (each channel separated, exact chunking)
+  PyTorch fp32            the same model in PyTorch (whole-signal exact), with --separator
+  PyTorch paper-style     the paper's non-overlapping 393216-sample chunks per channel, with --paper-style
+  VQ-VAE ceiling          SE → nearest code → SD on the *true* stem (phase-1 checkpoints, --checkpoint):
+                          what the stem's codebook and decoder can reproduce at best
+  ScaledMixture           every stem = mixture / 4 (lower baseline)
+  IRM oracle              ideal ratio mask |S_j|² / Σ|S_k|², STFT Hann 4096 / hop 1024 (upper reference)
+
+Fidelity: per precision, code agreement and SNR against the PyTorch model (or, without --separator, the
+bundle's fp32 graph) on the first 393216 samples of every channel of every song, and the whole-song
+SDR change against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unmix.runtime.manifest import STEMS
+
+from .baselines import ideal_ratio_mask, scaled_mixture_estimates
+from .fidelity import compare_stem
+from .graphs import BundleGraphs
+from .machine import machine_info, usable_cores
+from .musdb import Song, read_song, song_folders
+from .reference import PAPER_CHUNK, PaperStylePath, exact_separate
+from .report import SCHEMA_VERSION, now
+from .scores import bsseval_sdr, sdr
+
+SCALED_MIXTURE = "ScaledMixture (mixture / 4)"
+IRM = "IRM oracle (power ratio mask, STFT 4096/1024)"
+PYTORCH = "PyTorch fp32 (exact)"
+PAPER_STYLE = "PyTorch fp32 (paper-style chunks)"
+CEILING = "VQ-VAE ceiling (SE → SD on the true stem)"
+
+
+@dataclass
+class SdrSettings:
+    data: Path
+    subset: str = "test"
+    bundle: str | None = "default"  # None: no model rows (baselines, and the ceiling when given)
+    precisions: tuple[str, ...] | None = None  # default: fp32 and int8 (CPU) / fp16 (CUDA), those the bundle has
+    device: str = "cpu"
+    backend: str = "auto"
+    threads: int | None = None
+    separator: tuple[str, ...] = ()  # phase-2 runs/checkpoints (stem=PATH, {stem} or one PATH): the PyTorch model
+    checkpoint: tuple[str, ...] = ()  # phase-1 VQ-VAE checkpoints, same forms: the ceiling
+    trust_pickle: bool = False
+    songs: int | None = None  # the first N songs only
+    max_seconds: float | None = None  # the first S seconds of each song only
+    museval: bool = False
+    paper_style: bool = False
+    baselines: bool = True
+
+
+def method_kind(name: str) -> str:
+    return {
+        SCALED_MIXTURE: "baseline",
+        IRM: "oracle",
+        CEILING: "ceiling",
+        PYTORCH: "reference",
+        PAPER_STYLE: "reference",
+    }.get(name, "model")
+
+
+def model_method(precision: str, backend: str) -> str:
+    return f"unmix {precision} ({'TensorRT' if backend == 'trt' else 'ONNX Runtime'})"
+
+
+def load_torch_models(specs: tuple[str, ...], stems: list[str], *, vqvae: bool, trust_pickle: bool) -> dict:
+    """PyTorch separators per stem from export's checkpoint sources: phase-2 runs (`vqvae=False`), or
+    phase-1 VQ-VAEs whose own encoder (SE) serves as the encoder (`vqvae=True`, the ceiling)."""
+    from unmix.export.sources import paths_per_stem, separator_from_run, separator_from_vqvae
+
+    option = "--checkpoint" if vqvae else "--separator"
+    paths = paths_per_stem(list(specs), stems, option)
+    if vqvae:
+        return {
+            stem: separator_from_vqvae(path, None, stem, trust_pickle=trust_pickle)[0] for stem, path in paths.items()
+        }
+    return {stem: separator_from_run(path, stem)[0] for stem, path in paths.items()}
+
+
+class Scores:
+    """SDR per method, song and stem (and BSSEval v4 where asked)."""
+
+    def __init__(self):
+        self.sdr: dict[str, dict[str, dict[str, float]]] = {}
+        self.bsseval: dict[str, dict[str, dict[str, float]]] = {}
+
+    def add(self, method: str, song: str, truth: dict[str, np.ndarray], estimates: dict[str, np.ndarray]) -> None:
+        self.sdr.setdefault(method, {})[song] = {stem: sdr(truth[stem], estimates[stem]) for stem in estimates}
+
+    def add_bsseval(self, method: str, song: str, scores: dict[str, float]) -> None:
+        self.bsseval.setdefault(method, {})[song] = scores
+
+    def table(self) -> list[dict]:
+        rows = []
+        for method, songs in self.sdr.items():
+            stems = list(next(iter(songs.values())))
+            mean = {stem: float(np.mean([song[stem] for song in songs.values()])) for stem in stems}
+            row = {
+                "method": method,
+                "kind": method_kind(method),
+                "mean": mean,
+                "total": float(np.mean(list(mean.values()))),
+                "songs": songs,
+            }
+            if method in self.bsseval:
+                per_song = self.bsseval[method]
+                row["bsseval_median"] = {
+                    stem: float(np.nanmedian([s[stem] for s in per_song.values()])) for stem in stems
+                }
+                row["bsseval_songs"] = per_song
+            rows.append(row)
+        return rows
+
+
+class FidelityExcerpts:
+    """First-chunk excerpts of every channel of every song: outputs and codes per method, for comparison."""
+
+    def __init__(self):
+        self.audio: dict[str, dict[str, list[np.ndarray]]] = {}
+        self.codes: dict[str, dict[str, list[np.ndarray]]] = {}
+
+    def add(self, method: str, stem: str, audio: np.ndarray, codes: np.ndarray | None) -> None:
+        self.audio.setdefault(method, {}).setdefault(stem, []).append(np.asarray(audio).reshape(-1))
+        if codes is not None:
+            self.codes.setdefault(method, {}).setdefault(stem, []).append(np.asarray(codes).reshape(-1))
+
+    def compare(self, method: str, against: str) -> dict[str, dict]:
+        joined = lambda table, m, stem: np.concatenate(table[m][stem]) if stem in table.get(m, {}) else None  # noqa: E731
+        return {
+            stem: compare_stem(
+                joined(self.audio, against, stem),
+                joined(self.audio, method, stem),
+                reference_codes=joined(self.codes, against, stem),
+                candidate_codes=joined(self.codes, method, stem),
+            )
+            for stem in self.audio[method]
+        }
+
+
+def default_precisions(available: list[str], device: str) -> tuple[str, ...]:
+    wanted = ("fp32", "fp16") if device.startswith("cuda") else ("fp32", "int8")
+    return tuple(p for p in wanted if p in available)
+
+
+@dataclass
+class Methods:
+    """What runs besides the baselines: the bundle per precision, the PyTorch model, the ceiling."""
+
+    runtime: dict  # precision → unmix.runtime.Separator
+    graphs: dict  # precision → BundleGraphs (ONNX Runtime backends: the codes for the fidelity figures)
+    pytorch: dict  # stem → StemSeparator (the model in PyTorch)
+    ceiling: dict  # stem → StemSeparator whose encoder is SE (phase-1 VQ-VAE)
+    bundle: Path | None
+    stems: list[str]
+    skipped: list[str]
+
+    def count(self, settings: SdrSettings) -> int:
+        paper_style = bool(self.pytorch) and settings.paper_style
+        return len(self.runtime) + bool(self.pytorch) + paper_style + bool(self.ceiling) + 2 * settings.baselines
+
+
+def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
+    """The runnable methods (unavailable ones noted in `skipped`) and the bundle's manifest facts."""
+    from unmix.runtime import BackendError, Separator, read_manifest, resolve_bundle
+
+    skipped: list[str] = []
+    runtime, bundle, model = {}, None, {"bundle": None, "precisions": [], "provenance": {}}
+    stems = list(STEMS)
+    if settings.bundle is not None:
+        bundle = resolve_bundle(settings.bundle)
+        manifest = read_manifest(bundle)
+        stems = list(manifest.stems)
+        precisions = settings.precisions or default_precisions(manifest.precisions, settings.device)
+        model = {"bundle": str(bundle), "precisions": list(precisions), "provenance": manifest.provenance}
+        for precision in precisions:
+            try:
+                runtime[precision] = Separator.from_bundle(
+                    bundle, device=settings.device, backend=settings.backend, threads=threads, precision=precision
+                )
+            except BackendError as error:
+                skipped.append(f"{model_method(precision, settings.backend)}: unavailable — {error}")
+    load = lambda specs, vqvae: load_torch_models(specs, stems, vqvae=vqvae, trust_pickle=settings.trust_pickle)  # noqa: E731
+    pytorch = load(settings.separator, False) if settings.separator else {}
+    ceiling = load(settings.checkpoint, True) if settings.checkpoint else {}
+    if not pytorch:
+        skipped.append(f"{PYTORCH}: not run — give the model's PyTorch checkpoints with --separator")
+    if not ceiling:
+        skipped.append(f"{CEILING}: not run — give the phase-1 VQ-VAE checkpoints with --checkpoint")
+    graphs = {}
+    if settings.backend in ("auto", "ort"):
+        graphs = {precision: BundleGraphs(bundle, precision, stems, settings.device, threads) for precision in runtime}
+    methods = Methods(runtime, graphs, pytorch, ceiling, bundle, stems, skipped)
+    if not methods.count(settings):
+        raise ValueError("nothing to score: no runnable bundle precision, no checkpoints, and baselines switched off")
+    return methods, model | {"stems": stems}
+
+
+def song_estimates(
+    song: Song, methods: Methods, settings: SdrSettings, excerpts: FidelityExcerpts
+) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(method, {stem: estimate (frames, channels)}) for every method, one at a time (memory: one method's
+    estimates), recording the fidelity excerpts on the way."""
+    excerpt = song.mixture[:PAPER_CHUNK].T  # (channels, frames)
+    for precision, separator in methods.runtime.items():
+        method = model_method(precision, settings.backend)
+        yield method, separator.separate(song.mixture, song.sample_rate)
+        if precision in methods.graphs:  # the graphs themselves: the codes the runtime keeps to itself
+            for stem, (audio, codes) in methods.graphs[precision](excerpt).items():
+                excerpts.add(method, stem, audio, codes)
+    if methods.pytorch:
+        for stem, model in methods.pytorch.items():
+            excerpts.add(PYTORCH, stem, *exact_separate(model, excerpt, settings.device))
+        yield PYTORCH, {s: exact_separate(m, song.mixture.T, settings.device)[0].T for s, m in methods.pytorch.items()}
+        if settings.paper_style:
+            paths = {stem: PaperStylePath(model, settings.device) for stem, model in methods.pytorch.items()}
+            yield PAPER_STYLE, {s: np.stack([path(c) for c in song.mixture.T], axis=1) for s, path in paths.items()}
+    if methods.ceiling:
+        truth = song.stems
+        yield CEILING, {s: exact_separate(m, truth[s].T, settings.device)[0].T for s, m in methods.ceiling.items()}
+    if settings.baselines:
+        yield SCALED_MIXTURE, scaled_mixture_estimates(song.mixture, STEMS)
+        yield IRM, ideal_ratio_mask(song.mixture, song.stems)
+
+
+def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = True) -> dict:
+    """Score every method on every song; returns the report (schema `unmix-bench/sdr`)."""
+    from tqdm import tqdm
+
+    created = now()
+    threads = settings.threads or usable_cores()
+    folders = song_folders(settings.data, settings.subset)[: settings.songs]
+    methods, model = load_methods(settings, threads)
+    scores, excerpts = Scores(), FidelityExcerpts()
+    museval_error, seconds = None, 0.0
+    with tqdm(total=len(folders) * methods.count(settings), disable=not progress, unit="method", desc="sdr") as bar:
+        for folder in folders:
+            song = read_song(folder, max_seconds=settings.max_seconds)
+            seconds += song.seconds
+            for method, estimates in song_estimates(song, methods, settings, excerpts):
+                scores.add(method, song.name, song.stems, estimates)
+                if settings.museval and museval_error is None:
+                    try:
+                        truth = {stem: song.stems[stem] for stem in estimates}
+                        scores.add_bsseval(method, song.name, bsseval_sdr(truth, estimates, song.sample_rate))
+                    except Exception as error:  # museval is optional and needs ffmpeg merely to import
+                        museval_error = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+                bar.update(1)
+    skipped = methods.skipped
+    if museval_error:
+        skipped.append(
+            f"BSSEval v4 not computed: museval failed ({museval_error}); pip install 'unmix[eval]' and ffmpeg"
+        )
+    table = scores.table()
+    settings_record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
+    return {
+        "schema": "unmix-bench/sdr",
+        "schema_version": SCHEMA_VERSION,
+        "created": created,
+        "command": command,
+        "machine": machine_info(threads),
+        "settings": settings_record | {"precisions": model["precisions"], "threads": threads},
+        "data": {
+            "root": str(settings.data),
+            "subset": settings.subset,
+            "songs": [folder.name for folder in folders],
+            "seconds": round(seconds, 2),
+        },
+        "model": model,
+        "metric": "the paper's SDR (eq. 2), global over each whole song and both channels (as the MDX 2021 SDR); "
+        "mean over songs; total = mean over stems",
+        "methods": table,
+        "fidelity": sdr_fidelity(table, excerpts, methods.runtime, settings.backend, bool(methods.pytorch)),
+        "skipped": skipped,
+    }
+
+
+def sdr_fidelity(
+    table: list[dict], excerpts: FidelityExcerpts, runtime: dict, backend: str, have_pytorch: bool
+) -> dict:
+    """Per precision: code agreement and SNR on the excerpts, and the whole-song SDR change, against the
+    PyTorch model when given, else against the bundle's fp32 graph."""
+    means = {row["method"]: row["mean"] for row in table}
+    against = PYTORCH if have_pytorch else model_method("fp32", backend)
+    rows = []
+    if against not in means:
+        return {"reference": against, "rows": rows, "note": "no fidelity figures: the comparison method did not run"}
+    for precision in runtime:
+        method = model_method(precision, backend)
+        if method == against or method not in means:
+            continue
+        figures = excerpts.compare(method, against) if method in excerpts.audio and against in excerpts.audio else {}
+        for stem, sdr_value in means[method].items():
+            row = {"method": method, "stem": stem, "song_sdr_delta_db": sdr_value - means[against][stem]}
+            row |= figures.get(stem, {"code_agreement": None, "snr_db": None, "max_abs": None})
+            row.pop("sdr_delta_db", None)
+            rows.append(row)
+    note = (
+        "Code agreement, SNR and max abs diff on the first 393216 samples of every channel of every song "
+        "(bundle graphs on ONNX Runtime); SDR Δ = whole-song SDR minus the reference's"
+    )
+    return {"reference": against, "rows": rows, "note": note}

@@ -1,0 +1,119 @@
+"""The SDR report: markdown tables and the SDR-per-stem plot with the baselines."""
+
+from __future__ import annotations
+
+from .report import fmt, machine_lines
+
+KIND_COLOURS = {
+    "model": "tab:blue",
+    "reference": "tab:cyan",
+    "ceiling": "tab:green",
+    "baseline": "tab:gray",
+    "oracle": "tab:orange",
+}
+
+
+def stem_columns(methods: list[dict]) -> list[str]:
+    """Every stem any method scored, in first-seen order (a bundle may hold fewer stems than the baselines)."""
+    return list(dict.fromkeys(stem for row in methods for stem in row["mean"]))
+
+
+def sdr_markdown(report: dict) -> str:
+    data, methods = report["data"], report["methods"]
+    stems = stem_columns(methods)
+    provenance = report["model"]["provenance"]
+    weights = provenance.get("weights") or provenance.get("training") or "see the bundle's manifest"
+    lines = [
+        f"# unmix-bench: separation quality on {data['root']} ({data['subset']})",
+        "",
+        f"- Date: {report['created']}",
+        f"- Command: `{report['command']}`",
+        f"- Data: {len(data['songs'])} songs, {data['seconds']:.1f} s in all",
+        f"- Model: bundle {report['model']['bundle']} — {weights}"
+        if report["model"]["bundle"]
+        else "- Model: none (baselines only)",
+        f"- Metric: {report['metric']}",
+        *machine_lines(report["machine"]),
+        "",
+        "## SDR (dB, higher is better)",
+        "",
+        "| method | " + " | ".join(stems) + " | total |",
+        "|---|" + "---|" * (len(stems) + 1),
+    ]
+    for row in methods:
+        lines.append(
+            f"| {row['method']} | "
+            + " | ".join(fmt(row["mean"].get(s), 3) for s in stems)
+            + f" | **{fmt(row['total'], 3)}** |"
+        )
+    bss = [row for row in methods if "bsseval_median" in row]
+    if bss:
+        lines += [
+            "",
+            "BSSEval v4 SDR (museval; median over 1 s frames, then over songs):",
+            "",
+            "| method | " + " | ".join(stems) + " |",
+            "|---|" + "---|" * len(stems),
+        ]
+        lines += [
+            f"| {row['method']} | " + " | ".join(fmt(row["bsseval_median"].get(s), 3) for s in stems) + " |"
+            for row in bss
+        ]
+    fidelity = report["fidelity"]
+    lines += ["", "## Fidelity", "", f"Against: {fidelity['reference']}. {fidelity['note']}."]
+    if fidelity["rows"]:
+        lines += [
+            "",
+            "| method | stem | code agreement | SNR dB | max abs diff | song SDR Δ dB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in fidelity["rows"]:
+            agreement = None if row["code_agreement"] is None else f"{100 * row['code_agreement']:.3f} %"
+            lines.append(
+                f"| {row['method']} | {row['stem']} | {fmt(agreement)} | {fmt(row['snr_db'])} | "
+                f"{fmt(row['max_abs'])} | "
+                f"{fmt(row['song_sdr_delta_db'])} |"
+            )
+    if report["skipped"]:
+        lines += ["", "## Not run", "", *[f"- {line}" for line in report["skipped"]]]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def sdr_figure(report: dict):
+    """Grouped bars: SDR per stem (and total) for every method, baselines included."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = report["methods"]
+    stems = [*stem_columns(methods), "total"]
+    figure, axis = plt.subplots(figsize=(max(7, 1.6 * len(stems) + 0.4 * len(methods)), 4.5))
+    width = 0.8 / max(1, len(methods))
+    shades: dict[str, int] = {}
+    for index, row in enumerate(methods):
+        values = [row["mean"].get(stem, np.nan) for stem in stems[:-1]] + [row["total"]]
+        shade = shades[row["kind"]] = shades.get(row["kind"], -1) + 1
+        axis.bar(
+            np.arange(len(stems)) + (index - (len(methods) - 1) / 2) * width,
+            values,
+            width,
+            label=row["method"],
+            color=KIND_COLOURS.get(row["kind"], "tab:purple"),
+            alpha=1.0 - 0.25 * shade,
+            edgecolor="black",
+            linewidth=0.4,
+        )
+    axis.axhline(0, color="black", linewidth=0.6)
+    axis.set_xticks(range(len(stems)), stems)
+    axis.set_ylabel("SDR (dB, paper eq. 2, whole songs)")
+    data = report["data"]
+    axis.set_title(
+        f"unmix-bench SDR — {len(data['songs'])} songs of {data['root']} ({data['subset']}) — {report['created'][:10]}",
+        fontsize=10,
+    )
+    axis.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    figure.tight_layout()
+    return figure

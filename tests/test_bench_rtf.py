@@ -1,0 +1,100 @@
+"""`unmix-bench` (RTF) end to end on the tiny config: rows in their own processes, JSON, markdown and PNG.
+
+Speed is never asserted: only that every row ran (or said clearly why not) and the report holds together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from unmix.bench.cli import app
+from unmix.bench.rtf import PAPER_RTF, RtfSettings
+
+
+def test_rows_per_device():
+    cpu = RtfSettings(device="cpu").rows()
+    assert [(row.backend, row.variant) for row in cpu] == [("pytorch", "eager-fp32"), ("ort", "fp32"), ("ort", "int8")]
+    assert cpu[0].is_reference and cpu[0].label("cpu") == "PyTorch eager fp32 (paper-style reference)"
+    cuda = [(row.backend, row.variant) for row in RtfSettings(device="cuda").rows()]
+    assert cuda == [
+        ("pytorch", "eager-fp32"), ("pytorch", "eager-fp16"), ("pytorch", "cudagraph-fp16"), ("pytorch", "compile-fp16"),
+        ("ort", "fp32"), ("ort", "fp16"), ("trt", "fp32"), ("trt", "fp16"),
+    ]  # fmt: skip
+    only_ort = RtfSettings(device="cuda", backends=("ort",), precisions=("fp16",)).rows()
+    assert [(row.backend, row.variant) for row in only_ort] == [("pytorch", "eager-fp32"), ("ort", "fp16")]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rtf") / "results" / "rtf.json"
+    args = ["--device", "cpu", "--config", "tiny", "--backend", "ort,trt", "--precision", "fp32"]
+    args += ["--workloads", "chunk", "--repeats", "2", "--warmup", "0", "--threads", "1", "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_report_files(report):
+    data = json.loads(report.read_text())
+    assert (data["schema"], data["schema_version"]) == ("unmix-bench/rtf", 1)
+    assert data["command"].startswith("unmix-bench") and data["created"]
+    assert data["machine"]["cpu"] and data["machine"]["threads"] == 1 and "onnxruntime" in data["machine"]["libraries"]
+    assert "random" in data["model"]["description"]
+    markdown = report.with_suffix(".md").read_text()
+    assert "PyTorch eager fp32 (paper-style reference)" in markdown and "ONNX Runtime CPU fp32" in markdown
+    assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in report.parent.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_measurements(report):
+    data = json.loads(report.read_text())
+    rows = {(m["backend"], m["variant"], m["scope"], m["stems"]): m for m in data["measurements"]}
+    assert set(rows) == {
+        (b, "fp32" if b != "pytorch" else "eager-fp32", "chunk", n) for b in ("pytorch", "ort", "trt") for n in (1, 4)
+    }
+    for backend in ("pytorch", "ort"):
+        for stems in (1, 4):
+            row = rows[(backend, "eager-fp32" if backend == "pytorch" else "fp32", "chunk", stems)]
+            assert row["status"] == "ok" and len(row["seconds"]) == 2
+            assert row["audio_seconds"] == pytest.approx(393216 / 44100)
+            assert row["rtf"] == pytest.approx(row["median_s"] / row["audio_seconds"])
+            assert row["ratio_to_paper"] == pytest.approx(row["rtf"] / (PAPER_RTF * stems))
+            assert row["peak_rss_mib"] > 0
+    reference = rows[("pytorch", "eager-fp32", "chunk", 4)]
+    ort = rows[("ort", "fp32", "chunk", 4)]
+    assert reference["ratio_to_reference"] == 1.0
+    assert ort["ratio_to_reference"] == pytest.approx(ort["rtf"] / reference["rtf"])
+    # the lean runtime's rows do not load torch: their peak memory is well below the PyTorch rows'
+    assert ort["peak_rss_mib"] < reference["peak_rss_mib"]
+    # TensorRT on a CPU: one clear line, not a crash
+    trt = rows[("trt", "fp32", "chunk", 1)]
+    assert trt["status"] == "unavailable" and trt["message"] and "\n" not in trt["message"]
+    assert "TensorRT" in report.with_suffix(".md").read_text().split("Not measured:")[1]
+
+
+def test_fidelity_against_the_reference(report):
+    fidelity = json.loads(report.read_text())["fidelity"]
+    assert fidelity["reference"].startswith("the PyTorch paper-style reference")
+    rows = [row for row in fidelity["rows"] if row["backend"] == "ort"]
+    assert {row["stem"] for row in rows} == {"drums", "bass", "other", "vocals"}
+    for row in rows:  # the same weights, exported: the same codes (a rare fp32 near-tie aside) and audio
+        assert row["code_agreement"] >= 0.999
+        snr = math.inf if row["snr_db"] == "inf" else row["snr_db"]
+        assert snr > 40 and abs(row["sdr_delta_db"]) < 0.01
+    assert any("TensorRT" in line for line in fidelity["skipped"])
+
+
+def test_bad_options_are_one_line_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["--workloads", "song"])
+    assert result.exit_code == 2 and "--workloads" in result.output
+    result = runner.invoke(app, ["--bundle", str(tmp_path)])
+    assert result.exit_code == 2 and "not a bundle" in result.output
+    result = runner.invoke(app, ["--config", "huge", "--no-progress", "--json", str(tmp_path / "x.json")])
+    assert (
+        result.exit_code == 2 and "neither a preset" in result.output and len(result.output.strip().splitlines()) == 1
+    )

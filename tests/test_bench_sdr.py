@@ -1,0 +1,141 @@
+"""`unmix-bench sdr` end to end: a tiny bundle exported from checkpoints, a synthetic MUSDB-layout folder."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from unmix.bench.cli import app
+from unmix.bench.models import random_separator
+from unmix.bench.musdb import DatasetError, read_song, write_synthetic_songs
+from unmix.bench.scores import sdr
+from unmix.bench.sdr import IRM, SCALED_MIXTURE, SdrSettings, evaluate_sdr
+from unmix.export import export_bundle
+from unmix.export.audio import synthetic_audio
+from unmix.runtime.manifest import STEMS
+from unmix.train.checkpoint import write_checkpoint
+from unmix.train.config import TINY
+from unmix.train.model import VQVAE
+
+RATE = 44100
+
+
+def save_vqvae(folder, encoder, separator, role: str, stem: str) -> None:
+    """Our checkpoint format: `encoder` as encoders.0 with the separator's codebook and decoder."""
+    vqvae = VQVAE(TINY)
+    vqvae.encoders[0].load_state_dict(encoder.state_dict())
+    vqvae.decoders[0].load_state_dict(separator.stem_decoder.state_dict())
+    vqvae.codebook.k.copy_(separator.codebook.k)
+    write_checkpoint(folder / "checkpoint", vqvae.state_dict(), TINY, {"role": role, "stem": stem, "step": 1})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Phase-2 (separator) and phase-1 (vqvae) checkpoints of random tiny models, and the bundle exported from them."""
+    root = tmp_path_factory.mktemp("sdr")
+    separators = {stem: random_separator(TINY, index) for index, stem in enumerate(STEMS)}
+    for index, (stem, separator) in enumerate(separators.items()):
+        save_vqvae(root / "phase2" / stem, separator.mixture_encoder, separator, "separator", stem)
+        stem_encoder = random_separator(TINY, 100 + index).mixture_encoder  # SE: another encoder, same codebook and SD
+        save_vqvae(root / "phase1" / stem, stem_encoder, separator, "vqvae", stem)
+    parity = synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.5)
+    export_bundle(
+        separators, root / "bundle", provenance={"weights": "random"}, parity_audio=parity, ort_optimized=False
+    )
+    write_synthetic_songs(root / "data", songs=2, seconds=1.5)
+    return root
+
+
+def test_synthetic_songs_are_a_musdb_layout_with_an_exact_sum(trained):
+    song = read_song(trained / "data" / "test" / "Synthetic 001")
+    assert song.sample_rate == RATE and song.mixture.shape[1] == 2 and set(song.stems) == set(STEMS)
+    np.testing.assert_allclose(song.mixture, sum(song.stems.values()), atol=1e-6)
+    assert read_song(trained / "data" / "test" / "Synthetic 001", max_seconds=0.5).mixture.shape[0] == RATE // 2
+
+
+def test_sdr_command_end_to_end(trained, tmp_path):
+    out = tmp_path / "results" / "sdr.json"
+    args = ["sdr", "--data", str(trained / "data"), "--bundle", str(trained / "bundle"), "--no-progress"]
+    args += ["--separator", str(trained / "phase2" / "{stem}"), "--checkpoint", str(trained / "phase1" / "{stem}")]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert (report["schema"], report["schema_version"]) == ("unmix-bench/sdr", 1)
+    assert report["data"]["songs"] == ["Synthetic 000", "Synthetic 001"]
+    methods = {row["method"]: row for row in report["methods"]}
+    assert set(methods) == {
+        "unmix fp32 (ONNX Runtime)",
+        "PyTorch fp32 (exact)",
+        "VQ-VAE ceiling (SE → SD on the true stem)",
+        SCALED_MIXTURE,
+        IRM,
+    }
+    for row in methods.values():
+        assert set(row["mean"]) == set(STEMS) and math.isfinite(row["total"])
+        assert row["total"] == pytest.approx(np.mean(list(row["mean"].values())))
+    # the ScaledMixture row is the mixture/4 SDR of each song, averaged
+    songs = [read_song(trained / "data" / "test" / name) for name in report["data"]["songs"]]
+    expected = np.mean([sdr(song.stems["bass"], song.mixture / 4) for song in songs])
+    assert methods[SCALED_MIXTURE]["mean"]["bass"] == pytest.approx(expected)
+    assert methods[IRM]["total"] > methods[SCALED_MIXTURE]["total"]
+    # the exported fp32 graphs compute what PyTorch computes: same codes, same SDR
+    fidelity = report["fidelity"]
+    assert fidelity["reference"] == "PyTorch fp32 (exact)"
+    assert {row["stem"] for row in fidelity["rows"]} == set(STEMS)
+    for row in fidelity["rows"]:
+        assert row["code_agreement"] >= 0.999 and abs(row["song_sdr_delta_db"]) <= 0.01
+    markdown = out.with_suffix(".md").read_text()
+    assert "| method | drums | bass | other | vocals | total |" in markdown and SCALED_MIXTURE in markdown
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def write_noise_songs(root, songs: int, seconds: float) -> None:
+    rng = np.random.default_rng(5)
+    for index in range(songs):
+        folder = root / "test" / f"noise {index}"
+        folder.mkdir(parents=True)
+        stems = {stem: 0.1 * rng.standard_normal((int(seconds * RATE), 2)) for stem in STEMS}
+        sf.write(folder / "mixture.wav", sum(stems.values()), RATE, subtype="DOUBLE")
+        for stem, audio in stems.items():
+            sf.write(folder / f"{stem}.wav", audio, RATE, subtype="DOUBLE")
+
+
+def test_baselines_only_on_four_equal_independent_stems(tmp_path):
+    # ScaledMixture on four independent equal-power stems scores 10·log10(4/3) dB (see test_bench_scores)
+    write_noise_songs(tmp_path, songs=2, seconds=2.0)
+    report = evaluate_sdr(SdrSettings(data=tmp_path, bundle=None), progress=False)
+    methods = {row["method"]: row for row in report["methods"]}
+    assert set(methods) == {SCALED_MIXTURE, IRM}
+    for stem in STEMS:
+        assert methods[SCALED_MIXTURE]["mean"][stem] == pytest.approx(10 * math.log10(4 / 3), abs=0.05)
+    # white noise stems overlap in every bin: the oracle mask gains only a little
+    assert methods[SCALED_MIXTURE]["total"] < methods[IRM]["total"] < 6.0
+    assert any("--checkpoint" in line for line in report["skipped"])
+
+
+def test_bad_data_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["sdr", "--data", str(tmp_path / "missing"), "--bundle", "none"])
+    assert result.exit_code == 2 and "no such folder" in result.output and len(result.output.strip().splitlines()) == 1
+    (tmp_path / "test" / "song").mkdir(parents=True)
+    sf.write(tmp_path / "test" / "song" / "mixture.wav", np.zeros((100, 2)), RATE)
+    with pytest.raises(DatasetError, match="missing drums.wav"):
+        evaluate_sdr(SdrSettings(data=tmp_path, bundle=None), progress=False)
+    result = CliRunner().invoke(app, ["sdr", "--data", str(tmp_path), "--bundle", "none"])
+    assert result.exit_code == 2 and "missing drums.wav" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without a GPU reports")
+def test_unavailable_device_is_reported_not_fatal(trained, tmp_path):
+    settings = SdrSettings(
+        data=trained / "data", bundle=str(trained / "bundle"), device="cuda", songs=1, precisions=("fp32",)
+    )
+    report = evaluate_sdr(settings, progress=False)
+    assert [row["method"] for row in report["methods"]] == [SCALED_MIXTURE, IRM]
+    assert any("unavailable" in line and "CUDAExecutionProvider" in line for line in report["skipped"])
