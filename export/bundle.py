@@ -192,7 +192,8 @@ class _BundleWriter:
         return path
 
     def _check_runs(self, path: Path, **options) -> None:
-        self.runs += check_runs(path, self.config.hop_length, **options)
+        label = path.relative_to(self.folder).as_posix()
+        self.runs += check_runs(path, self.config.hop_length, label=label, **options)
 
 
 def _set_metadata(path: Path, key: str, value: str) -> None:

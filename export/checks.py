@@ -55,15 +55,16 @@ def check_runs(
     reference: Reference | None = None,
     atol: float = 1e-4,
     batch_independent: bool = True,
+    label: str | None = None,
 ) -> list[dict]:
     """Run the graph on ONNX Runtime CPU at three lengths and each batch size.
 
     Checks output shapes, dtypes and finiteness; with `batch_independent`, that item 0 (the same
     input at every batch size) gets the same outputs (codes exactly, audio within `atol`); given
     `reference`, identical codes and audio within `atol`.
-    Returns one row per run for the report.
+    Returns one row per run for the report; `label` names the graph there and in errors.
     """
-    name = Path(path).name
+    name = label or Path(path).name
     session = cpu_session(path)
     output_names = [output.name for output in session.get_outputs()]
     rng = np.random.default_rng(0)

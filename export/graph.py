@@ -64,8 +64,15 @@ class StemGraph(nn.Module):
         self.stem_decoder = copy.deepcopy(separator.stem_decoder).to(self.dtype).eval()
 
     def forward(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
-        vectors, codes = self.vq(self.mixture_encoder(mixture.to(self.dtype)).float())
-        return self.stem_decoder(vectors.to(self.dtype)).float(), codes
+        vectors, codes = self.vq(self._from_compute(self.mixture_encoder(self._to_compute(mixture))))
+        return self._from_compute(self.stem_decoder(self._to_compute(vectors))), codes
+
+    # Casts only in the fp16 graph (the tracer records even a float32 → float32 cast as a Cast node).
+    def _to_compute(self, x: Tensor) -> Tensor:
+        return x.half() if self.dtype == torch.float16 else x
+
+    def _from_compute(self, x: Tensor) -> Tensor:
+        return x.float() if self.dtype == torch.float16 else x
 
 
 class FusedGraph(nn.Module):
