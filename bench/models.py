@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from unmix.export.audio import synthetic_audio
 from unmix.runtime.manifest import STEMS
 from unmix.train.config import VQVAEConfig
 from unmix.train.model import VQVAE, Encoder, StemSeparator
@@ -75,6 +74,7 @@ def export_random_bundle(
     one; the bundle's parity report still states code agreement and SNR against PyTorch.
     """
     from unmix.export import export_bundle
+    from unmix.export.audio import synthetic_audio
 
     calibration = None
     parity = synthetic_audio(config.sample_rate, config.hop_length, segments=1, seconds=1.0)  # the bench checks more

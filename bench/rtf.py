@@ -43,6 +43,12 @@ PAPER_RTF = 0.082  # per stem: 0.73 s of CPU time for an 8.91 s chunk (paper, §
 REFERENCE = ("pytorch", "eager-fp32")
 WORKLOADS = (("chunk", 1), ("chunk", 4), ("track", 1), ("track", 4))
 RUNTIME_BACKENDS = ("ort", "trt")
+RUN_DEFAULTS = {
+    "cpu": {"repeats": 3, "warmup": 1, "track_seconds": 30.0, "track_repeats": 1},
+    "cuda": {"repeats": 20, "warmup": 3, "track_seconds": 180.0, "track_repeats": 3},
+}
+FIDELITY_WORKLOAD = ("chunk", 4)  # whose jobs also capture outputs and codes for the fidelity comparison
+WARMUP_SECONDS = 2.0  # the excerpt track rows warm up on: enough for first-run allocations and caches
 
 
 @dataclass(frozen=True)
@@ -73,14 +79,21 @@ class RtfSettings:
     backends: tuple[str, ...] = ("auto",)  # "auto", "ort", "trt", "pytorch" (the CUDA PyTorch variants)
     precisions: tuple[str, ...] | None = None  # default: fp32,int8 on CPU; fp32,fp16 on CUDA
     threads: int | None = None
-    repeats: int = 5  # timed runs of the chunk workloads
-    warmup: int = 1
-    track_seconds: float = 180.0
-    track_repeats: int = 3
+    # None: the device's default (RUN_DEFAULTS); a CPU runs the full-size reference at about 0.7 × real time
+    # per stem, so a 3-minute track would take it 8 minutes a run for four stems
+    repeats: int | None = None  # timed runs of the chunk workloads
+    warmup: int | None = None  # untimed runs before each workload
+    track_seconds: float | None = None
+    track_repeats: int | None = None
     workloads: tuple[tuple[str, int], ...] = WORKLOADS
     per_stem: str = "vocals"  # the stem the one-stem rows time
     seed: int = 0
     fidelity: bool = True
+
+    def __post_init__(self):
+        for name, value in RUN_DEFAULTS["cuda" if self.on_cuda else "cpu"].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     @property
     def on_cuda(self) -> bool:
@@ -132,7 +145,7 @@ class BenchAudio:
     sample_rate: int
     chunk_file: Path  # mono float32 .npy, PAPER_CHUNK samples
     track_file: Path  # stereo PCM-16 wav
-    warmup_file: Path  # its first chunk
+    warmup_file: Path  # its first WARMUP_SECONDS
     chunk_stems: dict[str, np.ndarray]  # the true mono stems of the chunk, for the fidelity SDR
     track_seconds: float
     chunk_seconds: float
@@ -148,7 +161,7 @@ def prepare_audio(
     np.save(folder / "chunk.npy", piece.mixtures[0].mean(axis=0)[:chunk].astype(np.float32))
     track = synthetic_audio(sample_rate, hop, segments=1, seconds=settings.track_seconds).mixtures[0].T
     sf.write(folder / "track.wav", track, sample_rate, subtype="PCM_16")  # as MUSDB's wavs
-    sf.write(folder / "warmup.wav", track[:chunk], sample_rate, subtype="PCM_16")
+    sf.write(folder / "warmup.wav", track[: int(WARMUP_SECONDS * sample_rate)], sample_rate, subtype="PCM_16")
     return BenchAudio(
         sample_rate,
         folder / "chunk.npy",
@@ -211,22 +224,24 @@ def measure(
     audio: BenchAudio,
     folder: Path,
     progress: Progress = lambda n: None,
-) -> list[Measurement]:
-    """Every row × workload, the reference first; ratios filled in against the reference."""
-    threads = settings.threads
-    measurements = []
+) -> tuple[list[Measurement], dict[Row, dict]]:
+    """Every row × workload, the reference first, with ratios against the reference; and each row's fidelity
+    capture (outputs and codes on the chunk, taken by its chunk × all-stems job): {row: worker result}."""
+    measurements, captures = [], {}
+    (folder / "out").mkdir(exist_ok=True)
     for row in settings.rows():
         for scope, count in settings.workloads:
             stems = list(source.stems) if count > 1 else [settings.per_stem]
             track = scope == "track"
+            name = f"{row.backend}-{row.variant}-{scope}-{count}"
+            capture = settings.fidelity and (scope, count) == FIDELITY_WORKLOAD
             job = Job(
-                kind="time",
                 backend=row.backend,
                 variant=row.variant,
                 device=settings.device,
                 scope=scope,
                 stems=stems,
-                threads=threads,
+                threads=settings.threads,
                 sample_rate=audio.sample_rate,
                 chunk_file=str(audio.chunk_file),
                 track_file=str(audio.track_file),
@@ -236,9 +251,9 @@ def measure(
                 bundle=str(source.bundle),
                 warmup=settings.warmup,
                 repeats=settings.track_repeats if track else settings.repeats,
+                output=str(folder / f"{name}.npz") if capture else None,
             )
-            (folder / "out").mkdir(exist_ok=True)
-            result = run_worker(job, folder, f"{row.backend}-{row.variant}-{scope}-{count}", progress)
+            result = run_worker(job, folder, name, progress)
             seconds = audio.track_seconds if track else audio.chunk_seconds
             entry = Measurement(row.label(settings.device), row.backend, row.variant, scope, len(stems), seconds)
             entry.status, entry.message = result["status"], result.get("message", "")
@@ -249,13 +264,18 @@ def measure(
                 for key in ("peak_rss_mib", "gpu_peak_mib", "torch_peak_reserved_mib"):
                     setattr(entry, key, result.get(key))
             else:
-                progress(job.warmup + job.repeats)  # the ticks this row will never send
+                progress(job.warmup + job.repeats + capture)  # the ticks this job will never send
+            if capture:
+                if entry.status == "ok":
+                    with np.load(job.output) as data:
+                        result["arrays"] = {key: data[key] for key in data.files}
+                captures[row] = result
             measurements.append(entry)
     reference = {(m.scope, m.stems): m.rtf for m in measurements if (m.backend, m.variant) == REFERENCE}
     for entry in measurements:
         if entry.rtf is not None and reference.get((entry.scope, entry.stems)):
             entry.ratio_to_reference = entry.rtf / reference[(entry.scope, entry.stems)]
-    return measurements
+    return measurements, captures
 
 
 def progress_total(settings: RtfSettings) -> int:
@@ -263,40 +283,8 @@ def progress_total(settings: RtfSettings) -> int:
         settings.warmup + (settings.track_repeats if scope == "track" else settings.repeats)
         for scope, _ in settings.workloads
     )
-    return per_row * len(settings.rows()) + (len(settings.rows()) if settings.fidelity else 0)
-
-
-def fidelity_outputs(
-    settings: RtfSettings, source: ModelSource, audio: BenchAudio, folder: Path, progress: Progress = lambda n: None
-) -> dict[Row, dict]:
-    """Each row's four-stem outputs (and codes) on the chunk: {row: {"status", "message", "arrays"}}."""
-    outputs = {}
-    for row in settings.rows():
-        name = f"fidelity-{row.backend}-{row.variant}"
-        job = Job(
-            kind="fidelity",
-            backend=row.backend,
-            variant=row.variant,
-            device=settings.device,
-            scope="chunk",
-            stems=list(source.stems),
-            threads=settings.threads,
-            sample_rate=audio.sample_rate,
-            chunk_file=str(audio.chunk_file),
-            track_file=str(audio.track_file),
-            warmup_file=str(audio.warmup_file),
-            scratch=str(folder / "out"),
-            model=source.torch_spec,
-            bundle=str(source.bundle),
-            output=str(folder / f"{name}.npz"),
-        )
-        result = run_worker(job, folder, name, progress)
-        progress(1)
-        if result["status"] == "ok":
-            with np.load(job.output) as data:
-                result["arrays"] = {key: data[key] for key in data.files}
-        outputs[row] = result
-    return outputs
+    captures = settings.fidelity and FIDELITY_WORKLOAD in settings.workloads
+    return (per_row + captures) * len(settings.rows())
 
 
 def settings_dict(settings: RtfSettings) -> dict:
@@ -372,25 +360,36 @@ def benchmark_rtf(
     command: str = "",
     progress: bool = True,
 ) -> dict:
-    """Run every row × workload (and the fidelity pass) and return the report (see `report.SCHEMA_VERSION`)."""
+    """Run every row × workload (with the fidelity capture) and return the report (`report.SCHEMA_VERSION`)."""
     from tqdm import tqdm
 
     settings.threads = settings.threads or usable_cores()
     created = now()
     folder = Path(tempfile.mkdtemp(prefix="unmix-bench-"))
+    say = (lambda message: print(message, file=sys.stderr, flush=True)) if progress else (lambda message: None)
     try:
+        if bundle is None:
+            say(
+                f"exporting the '{config_name}' config with random weights ({', '.join(settings.chosen_precisions())})…"
+            )
         source = model_source(folder, settings, bundle, config_name, separators)
         if settings.per_stem not in source.stems:
             raise ValueError(f"--per-stem {settings.per_stem!r} is not one of the bundle's stems {source.stems}")
         manifest = read_manifest(source.bundle, verify=False)
         audio = prepare_audio(folder / "audio", settings, manifest.sample_rate, manifest.hop_length)
+        rows, workloads = len(settings.rows()), len(settings.workloads)
+        say(f"timing {rows} rows × {workloads} workloads, each in a fresh process…")
         with tqdm(total=progress_total(settings), disable=not progress, unit="run", desc="unmix-bench") as bar:
-            measurements = measure(settings, source, audio, folder, bar.update)
-            outputs = fidelity_outputs(settings, source, audio, folder, bar.update) if settings.fidelity else {}
+            measurements, captures = measure(settings, source, audio, folder, bar.update)
         fidelity = (
-            fidelity_rows(settings, source, audio, outputs)
-            if outputs
-            else {"reference": "—", "note": "fidelity pass skipped (--no-fidelity)", "rows": [], "skipped": []}
+            fidelity_rows(settings, source, audio, captures)
+            if captures
+            else {
+                "reference": "—",
+                "note": "no fidelity capture (--no-fidelity, or no chunk workload)",
+                "rows": [],
+                "skipped": [],
+            }
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unmix.runtime.manifest import STEMS
+
 from .report import fmt, machine_lines
 
 KIND_COLOURS = {
@@ -14,8 +16,9 @@ KIND_COLOURS = {
 
 
 def stem_columns(methods: list[dict]) -> list[str]:
-    """Every stem any method scored, in first-seen order (a bundle may hold fewer stems than the baselines)."""
-    return list(dict.fromkeys(stem for row in methods for stem in row["mean"]))
+    """Every stem any method scored (a bundle may hold fewer than the baselines), MUSDB's four first."""
+    seen = dict.fromkeys(stem for row in methods for stem in row["mean"])
+    return [stem for stem in STEMS if stem in seen] + [stem for stem in seen if stem not in STEMS]
 
 
 def sdr_markdown(report: dict) -> str:

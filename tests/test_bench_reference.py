@@ -87,7 +87,6 @@ def test_random_separators_are_reproducible_per_stem():
 def test_gpu_rows_report_unavailable_without_a_gpu(tmp_path, tmp_path_factory, capsys, backend, variant, expected):
     np.save(tmp_path / "chunk.npy", np.zeros(4096, np.float32))
     job = Job(
-        kind="time",
         backend=backend,
         variant=variant,
         device="cuda",

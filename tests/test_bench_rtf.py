@@ -20,10 +20,9 @@ def test_rows_per_device():
     assert [(row.backend, row.variant) for row in cpu] == [("pytorch", "eager-fp32"), ("ort", "fp32"), ("ort", "int8")]
     assert cpu[0].is_reference and cpu[0].label("cpu") == "PyTorch eager fp32 (paper-style reference)"
     cuda = [(row.backend, row.variant) for row in RtfSettings(device="cuda").rows()]
-    assert cuda == [
-        ("pytorch", "eager-fp32"), ("pytorch", "eager-fp16"), ("pytorch", "cudagraph-fp16"), ("pytorch", "compile-fp16"),
-        ("ort", "fp32"), ("ort", "fp16"), ("trt", "fp32"), ("trt", "fp16"),
-    ]  # fmt: skip
+    torch_variants = ["eager-fp32", "eager-fp16", "cudagraph-fp16", "compile-fp16"]
+    runtime = [("ort", "fp32"), ("ort", "fp16"), ("trt", "fp32"), ("trt", "fp16")]
+    assert cuda == [("pytorch", variant) for variant in torch_variants] + runtime
     only_ort = RtfSettings(device="cuda", backends=("ort",), precisions=("fp16",)).rows()
     assert [(row.backend, row.variant) for row in only_ort] == [("pytorch", "eager-fp32"), ("ort", "fp16")]
 

@@ -24,6 +24,7 @@ from unmix.train.config import TINY
 from unmix.train.model import VQVAE
 
 RATE = 44100
+MODEL_STEMS = ("bass", "vocals")  # two stems keep the export quick; the baselines still score all four
 
 
 def save_vqvae(folder, encoder, separator, role: str, stem: str) -> None:
@@ -39,7 +40,7 @@ def save_vqvae(folder, encoder, separator, role: str, stem: str) -> None:
 def trained(tmp_path_factory):
     """Phase-2 (separator) and phase-1 (vqvae) checkpoints of random tiny models, and the bundle exported from them."""
     root = tmp_path_factory.mktemp("sdr")
-    separators = {stem: random_separator(TINY, index) for index, stem in enumerate(STEMS)}
+    separators = {stem: random_separator(TINY, index) for index, stem in enumerate(MODEL_STEMS)}
     for index, (stem, separator) in enumerate(separators.items()):
         save_vqvae(root / "phase2" / stem, separator.mixture_encoder, separator, "separator", stem)
         stem_encoder = random_separator(TINY, 100 + index).mixture_encoder  # SE: another encoder, same codebook and SD
@@ -77,7 +78,8 @@ def test_sdr_command_end_to_end(trained, tmp_path):
         IRM,
     }
     for row in methods.values():
-        assert set(row["mean"]) == set(STEMS) and math.isfinite(row["total"])
+        assert set(row["mean"]) == set(STEMS if row["kind"] in ("baseline", "oracle") else MODEL_STEMS)
+        assert math.isfinite(row["total"])
         assert row["total"] == pytest.approx(np.mean(list(row["mean"].values())))
     # the ScaledMixture row is the mixture/4 SDR of each song, averaged
     songs = [read_song(trained / "data" / "test" / name) for name in report["data"]["songs"]]
@@ -87,7 +89,7 @@ def test_sdr_command_end_to_end(trained, tmp_path):
     # the exported fp32 graphs compute what PyTorch computes: same codes, same SDR
     fidelity = report["fidelity"]
     assert fidelity["reference"] == "PyTorch fp32 (exact)"
-    assert {row["stem"] for row in fidelity["rows"]} == set(STEMS)
+    assert {row["stem"] for row in fidelity["rows"]} == set(MODEL_STEMS)
     for row in fidelity["rows"]:
         assert row["code_agreement"] >= 0.999 and abs(row["song_sdr_delta_db"]) <= 0.01
     markdown = out.with_suffix(".md").read_text()
