@@ -6,6 +6,7 @@ something this machine or bundle cannot do raises `BackendError`; nothing falls 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +82,19 @@ def open_engine(
     return OrtEngine(paths, manifest, device=device, threads=threads, spinning=spinning, precision=precision)
 
 
-def session_options(threads: int | None, spinning: bool) -> ort.SessionOptions:
+@functools.cache
+def _shared_cpu_arena() -> None:
+    """One CPU memory arena for all our sessions: the stems run one after another, so they can share the
+    same working memory (one arena per session would hold one window's activations per stem)."""
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))  # 1: grow only as requested
+
+
+def session_options(threads: int | None, spinning: bool, device: Device) -> ort.SessionOptions:
     options = ort.SessionOptions()
+    if device.kind == "cpu":
+        _shared_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
     options.log_severity_level = 3  # ORT's warnings (unused initializers, …) are not the user's business
     if threads is not None:
         if threads < 1:
@@ -116,8 +128,10 @@ class OrtEngine:
             raise BackendError(
                 f"this onnxruntime ({ort.__version__}) has no {provider}; to run on a GPU: {GPU_INSTALL_HINT}"
             )
-        providers: list = [provider] if device.kind == "cpu" else [(provider, {"device_id": device.index})]
-        options = session_options(threads, spinning)
+        # On a GPU each session keeps its own memory arena; growing it only as requested keeps four of them small.
+        cuda_options = {"device_id": device.index, "arena_extend_strategy": "kSameAsRequested"}
+        providers: list = [provider] if device.kind == "cpu" else [(provider, cuda_options)]
+        options = session_options(threads, spinning, device)
         self.sessions = {}
         for stem, path in paths.items():
             try:

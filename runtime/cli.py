@@ -12,7 +12,8 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from .errors import Cancelled, UnmixError
+from .audio import OUTPUT_FORMATS
+from .errors import Cancelled, OutputError, UnmixError
 from .files import DEFAULT_FILENAME, check_template, find_inputs
 from .manifest import BundleError
 from .separator import Separator
@@ -51,6 +52,8 @@ def separate(
     """Separate audio files into one file per stem."""
     try:
         check_template(filename)
+        if format is not None and format.lower() not in OUTPUT_FORMATS:
+            raise OutputError(f"unknown --format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
         separator = Separator.from_bundle(
             bundle,
             device=device,
@@ -63,13 +66,15 @@ def separate(
         )
     except (UnmixError, BundleError, ValueError) as error:
         raise _fail(str(error)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", 130) from None
     if not quiet:
         typer.echo(f"unmix: {', '.join(separator.stems)} with {separator.description}", err=True)
 
     done = skipped = failed = 0
     audio_seconds = elapsed = 0.0
     claimed: dict[str, Path] = {}  # output location (without stem and extension) → the input that took it
-    for argument, path in find_inputs(inputs, exclude=output):
+    for path in find_inputs(inputs, exclude=output):
         if isinstance(path, Exception):
             typer.echo(f"error: {path}", err=True)
             failed += 1

@@ -163,33 +163,29 @@ class _Outputs:
                 pass
 
 
-def find_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[tuple[str, Path | AudioError]]:
-    """Expand files, folders (recursively, audio extensions only) and glob patterns.
+def find_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[Path | AudioError]:
+    """Expand files, folders (recursively, audio extensions only) and glob patterns, in order.
 
-    Returns (argument, path) pairs, or (argument, AudioError) for an argument that names nothing
-    usable, so that a batch reports it and goes on. Files under `exclude` (the output folder) are
-    left out of folder scans and globs.
+    An argument that names nothing usable becomes an `AudioError` in the list, so that a batch
+    reports it and goes on. Files under `exclude` (the output folder) are left out of folder scans
+    and globs, so earlier outputs are never taken for inputs.
     """
     excluded = exclude.resolve() if exclude else None
 
     def keep(path: Path) -> bool:
         return excluded is None or not path.resolve().is_relative_to(excluded)
 
-    found: list[tuple[str, Path | AudioError]] = []
+    found: list[Path | AudioError] = []
     for argument in inputs:
         path = Path(argument)
         if path.is_file():
-            found.append((argument, path))
+            found.append(path)
         elif path.is_dir():
             audio = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and keep(p))
-            if not audio:
-                found.append((argument, AudioError(f"{path}: no audio files in this folder")))
-            found.extend((argument, p) for p in audio)
+            found.extend(audio or [AudioError(f"{path}: no audio files in this folder")])
         elif glob.has_magic(argument):
             matches = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file() and keep(Path(p)))
-            if not matches:
-                found.append((argument, AudioError(f"{argument}: no files match this pattern")))
-            found.extend((argument, p) for p in matches)
+            found.extend(matches or [AudioError(f"{argument}: no files match this pattern")])
         else:
-            found.append((argument, AudioError(f"{path}: no such file or folder")))
+            found.append(AudioError(f"{path}: no such file or folder"))
     return found

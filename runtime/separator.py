@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
 DEFAULT_CHUNK_SECONDS = 20.0  # kept samples per window: the 2 × 2.08 s of context then cost 21 % extra
-DEFAULT_WINDOWS_PER_CALL = {"cpu": 1, "cuda": 8}  # a CPU gains nothing from more; a GPU fills up
+# Samples per engine call (mono items × window length). Memory grows with it: the paper's model holds about
+# 2.6 kB per sample in flight (its 2048-code distance matrix, 8 kB per frame, dominates), so a CPU runs
+# one 24 s window at a time (~2.8 GB; batching gains a CPU nothing); a GPU takes a few per call.
+DEFAULT_BATCH_SAMPLES = {"cpu": 1 << 21, "cuda": 1 << 22}
 MAX_CHANNELS = 64  # far above any real layout; catches (channels, frames) arrays passed the wrong way round
 ARRAY_BLOCK_FRAMES = 1 << 18  # arrays are fed in blocks so the working copies stay small
 
@@ -60,13 +63,13 @@ def choose_stems(manifest: Manifest, stems: Sequence[str] | None) -> list[str]:
 class Separator:
     """Separates audio with a bundle's graphs. Build it with `Separator.from_bundle`."""
 
-    def __init__(self, manifest: Manifest, engine: Engine, *, chunk: int, windows_per_call: int, bundle: Path):
-        if windows_per_call < 1:
-            raise ValueError(f"windows_per_call must be at least 1, got {windows_per_call}")
+    def __init__(self, manifest: Manifest, engine: Engine, *, chunk: int, batch_samples: int, bundle: Path):
+        if batch_samples < 1:
+            raise ValueError(f"batch_samples must be positive, got {batch_samples}")
         self.manifest = manifest
         self.engine = engine
         self.plan = ChunkPlan(chunk, manifest.context_samples, manifest.hop_length)
-        self.windows_per_call = windows_per_call
+        self.batch_samples = batch_samples
         self.bundle = bundle
 
     @classmethod
@@ -80,7 +83,7 @@ class Separator:
         stems: Sequence[str] | None = None,
         chunk: int | None = None,
         precision: str = "fp32",
-        windows_per_call: int | None = None,
+        batch_samples: int | None = None,
         spinning: bool = False,
         verify: bool = True,
     ) -> "Separator":
@@ -91,7 +94,8 @@ class Separator:
         stems: the stems to compute (default: all in the bundle); the others cost nothing.
         chunk: output samples per window at the model's rate, a multiple of its hop (default 20 s).
         precision: which of the bundle's models to run ("fp32", "int8", "fp16").
-        windows_per_call: chunks per engine call (each times the channels; default 1 on CPU, 8 on GPU).
+        batch_samples: samples per engine call: windows × channels go as one batch up to this many
+            (default 2**21 on CPU, 2**22 on GPU; at least one window's channel per call).
         spinning: let idle ONNX Runtime threads spin (faster on a dedicated machine, off when embedded).
         verify: check every bundle file's sha256 against the manifest.
         """
@@ -99,18 +103,17 @@ class Separator:
         manifest = read_manifest(path, verify=verify)
         chosen = choose_stems(manifest, stems)
         where: Device = parse_device(device)
-        engine = open_engine(
-            path, manifest, chosen, device=where, backend=backend, precision=precision, threads=threads, spinning=spinning
-        )
         hop = manifest.hop_length
         if chunk is None:
             chunk = max(1, round(DEFAULT_CHUNK_SECONDS * manifest.sample_rate / hop)) * hop
         elif chunk <= 0 or chunk % hop:
             nearest = max(hop, round(chunk / hop) * hop)
             raise ValueError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
-        if windows_per_call is None:
-            windows_per_call = DEFAULT_WINDOWS_PER_CALL[where.kind]
-        return cls(manifest, engine, chunk=chunk, windows_per_call=windows_per_call, bundle=path)
+        engine = open_engine(
+            path, manifest, chosen, device=where, backend=backend, precision=precision, threads=threads, spinning=spinning
+        )
+        batch_samples = DEFAULT_BATCH_SAMPLES[where.kind] if batch_samples is None else batch_samples
+        return cls(manifest, engine, chunk=chunk, batch_samples=batch_samples, bundle=path)
 
     @property
     def stems(self) -> tuple[str, ...]:
@@ -207,6 +210,8 @@ class Stream:
             stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
         } if resampling else None
         self._buffer = SignalBuffer(channels)
+        window = self._plan.window_length
+        self._windows_per_call = max(1, separator.batch_samples // (window * channels))
         self._next_window = 0  # full windows run so far
         self._model_done = 0  # model-rate output samples produced
         self._frames_in = 0
@@ -220,9 +225,9 @@ class Stream:
         self._buffer.append(self._resample_in.resample_chunk(block) if self._resample_in else block)
         outputs = self._empty()
         ready = self._plan.full_windows(self._buffer.end)
-        while ready - self._next_window >= self._separator.windows_per_call:
+        while ready - self._next_window >= self._windows_per_call:
             first = self._next_window
-            self._next_window += self._separator.windows_per_call
+            self._next_window += self._windows_per_call
             self._run([self._plan.window(k) for k in range(first, self._next_window)], outputs)
         return self._emit(outputs, final=False)
 
@@ -238,7 +243,7 @@ class Stream:
         windows = self._plan.finish(self._next_window, length)
         self._buffer.pad_to(self._plan.padded_length(length))  # the whole-signal reference's zero padding
         outputs = self._empty()
-        step = self._separator.windows_per_call
+        step = self._windows_per_call
         for first in range(0, len(windows), step):
             self._run(windows[first : first + step], outputs)
         for stem, parts in outputs.items():  # drop the output of the padding
@@ -270,27 +275,24 @@ class Stream:
         return {stem: [] for stem in self._separator.stems}
 
     def _run(self, windows: list[Window], outputs: dict[str, list[np.ndarray]]) -> None:
-        """Run windows of equal length as one batch of (windows × channels) mono items."""
+        """Run windows of equal length as (windows × channels) mono items, in calls of at most batch_samples."""
         if self._cancel is not None and self._cancel():
             raise Cancelled("separation cancelled")
         length = windows[0].stop - windows[0].start
         items = np.stack([self._buffer.slice(w.start, w.stop) for w in windows])  # (windows, time, channels)
         batch = np.ascontiguousarray(items.transpose(0, 2, 1)).reshape(-1, 1, length)
+        results = {stem: np.zeros_like(batch) for stem in self._separator.stems}
         # Digital silence in, digital silence out: such items are not run (the graph would add its bias hum).
-        sounding = batch.any(axis=(1, 2))
-        if sounding.all():
-            results = self._separator.engine.run(batch)
-        else:
-            results = self._separator.engine.run(batch[sounding]) if sounding.any() else {}
-        for stem in self._separator.stems:
-            if sounding.all():
-                stem_batch = results[stem]
-            else:
-                stem_batch = np.zeros_like(batch)
-                if sounding.any():
-                    stem_batch[sounding] = results[stem]
-            per_window = stem_batch.reshape(len(windows), self.channels, length).transpose(0, 2, 1)
-            for window, output in zip(windows, per_window):
+        sounding = np.flatnonzero(batch.any(axis=(1, 2)))
+        per_call = max(1, self._separator.batch_samples // length)
+        for first in range(0, len(sounding), per_call):
+            chosen = sounding[first : first + per_call]
+            part = batch if len(chosen) == len(batch) else batch[chosen]
+            for stem, output in self._separator.engine.run(part).items():
+                results[stem][chosen] = output
+        for stem, result in results.items():
+            per_window = result.reshape(len(windows), self.channels, length).transpose(0, 2, 1)
+            for window, output in zip(windows, per_window, strict=True):
                 outputs[stem].append(output[window.keep_start - window.start : window.keep_stop - window.start])
         self._model_done = windows[-1].keep_stop
         self._buffer.discard_before(windows[-1].start)  # a final flush-right window may start this early

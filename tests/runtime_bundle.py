@@ -37,7 +37,6 @@ def tiny_bundle(tmp_path_factory) -> Path:
             folder,
             provenance={"source": "tests/runtime_bundle.py: random TINY separators"},
             parity_audio=synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.5),
-            ort_optimized=False,
         )
         _built["tiny"] = folder
     return _built["tiny"]

@@ -24,7 +24,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def separator(bundle):
-    return Separator.from_bundle(bundle, chunk=512, threads=1)
+    return Separator.from_bundle(bundle, chunk=512, batch_samples=2 * (512 + 2 * 408), threads=1)  # a window a call
 
 
 def noise(frames: int, channels: int | None = 2, seed: int = 0) -> np.ndarray:
@@ -37,6 +37,15 @@ def test_only_the_chosen_stems_are_loaded_and_computed(bundle):
     assert separator.stems == ("vocals",)
     assert list(separator.engine.sessions) == ["vocals"]  # the bass graph is never even loaded
     assert list(separator.separate(noise(1000), 44100)) == ["vocals"]
+
+
+def test_cpu_runs_the_offline_optimised_copies_which_match_the_plain_graphs(bundle):
+    separator = Separator.from_bundle(bundle, stems=["bass"])
+    assert separator.engine.sessions["bass"]._model_path.endswith("bass.ort-extended.onnx")
+    plain = ort.InferenceSession(str(bundle / "bass.onnx"), providers=["CPUExecutionProvider"])
+    audio = noise(4000, 2)
+    expected = plain.run(["stem"], {"mixture": np.ascontiguousarray(audio.T[:, None, :])})[0][:, 0].T  # 4000 = 500 hops
+    np.testing.assert_allclose(separator.separate(audio, 44100)["bass"], expected, atol=1e-5)
 
 
 def test_stems_keep_the_callers_order(bundle):
@@ -161,7 +170,9 @@ def test_bad_sample_rate(separator):
         separator.separate(noise(100), 0)
 
 
-def test_stream_in_uneven_blocks_equals_one_call(separator):
+def test_stream_in_uneven_blocks_equals_one_call(bundle):
+    """Blocks of any size, resampled on the fly; output flows once a batch of windows is ready."""
+    separator = Separator.from_bundle(bundle, chunk=512, batch_samples=2 * (512 + 2 * 408))
     audio = noise(30_000, 2, seed=3)
     whole = separator.separate(audio, 48000)
     stream = separator.stream(48000, 2)

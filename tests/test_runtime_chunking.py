@@ -41,8 +41,12 @@ def test_plan_covers_the_signal_once_with_full_context(chunk, context, length):
 
 
 def whole_signal(bundle, stem: str, audio: np.ndarray) -> np.ndarray:
-    """The reference: each channel run once through the graph, zero-padded to a multiple of 8, cropped back."""
-    session = ort.InferenceSession(str(bundle / f"{stem}.onnx"), providers=["CPUExecutionProvider"])
+    """The reference: each channel run once through the graph, zero-padded to a multiple of 8, cropped back.
+
+    The graph is the one the runtime runs on the CPU: the exporter's offline-optimised copy.
+    """
+    graph = read_manifest(bundle).ort_optimized["fp32"][stem]
+    session = ort.InferenceSession(str(bundle / graph), providers=["CPUExecutionProvider"])
     padded = np.zeros((-(-len(audio) // 8) * 8, audio.shape[1]), np.float32)
     padded[: len(audio)] = audio
     out = session.run(["stem"], {"mixture": np.ascontiguousarray(padded.T[:, None, :])})[0]
@@ -50,18 +54,20 @@ def whole_signal(bundle, stem: str, audio: np.ndarray) -> np.ndarray:
 
 
 SEAM_CASES = [
-    (length, chunk, windows)
+    (length, chunk, items)
     for length in (1, 7, 9, 3001, 12_345)
-    for chunk, windows in ((8, 1), (8, 5), (200, 3), (408, 1), (1000, 2), (4096, 1))
+    for chunk, items in ((8, 1), (8, 10), (200, 3), (408, 2), (1000, 4), (4096, 1))
     if length // chunk <= 400  # chunk 8 on long signals only adds engine calls, not cases
 ]
 
 
-@pytest.mark.parametrize("length,chunk,windows_per_call", SEAM_CASES)
-def test_seams_chunked_equals_whole_signal(bundle, length, chunk, windows_per_call):
-    """Chunk lengths from one hop to several contexts (200 and 8 are shorter than the 408-sample context)."""
+@pytest.mark.parametrize("length,chunk,items_per_call", SEAM_CASES)
+def test_seams_chunked_equals_whole_signal(bundle, length, chunk, items_per_call):
+    """Chunk lengths from one hop to several contexts (200 and 8 are shorter than the 408-sample context),
+    with one channel of one window per engine call up to several windows × both channels."""
     audio = (0.3 * np.random.default_rng(length).standard_normal((length, 2))).astype(np.float32)
-    separator = Separator.from_bundle(bundle, chunk=chunk, windows_per_call=windows_per_call)
+    window = chunk + 2 * read_manifest(bundle).context_samples
+    separator = Separator.from_bundle(bundle, chunk=chunk, batch_samples=items_per_call * window)
     stems = separator.separate(audio, separator.sample_rate)
     for stem, output in stems.items():
         expected = whole_signal(bundle, stem, audio)
@@ -70,16 +76,17 @@ def test_seams_chunked_equals_whole_signal(bundle, length, chunk, windows_per_ca
         np.testing.assert_allclose(output, expected, rtol=0, atol=1e-5 * scale)
 
 
-def test_windows_are_batched_with_channels_as_items(bundle):
-    """Several chunks × channels go to the engine as one batch of equal-length mono items."""
-    separator = Separator.from_bundle(bundle, chunk=256, windows_per_call=3)
+@pytest.mark.parametrize("items", [6, 4, 1])
+def test_windows_are_batched_with_channels_as_items(bundle, items):
+    """Chunks × channels go to the engine as batches of equal-length mono items, within the sample budget."""
+    window = 256 + 2 * read_manifest(bundle).context_samples
+    separator = Separator.from_bundle(bundle, chunk=256, batch_samples=items * window)
     shapes = []
     run = separator.engine.run
     separator.engine.run = lambda batch: shapes.append(batch.shape) or run(batch)
     audio = (0.3 * np.random.default_rng(0).standard_normal((8000, 2))).astype(np.float32)
     separator.separate(audio, separator.sample_rate)
-    window = 256 + 2 * read_manifest(bundle).context_samples
-    assert shapes[0] == (3 * 2, 1, window)
+    assert shapes[0] == (items, 1, window)  # 4 items: two stereo windows; 1: a channel at a time
     assert all(shape[1:] == (1, window) for shape in shapes)
     assert sum(shape[0] for shape in shapes) >= 2 * (8000 - window) // 256
 

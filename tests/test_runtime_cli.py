@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
 from runtime_bundle import STEMS, tiny_bundle
-from runtime_inputs import BAD_INPUTS, FOLDER_WITHOUT_AUDIO, write
+from runtime_inputs import BAD_INPUTS, FOLDER_WITHOUT_AUDIO, noise, write
 from unmix.runtime import separator as separator_module
 from unmix.runtime.cli import app
 
@@ -71,6 +72,19 @@ def _folder(path):
     return path
 
 
+@pytest.mark.parametrize("channels,rate,silent", [(1, 8000, False), (8, 192_000, False), (2, 44100, True)])
+def test_unusual_but_valid_input(bundle, tmp_path, channels, rate, silent):
+    source = tmp_path / "x.wav"
+    audio = np.zeros((rate // 4, channels), np.float32) if silent else noise(rate // 4, channels)
+    sf.write(str(source), audio, rate, subtype="PCM_24")
+    result = separate(bundle, source, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    for stem in STEMS:
+        written, written_rate = sf.read(str(tmp_path / "out" / "x" / f"{stem}.wav"), always_2d=True)
+        assert written.shape == audio.shape and written_rate == rate
+        assert not silent or not written.any()
+
+
 def test_only_the_chosen_stems_format_and_filename(bundle, tmp_path):
     source = write(tmp_path / "song.wav", subtype="PCM_24")
     result = separate(bundle, source, "-o", tmp_path / "out", "--stems", "vocals", "--format", "flac",
@@ -121,6 +135,7 @@ def test_unwritable_output(bundle, tmp_path):
         (["--device", "gpu"], "unknown device"),
         (["--chunk", "1001"], "multiple of the hop"),
         (["--filename", "{track}.{ext}"], "must contain {stem}"),
+        (["--format", "aac"], "unknown --format"),
     ],
 )
 def test_setup_errors_exit_2_with_one_line(bundle, tmp_path, args, words):

@@ -9,14 +9,14 @@ import pytest
 import soundfile as sf
 
 from runtime_bundle import STEMS, tiny_bundle
-from runtime_inputs import BAD_INPUTS, noise, write
+from runtime_inputs import BAD_INPUTS, write
 from unmix.runtime import AudioError, Cancelled, OutputError, Separator
 from unmix.runtime.audio import AtomicWriter
 
 
 @pytest.fixture(scope="module")
 def separator(tmp_path_factory):
-    return Separator.from_bundle(tiny_bundle(tmp_path_factory), chunk=2048)
+    return Separator.from_bundle(tiny_bundle(tmp_path_factory), chunk=2048, batch_samples=2 * (2048 + 2 * 408))
 
 
 def files_under(folder):
