@@ -74,45 +74,44 @@ def separate(
     done = skipped = failed = 0
     audio_seconds = elapsed = 0.0
     claimed: dict[str, Path] = {}  # output location (without stem and extension) → the input that took it
-    for path in find_inputs(inputs, exclude=output):
-        if isinstance(path, Exception):
-            typer.echo(f"error: {path}", err=True)
-            failed += 1
-            continue
-        key = str(output / filename.format(track=path.stem, trackext=path.suffix.lstrip("."), stem="", ext=""))
-        if claimed.setdefault(key, path) != path:
-            typer.echo(f"error: {path}: its stems would go where those of {claimed[key]} go; "
-                       "add {trackext} or a folder to --filename", err=True)
-            failed += 1
-            continue
-        bar = _ProgressBar(path.name, disable=quiet)
-        try:
-            result = separator.separate_file(path, output, filename=filename, format=format, overwrite=overwrite,
-                                             progress=bar.update)
-        except KeyboardInterrupt:
-            bar.close()
-            typer.echo(f"interrupted: {path} (nothing written for it)", err=True)
-            raise typer.Exit(130) from None
-        except (UnmixError, BundleError, Cancelled) as error:
-            bar.close()
-            typer.echo(f"error: {error}", err=True)
-            failed += 1
-            continue
-        except Exception as error:  # a backend failure on one file must not stop the batch
-            bar.close()
-            typer.echo(f"error: {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", err=True)
-            failed += 1
-            continue
-        bar.close()
-        folder = _common_folder(list(result.outputs.values()))
-        if result.skipped:
-            skipped += 1
-            typer.echo(f"skipped {path}: stems exist in {folder} (--overwrite to redo)")
-            continue
-        done += 1
-        audio_seconds += result.seconds
-        elapsed += result.elapsed
-        typer.echo(f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})")
+    try:
+        for path in find_inputs(inputs, exclude=output):
+            if isinstance(path, Exception):
+                typer.echo(f"error: {path}", err=True)
+                failed += 1
+                continue
+            key = str(output / filename.format(track=path.stem, trackext=path.suffix.lstrip("."), stem="", ext=""))
+            if claimed.setdefault(key, path) != path:
+                typer.echo(f"error: {path}: its stems would go where those of {claimed[key]} go; "
+                           "add {trackext} or a folder to --filename", err=True)
+                failed += 1
+                continue
+            bar = _ProgressBar(path.name, disable=quiet)
+            try:
+                result = separator.separate_file(path, output, filename=filename, format=format, overwrite=overwrite,
+                                                 progress=bar.update)
+            except (UnmixError, BundleError, Cancelled) as error:
+                result, problem = None, str(error)
+            except Exception as error:  # a backend failure on one file must not stop the batch
+                result, problem = None, f"{path}: {type(error).__name__}: {(str(error) or '?').splitlines()[0]}"
+            finally:
+                bar.close()
+            if result is None:
+                typer.echo(f"error: {problem}", err=True)
+                failed += 1
+                continue
+            folder = _common_folder(list(result.outputs.values()))
+            if result.skipped:
+                skipped += 1
+                typer.echo(f"skipped {path}: stems exist in {folder} (--overwrite to redo)")
+                continue
+            done += 1
+            audio_seconds += result.seconds
+            elapsed += result.elapsed
+            typer.echo(f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})")
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the track in progress was not written (finished tracks are kept)", err=True)
+        raise typer.Exit(130) from None
 
     summary = f"{done} separated"
     if done:
