@@ -110,8 +110,16 @@ def onnxruntime_providers() -> list[str]:
     return onnxruntime.get_available_providers()
 
 
-def machine_info(threads: int | None = None) -> dict:
-    """Everything the report states about the machine; `threads` is the count the benchmark used."""
+def load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def machine_info(threads: int | None = None, load_at_start: list[float] | None = None) -> dict:
+    """Everything the report states about the machine; `threads` is the count the benchmark used.
+
+    Called after the measurements, so the parent process never holds a CUDA context while rows run;
+    pass the load average read at the start (other work on a shared machine skews every timing).
+    """
     try:
         import psutil
 
@@ -128,7 +136,8 @@ def machine_info(threads: int | None = None) -> dict:
         "cores_usable": usable_cores(),
         "threads": threads,
         "memory_gib": memory_gib,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": load_at_start or load_average(),
+        "load_average_at_end": load_average(),
         "gpus": gpu_info(),
         "torch_cuda": torch_cuda_state(),
         "onnxruntime_providers": onnxruntime_providers(),

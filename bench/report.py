@@ -96,7 +96,8 @@ def machine_lines(machine: dict) -> list[str]:
     lines = [
         f"- CPU: {machine['cpu']}, {machine['cores_physical']} physical / {machine['cores_logical']} logical cores "
         f"({machine['cores_usable']} usable), {machine['threads']} threads used, {machine['memory_gib']} GiB RAM; "
-        f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average'] or [])}",
+        f"load average {', '.join(f'{x:.2f}' for x in machine['load_average'] or [])} at the start, "
+        f"{', '.join(f'{x:.2f}' for x in machine.get('load_average_at_end') or [])} at the end",
         f"- GPU: {gpus}",
         f"- Libraries: {libraries}; onnxruntime providers: {', '.join(machine['onnxruntime_providers'])}",
         f"- Source: {machine['revision'] or 'not a git checkout'}; host {machine['hostname']}, {machine['os']}",

@@ -33,7 +33,7 @@ from unmix.runtime.manifest import STEMS, read_manifest
 from unmix.train.config import resolve_config
 
 from .fidelity import compare_outputs
-from .machine import machine_info, usable_cores
+from .machine import load_average, machine_info, usable_cores
 from .models import RANDOM_WEIGHTS_NOTE, bundle_config, export_random_bundle
 from .reference import PAPER_CHUNK, TORCH_VARIANTS
 from .report import SCHEMA_VERSION, now
@@ -230,6 +230,7 @@ def measure(
     measurements, captures = [], {}
     (folder / "out").mkdir(exist_ok=True)
     for row in settings.rows():
+        unavailable = None  # a row that cannot run here cannot run any workload: spawn no more processes for it
         for scope, count in settings.workloads:
             stems = list(source.stems) if count > 1 else [settings.per_stem]
             track = scope == "track"
@@ -253,7 +254,9 @@ def measure(
                 repeats=settings.track_repeats if track else settings.repeats,
                 output=str(folder / f"{name}.npz") if capture else None,
             )
-            result = run_worker(job, folder, name, progress)
+            result = unavailable or run_worker(job, folder, name, progress)
+            if result["status"] == "unavailable":
+                unavailable = result
             seconds = audio.track_seconds if track else audio.chunk_seconds
             entry = Measurement(row.label(settings.device), row.backend, row.variant, scope, len(stems), seconds)
             entry.status, entry.message = result["status"], result.get("message", "")
@@ -364,7 +367,7 @@ def benchmark_rtf(
     from tqdm import tqdm
 
     settings.threads = settings.threads or usable_cores()
-    created = now()
+    created, load_at_start = now(), load_average()
     folder = Path(tempfile.mkdtemp(prefix="unmix-bench-"))
     say = (lambda message: print(message, file=sys.stderr, flush=True)) if progress else (lambda message: None)
     try:
@@ -399,7 +402,7 @@ def benchmark_rtf(
         "schema_version": SCHEMA_VERSION,
         "created": created,
         "command": command,
-        "machine": machine_info(settings.threads),
+        "machine": machine_info(settings.threads, load_at_start),
         "settings": settings_dict(settings),
         "model": {
             "description": source.description,

@@ -40,12 +40,11 @@ def rtf_markdown(report: dict) -> str:
         "| backend | workload | median s | RTF | × ref | × paper | peak RSS MiB | GPU MiB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    unavailable = []
+    not_measured: dict[tuple[str, str, str], list[str]] = {}  # (row, status, message) → workloads
     for row in report["measurements"]:
         if row["status"] != "ok":
-            unavailable.append(
-                f"- {row['label']}, {workload_name(row['scope'], row['stems'])}: {row['status']} — {row['message']}"
-            )
+            key = (row["label"], row["status"], row["message"])
+            not_measured.setdefault(key, []).append(workload_name(row["scope"], row["stems"]))
             continue
         gpu = row.get("gpu_peak_mib") or row.get("torch_peak_reserved_mib")
         lines.append(
@@ -53,8 +52,11 @@ def rtf_markdown(report: dict) -> str:
             f"{fmt(row['rtf'])} | {fmt(row['ratio_to_reference'])} | {fmt(row['ratio_to_paper'])} | "
             f"{fmt(row['peak_rss_mib'], 4)} | {fmt(gpu, 4)} |"
         )
-    if unavailable:
-        lines += ["", "Not measured:", "", *sorted(set(unavailable))]
+    if not_measured:
+        lines += ["", "Not measured:", ""]
+        for (label, status, message), workloads in not_measured.items():
+            where = "all workloads" if len(workloads) == len(report["settings"]["workloads"]) else "; ".join(workloads)
+            lines.append(f"- {label} ({where}): {status} — {message}")
     lines += ["", "## Fidelity on the same audio", ""]
     fidelity = report["fidelity"]
     lines.append(f"Against: {fidelity['reference']}. {fidelity['note']}")

@@ -30,7 +30,7 @@ from unmix.runtime.manifest import STEMS
 from .baselines import ideal_ratio_mask, scaled_mixture_estimates
 from .fidelity import compare_stem
 from .graphs import BundleGraphs
-from .machine import machine_info, usable_cores
+from .machine import load_average, machine_info, usable_cores
 from .musdb import Song, read_song, song_folders
 from .reference import PAPER_CHUNK, PaperStylePath, exact_separate
 from .report import SCHEMA_VERSION, now
@@ -239,7 +239,7 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
     """Score every method on every song; returns the report (schema `unmix-bench/sdr`)."""
     from tqdm import tqdm
 
-    created = now()
+    created, load_at_start = now(), load_average()
     threads = settings.threads or usable_cores()
     folders = song_folders(settings.data, settings.subset)[: settings.songs]
     methods, model = load_methods(settings, threads)
@@ -270,7 +270,7 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
         "schema_version": SCHEMA_VERSION,
         "created": created,
         "command": command,
-        "machine": machine_info(threads),
+        "machine": machine_info(threads, load_at_start),
         "settings": settings_record | {"precisions": model["precisions"], "threads": threads},
         "data": {
             "root": str(settings.data),
