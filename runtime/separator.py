@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
 DEFAULT_CHUNK_SECONDS = 20.0  # kept samples per window: the 2 × 2.08 s of context then cost 21 % extra
 # Samples per engine call (mono items × window length). Memory grows with it: the paper's model holds about
-# 2.6 kB per sample in flight (its 2048-code distance matrix, 8 kB per frame, dominates), so a CPU runs
-# one 24 s window at a time (~2.8 GB; batching gains a CPU nothing); a GPU takes a few per call.
+# 2.5 kB per sample in flight on ONNX Runtime CPU (its 2048-code distance matrix, 8 kB per frame, dominates),
+# so a CPU runs one channel of one 24 s window at a time (2.7 GB peak RSS, bench/results/runtime_memory.md;
+# batching gains a CPU nothing); a GPU takes a few per call.
 DEFAULT_BATCH_SAMPLES = {"cpu": 1 << 21, "cuda": 1 << 22}
 MAX_CHANNELS = 64  # far above any real layout; catches (channels, frames) arrays passed the wrong way round
 ARRAY_BLOCK_FRAMES = 1 << 18  # arrays are fed in blocks so the working copies stay small
