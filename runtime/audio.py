@@ -128,6 +128,12 @@ def output_format(name: str | None, info: AudioInfo) -> tuple[str, str, str]:
     return fmt, subtype, extension
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class AtomicWriter:
     """Streams audio into a hidden temporary file beside `path`; `commit` renames it into place."""
 
@@ -156,6 +162,7 @@ class AtomicWriter:
 
     def commit(self) -> None:
         self._file.close()
+        os.chmod(self.temp, 0o666 & ~_current_umask())  # mkstemp creates 0600; outputs get ordinary modes
         os.replace(self.temp, self.path)
 
     def discard(self) -> None:

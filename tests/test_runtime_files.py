@@ -50,6 +50,12 @@ def test_formats_and_bit_depth_are_kept(separator, tmp_path, name, options):
     assert files_under(tmp_path / "out") == ["a"] + [f"a/{stem}{source.suffix}" for stem in sorted(STEMS)]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_file_output_equals_the_array_api(separator, tmp_path):
     source = write(tmp_path / "song.wav", frames=9000, channels=2, rate=32000, subtype="FLOAT")
     result = separator.separate_file(source, tmp_path / "out")
@@ -57,6 +63,7 @@ def test_file_output_equals_the_array_api(separator, tmp_path):
     expected = separator.separate(audio, rate)
     for stem, path in result.outputs.items():
         np.testing.assert_array_equal(sf.read(str(path), dtype="float32")[0], expected[stem])
+        assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # an ordinary file, not the temporary's 0600
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 6, 8])
