@@ -133,6 +133,10 @@ class Measurement:
     rtf: float | None = None
     ratio_to_reference: float | None = None  # rtf / the reference's rtf on the same workload (< 1: faster)
     ratio_to_paper: float | None = None  # rtf / (0.082 × stems)
+    cpu_seconds: list[float] = field(default_factory=list)  # the process's CPU time per run, all threads
+    median_cpu_s: float | None = None
+    cpu_rtf: float | None = None  # median CPU seconds / audio seconds
+    cpu_ratio_to_reference: float | None = None  # cpu_rtf / the reference's cpu_rtf on the same workload
     peak_rss_mib: float | None = None
     gpu_peak_mib: float | None = None
     torch_peak_reserved_mib: float | None = None
@@ -264,6 +268,8 @@ def measure(
                 entry.seconds, entry.median_s = result["seconds"], result["median_s"]
                 entry.rtf = entry.median_s / seconds
                 entry.ratio_to_paper = entry.rtf / (PAPER_RTF * len(stems))
+                entry.cpu_seconds, entry.median_cpu_s = result["cpu_seconds"], result["median_cpu_s"]
+                entry.cpu_rtf = entry.median_cpu_s / seconds
                 for key in ("peak_rss_mib", "gpu_peak_mib", "torch_peak_reserved_mib"):
                     setattr(entry, key, result.get(key))
             else:
@@ -274,10 +280,12 @@ def measure(
                         result["arrays"] = {key: data[key] for key in data.files}
                 captures[row] = result
             measurements.append(entry)
-    reference = {(m.scope, m.stems): m.rtf for m in measurements if (m.backend, m.variant) == REFERENCE}
+    reference = {(m.scope, m.stems): m for m in measurements if (m.backend, m.variant) == REFERENCE and m.rtf}
     for entry in measurements:
-        if entry.rtf is not None and reference.get((entry.scope, entry.stems)):
-            entry.ratio_to_reference = entry.rtf / reference[(entry.scope, entry.stems)]
+        if entry.rtf is not None and (entry.scope, entry.stems) in reference:
+            same = reference[(entry.scope, entry.stems)]
+            entry.ratio_to_reference = entry.rtf / same.rtf
+            entry.cpu_ratio_to_reference = entry.cpu_rtf / same.cpu_rtf if same.cpu_rtf else None
     return measurements, captures
 
 

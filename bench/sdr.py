@@ -295,8 +295,10 @@ def sdr_fidelity(
     means = {row["method"]: row["mean"] for row in table}
     against = PYTORCH if have_pytorch else model_method("fp32", backend)
     rows = []
+    if not runtime:
+        return {"reference": "—", "rows": rows, "note": "No bundle was scored, so there is nothing to compare"}
     if against not in means:
-        return {"reference": against, "rows": rows, "note": "no fidelity figures: the comparison method did not run"}
+        return {"reference": against, "rows": rows, "note": "No fidelity figures: the comparison method did not run"}
     for precision in runtime:
         method = model_method(precision, backend)
         if method == against or method not in means:

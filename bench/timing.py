@@ -18,21 +18,25 @@ def timed_runs(
     warmup: Callable[[], object] | None = None,
     warmup_runs: int = 1,
     tick: Callable[[], None] = lambda: None,
-) -> list[float]:
-    """Wall-clock seconds of `repeats` calls of `run`, after `warmup_runs` untimed calls of `warmup` (or `run`).
+) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU seconds of `repeats` calls of `run`, after `warmup_runs` untimed calls of `warmup`
+    (or `run`).
 
     `run` must return only when its work is done (results on the host), so wall time is the real cost.
+    CPU seconds are this process's, all threads together: unlike wall time they hardly change when other
+    work shares the machine, which makes them the steadier figure on a busy one.
     """
     for _ in range(warmup_runs):
         (warmup or run)()
         tick()
-    seconds = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run()
-        seconds.append(time.perf_counter() - start)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
         tick()
-    return seconds
+    return wall, cpu
 
 
 def median(values: list[float]) -> float:

@@ -166,8 +166,14 @@ def run_job(job: Job) -> dict:
     device_index = int(job.device.split(":")[1]) if ":" in job.device else 0
     with GpuMemorySampler(device_index) as gpu:
         run, warmup, capture = torch_workload(job) if job.backend == "pytorch" else runtime_workload(job)
-        seconds = timed_runs(run, job.repeats, warmup=warmup, warmup_runs=job.warmup, tick=tick)
-    result = {"seconds": seconds, "median_s": median(seconds), "peak_rss_mib": peak_rss_mib()}
+        seconds, cpu_seconds = timed_runs(run, job.repeats, warmup=warmup, warmup_runs=job.warmup, tick=tick)
+    result = {
+        "seconds": seconds,
+        "median_s": median(seconds),
+        "cpu_seconds": cpu_seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    result["median_cpu_s"] = median(cpu_seconds)
     if gpu.peak_mib is not None and job.device.startswith("cuda"):
         result["gpu_peak_mib"] = gpu.peak_mib
     if job.backend == "pytorch":

@@ -62,10 +62,11 @@ def test_measurements(report):
             assert row["audio_seconds"] == pytest.approx(393216 / 44100)
             assert row["rtf"] == pytest.approx(row["median_s"] / row["audio_seconds"])
             assert row["ratio_to_paper"] == pytest.approx(row["rtf"] / (PAPER_RTF * stems))
-            assert row["peak_rss_mib"] > 0
+            assert row["peak_rss_mib"] > 0 and len(row["cpu_seconds"]) == 2
+            assert row["cpu_rtf"] == pytest.approx(row["median_cpu_s"] / row["audio_seconds"]) and row["cpu_rtf"] > 0
     reference = rows[("pytorch", "eager-fp32", "chunk", 4)]
     ort = rows[("ort", "fp32", "chunk", 4)]
-    assert reference["ratio_to_reference"] == 1.0
+    assert reference["ratio_to_reference"] == 1.0 and reference["cpu_ratio_to_reference"] == 1.0
     assert ort["ratio_to_reference"] == pytest.approx(ort["rtf"] / reference["rtf"])
     # the lean runtime's rows do not load torch: their peak memory is well below the PyTorch rows'
     assert ort["peak_rss_mib"] < reference["peak_rss_mib"]

@@ -64,6 +64,7 @@ def test_sdr_command_end_to_end(trained, tmp_path):
     out = tmp_path / "results" / "sdr.json"
     args = ["sdr", "--data", str(trained / "data"), "--bundle", str(trained / "bundle"), "--no-progress"]
     args += ["--separator", str(trained / "phase2" / "{stem}"), "--checkpoint", str(trained / "phase1" / "{stem}")]
+    args += ["--paper-style"]
     result = CliRunner().invoke(app, [*args, "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -73,6 +74,7 @@ def test_sdr_command_end_to_end(trained, tmp_path):
     assert set(methods) == {
         "unmix fp32 (ONNX Runtime)",
         "PyTorch fp32 (exact)",
+        "PyTorch fp32 (paper-style chunks)",
         "VQ-VAE ceiling (SE → SD on the true stem)",
         SCALED_MIXTURE,
         IRM,
