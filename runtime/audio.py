@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +128,16 @@ def output_format(name: str | None, info: AudioInfo) -> tuple[str, str, str]:
     return fmt, subtype, extension
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_temporary(target: Path) -> Path:
+    """A new, empty, hidden file beside `target`, created with mode 0666 so the umask applies as for any
+    output (mkstemp's 0600 would leak into the renamed stem; changing the umask is not thread-safe)."""
+    while True:
+        temp = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+        try:
+            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return temp
+        except FileExistsError:
+            continue
 
 
 class AtomicWriter:
@@ -140,11 +146,9 @@ class AtomicWriter:
     def __init__(self, path: Path, sample_rate: int, channels: int, fmt: str, subtype: str):
         self.path = path
         try:
-            descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-            os.close(descriptor)
+            self.temp = _new_temporary(path)
         except OSError as error:
             raise OutputError(f"cannot write to {path.parent}: {error.strerror or error}") from None
-        self.temp = Path(temp)
         try:
             self._file = sf.SoundFile(str(self.temp), "w", sample_rate, channels, subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, ValueError) as error:
@@ -162,7 +166,6 @@ class AtomicWriter:
 
     def commit(self) -> None:
         self._file.close()
-        os.chmod(self.temp, 0o666 & ~_current_umask())  # mkstemp creates 0600; outputs get ordinary modes
         os.replace(self.temp, self.path)
 
     def discard(self) -> None:
