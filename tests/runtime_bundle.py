@@ -7,25 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from unmix.export import export_bundle
 from unmix.export.audio import synthetic_audio
 from unmix.train.config import TINY
-from unmix.train.model import VQVAE, StemSeparator
+from tiny_models import tiny_separator
 
 STEMS = ("bass", "vocals")  # two stems keep the export quick; stem selection still has a choice
 _built: dict[str, Path] = {}
 
-
-def tiny_separator(seed: int) -> StemSeparator:
-    """A random TINY separator whose codebook starts from encoder outputs, so its codes vary."""
-    torch.manual_seed(seed)
-    vqvae = VQVAE(TINY).eval()
-    with torch.no_grad():
-        embeddings = vqvae.encoder(torch.randn(2, 1, 4096))
-    vqvae.codebook.init_k(embeddings.permute(0, 2, 1).reshape(-1, TINY.emb_width))
-    return StemSeparator.from_vqvae(vqvae).eval()
 
 
 def tiny_bundle(tmp_path_factory) -> Path:

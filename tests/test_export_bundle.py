@@ -14,28 +14,12 @@ from unmix.export import ExportError, export_bundle
 from unmix.export.audio import synthetic_audio
 from unmix.runtime.manifest import read_manifest
 from unmix.train.config import TINY
-from unmix.train.model import VQVAE, StemSeparator
+from tiny_models import tiny_separator
 
 
 QUICK_AUDIO = synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.25)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny convolutions run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_separator(seed: int) -> StemSeparator:
-    torch.manual_seed(seed)
-    vqvae = VQVAE(TINY).eval()
-    with torch.no_grad():
-        embeddings = vqvae.encoder(torch.randn(2, 1, 4096))
-    vqvae.codebook.init_k(embeddings.permute(0, 2, 1).reshape(-1, TINY.emb_width))
-    return StemSeparator.from_vqvae(vqvae).eval()
 
 
 @pytest.fixture(scope="module")

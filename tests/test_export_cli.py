@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from synth_corpus import make_corpus
 from test_export_bundle import tiny_separator
 from typer.testing import CliRunner
@@ -22,13 +21,6 @@ from unmix.train.model import VQVAE
 
 QUICK = ["--parity-segments", "1", "--parity-seconds", "0.5", "--calibration-chunks", "4", "--calibration-seconds", "0.25"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(*args) -> object:

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import torch
 from jukebox_layout import official_state, save_jukebox_style
 from test_export_bundle import tiny_separator
@@ -19,13 +18,6 @@ from unmix.train.model import VQVAE, StemSeparator
 
 QUICK = ["--parity-segments", "1", "--parity-seconds", "0.25", "--no-ort-optimized"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def level0_state(separator: StemSeparator, parts=("encoder", "decoder", "codebook")) -> dict[str, torch.Tensor]:

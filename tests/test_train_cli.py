@@ -9,7 +9,7 @@ import pytest
 import torch
 from jukebox_layout import official_state, save_jukebox_style
 from synth_corpus import make_corpus
-from train_helpers import one_torch_thread, phase1_options  # noqa: F401 (fixture)
+from train_helpers import phase1_options
 from typer.testing import CliRunner
 
 from unmix.train import PAPER, VQVAE

@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from synth_corpus import make_corpus
-from train_helpers import one_torch_thread, phase1_options, phase2_options  # noqa: F401 (fixture)
+from train_helpers import phase1_options, phase2_options
 
 from unmix.train import StemSeparator, build_vqvae, read_checkpoint, scaled_mixture, sdr, train_phase1, train_phase2
 from unmix.train.data import SOURCES, default_validation_count, find_songs, split_songs

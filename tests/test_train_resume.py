@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 from synth_corpus import make_corpus
-from train_helpers import one_torch_thread, phase1_options, phase2_options  # noqa: F401 (fixture)
+from train_helpers import phase1_options, phase2_options
 
 from unmix.train import OptionsError, train_phase1, train_phase2
 from unmix.train.cli import app

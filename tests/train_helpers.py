@@ -1,11 +1,9 @@
-"""Shared settings for the training tests: tiny models, short chunks, one torch thread."""
+"""Shared settings for the training tests: tiny models and short chunks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
 
 from unmix.train import TrainOptions
 
@@ -21,11 +19,3 @@ def phase1_options(data: Path, out: Path, **overrides) -> TrainOptions:
 def phase2_options(data: Path, out: Path, vqvae: Path, **overrides) -> TrainOptions:
     return TrainOptions(data=data, out=out, vqvae=str(vqvae), **(QUICK | overrides))
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny convolutions run several times faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
