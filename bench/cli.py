@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .report import default_results_folder, run_name, write_outputs
+from .report import SCHEMA_VERSION, default_results_folder, run_name, write_outputs
 
 app = typer.Typer(add_completion=False, help=__doc__, invoke_without_command=True, pretty_exceptions_enable=False)
 
@@ -182,3 +182,27 @@ def sdr(
         fail(str(error).splitlines()[0])
     path = output_path(json_path, "sdr", report["created"], Path(str(data).rstrip("/")).name, settings.subset)
     announce(write_outputs(report, sdr_markdown(report), sdr_figure(report), path))
+
+
+@app.command()
+def render(report_json: Path = typer.Argument(..., help="a report written by unmix-bench (.json)")) -> None:
+    """Re-render a report's markdown table and PNG plot from its JSON (beside it)."""
+    import json
+
+    from .rtf_report import rtf_figure, rtf_markdown
+    from .sdr_report import sdr_figure, sdr_markdown
+
+    renderers = {"unmix-bench/rtf": (rtf_markdown, rtf_figure), "unmix-bench/sdr": (sdr_markdown, sdr_figure)}
+    try:
+        report = json.loads(report_json.read_text())
+    except (OSError, ValueError) as error:
+        fail(f"{report_json}: cannot read a JSON report: {error}")
+    schema = report.get("schema") if isinstance(report, dict) else None
+    if schema not in renderers:
+        fail(f"{report_json}: not an unmix-bench report (schema {schema!r})")
+    if report.get("schema_version") != SCHEMA_VERSION:
+        fail(
+            f"{report_json}: schema version {report.get('schema_version')!r}; this unmix-bench renders {SCHEMA_VERSION}"
+        )
+    markdown, figure = renderers[report["schema"]]
+    announce(write_outputs(report, markdown(report), figure(report), report_json))

@@ -98,3 +98,15 @@ def test_bad_options_are_one_line_errors(tmp_path):
     assert (
         result.exit_code == 2 and "neither a preset" in result.output and len(result.output.strip().splitlines()) == 1
     )
+
+
+def test_render_rewrites_markdown_and_plot_from_the_json(report, tmp_path):
+    copy = tmp_path / "copy.json"
+    copy.write_text(report.read_text())
+    result = CliRunner().invoke(app, ["render", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert copy.with_suffix(".md").read_text() == report.with_suffix(".md").read_text()
+    assert copy.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "other.json").write_text(json.dumps({"schema": "something/else"}))
+    result = CliRunner().invoke(app, ["render", str(tmp_path / "other.json")])
+    assert result.exit_code == 2 and "not an unmix-bench report" in result.output
