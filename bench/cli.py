@@ -157,8 +157,6 @@ def sdr(
     from .sdr import SdrSettings, evaluate_sdr
     from .sdr_report import sdr_figure, sdr_markdown
 
-    if paper_style and not separator:
-        fail("--paper-style runs the PyTorch model: give its weights with --separator")
     settings = SdrSettings(
         data=data,
         subset=subset,

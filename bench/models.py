@@ -7,12 +7,14 @@ faithfully, while quality numbers on such a model are meaningless (and labelled 
 
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 
 import torch
 
-from unmix.runtime.manifest import STEMS
+from unmix.runtime.manifest import STEMS, read_manifest, sha256_file
+from unmix.train.checkpoint import WEIGHTS_FILE
 from unmix.train.config import VQVAEConfig
 from unmix.train.model import VQVAE, Encoder, StemSeparator
 
@@ -103,11 +105,7 @@ def export_random_bundle(
 
 def bundle_config(bundle: Path) -> VQVAEConfig:
     """The model config an exported bundle records in its graphs' metadata (`unmix.config`)."""
-    import json
-
     import onnx
-
-    from unmix.runtime.manifest import read_manifest
 
     manifest = read_manifest(bundle, verify=False)
     path = bundle / next(iter(manifest.models["fp32"].values()))
@@ -115,3 +113,20 @@ def bundle_config(bundle: Path) -> VQVAEConfig:
     if "unmix.config" not in metadata:
         raise ValueError(f"{path}: no unmix.config in the graph's metadata; cannot rebuild the PyTorch reference")
     return VQVAEConfig.from_dict(json.loads(metadata["unmix.config"]))
+
+
+def provenance_checkpoints(bundle: Path) -> dict[str, str] | None:
+    """The phase-2 checkpoints a bundle was exported from, as its manifest's provenance records them, when
+    every one is still there (relative paths from the working folder) with the recorded sha256; else None."""
+    manifest = read_manifest(bundle, verify=False)
+    sources = manifest.provenance.get("sources")
+    if not isinstance(sources, dict):
+        return None
+    found = {}
+    for stem in manifest.stems:
+        info = (sources.get(stem) or {}).get("checkpoint") or {}
+        weights = Path(info.get("path", "")) / WEIGHTS_FILE
+        if info.get("role") != "separator" or not weights.is_file() or sha256_file(weights) != info.get("sha256"):
+            return None
+        found[stem] = info["path"]
+    return found

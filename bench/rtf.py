@@ -34,7 +34,7 @@ from unmix.train.config import resolve_config
 
 from .fidelity import compare_outputs
 from .machine import load_average, machine_info, usable_cores
-from .models import RANDOM_WEIGHTS_NOTE, bundle_config, export_random_bundle
+from .models import RANDOM_WEIGHTS_NOTE, bundle_config, export_random_bundle, provenance_checkpoints
 from .reference import PAPER_CHUNK, TORCH_VARIANTS
 from .report import SCHEMA_VERSION, now
 from .worker import Job
@@ -343,11 +343,13 @@ def model_source(
     """Where the rows' models come from.
 
     A given bundle is timed as it is; its PyTorch reference uses `separators` (our phase-2 runs, the
-    bundle's own weights) when given, otherwise random weights of the bundle's config (speed does not
+    bundle's own weights) when given or named in the bundle's provenance and still on disk, otherwise
+    random weights of the bundle's config (speed does not
     depend on weights; fidelity then compares against the bundle's fp32 graph instead). Without a bundle,
     one is exported here from random weights of the named config, the reference using the same weights.
     """
     if bundle is not None:
+        separators = separators or provenance_checkpoints(bundle)
         if separators:
             return ModelSource(
                 bundle, {"separators": separators}, f"bundle {bundle}; PyTorch reference from {separators}", True

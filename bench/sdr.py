@@ -31,6 +31,7 @@ from .baselines import ideal_ratio_mask, scaled_mixture_estimates
 from .fidelity import compare_stem
 from .graphs import BundleGraphs
 from .machine import load_average, machine_info, usable_cores
+from .models import provenance_checkpoints
 from .musdb import Song, read_song, song_folders
 from .reference import PAPER_CHUNK, PaperStylePath, exact_separate
 from .report import SCHEMA_VERSION, now
@@ -172,6 +173,15 @@ class Methods:
         return len(self.runtime) + bool(self.pytorch) + paper_style + bool(self.ceiling) + 2 * settings.baselines
 
 
+def torch_device_problem(device: str) -> str | None:
+    """Why PyTorch cannot run on `device` here, or None."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"PyTorch {torch.__version__} sees no CUDA device here"
+    return None
+
+
 def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
     """The runnable methods (unavailable ones noted in `skipped`) and the bundle's manifest facts."""
     from unmix.runtime import BackendError, Separator, read_manifest, resolve_bundle
@@ -193,12 +203,23 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
             except BackendError as error:
                 skipped.append(f"{model_method(precision, settings.backend)}: unavailable — {error}")
     load = lambda specs, vqvae: load_torch_models(specs, stems, vqvae=vqvae, trust_pickle=settings.trust_pickle)  # noqa: E731
-    pytorch = load(settings.separator, False) if settings.separator else {}
-    ceiling = load(settings.checkpoint, True) if settings.checkpoint else {}
-    if not pytorch:
-        skipped.append(f"{PYTORCH}: not run — give the model's PyTorch checkpoints with --separator")
-    if not ceiling:
-        skipped.append(f"{CEILING}: not run — give the phase-1 VQ-VAE checkpoints with --checkpoint")
+    separator_specs, model["pytorch_weights"] = settings.separator, "--separator" if settings.separator else None
+    if not separator_specs and bundle is not None and (sources := provenance_checkpoints(bundle)):
+        separator_specs = tuple(f"{stem}={path}" for stem, path in sources.items())
+        model["pytorch_weights"] = "the bundle's source checkpoints, named in its provenance (sha256 checked)"
+    checkpoint_specs = settings.checkpoint
+    if (separator_specs or checkpoint_specs) and (problem := torch_device_problem(settings.device)):
+        skipped.append(f"{PYTORCH}, {CEILING}: unavailable — {problem}")
+        separator_specs = checkpoint_specs = ()
+    else:
+        if not separator_specs:
+            skipped.append(f"{PYTORCH}: not run — give the model's PyTorch checkpoints with --separator")
+        if not checkpoint_specs:
+            skipped.append(f"{CEILING}: not run — give the phase-1 VQ-VAE checkpoints with --checkpoint")
+    if settings.paper_style and not separator_specs:
+        skipped.append(f"{PAPER_STYLE}: not run — it needs the PyTorch model")
+    pytorch = load(separator_specs, False) if separator_specs else {}
+    ceiling = load(checkpoint_specs, True) if checkpoint_specs else {}
     graphs = {}
     if settings.backend in ("auto", "ort"):
         graphs = {precision: BundleGraphs(bundle, precision, stems, settings.device, threads) for precision in runtime}

@@ -25,7 +25,7 @@ def sdr_markdown(report: dict) -> str:
     data, methods = report["data"], report["methods"]
     stems = stem_columns(methods)
     provenance = report["model"]["provenance"]
-    weights = provenance.get("weights") or provenance.get("training") or "see the bundle's manifest"
+    weights = provenance.get("weights") or provenance.get("note") or "see the bundle's manifest"
     lines = [
         f"# unmix-bench: separation quality on {data['root']} ({data['subset']})",
         "",
@@ -35,6 +35,7 @@ def sdr_markdown(report: dict) -> str:
         f"- Model: bundle {report['model']['bundle']} — {weights}"
         if report["model"]["bundle"]
         else "- Model: none (baselines only)",
+        f"- PyTorch model: {report['model'].get('pytorch_weights') or 'not given (--separator)'}",
         f"- Metric: {report['metric']}",
         *machine_lines(report["machine"]),
         "",

@@ -18,6 +18,7 @@ from unmix.bench.scores import sdr
 from unmix.bench.sdr import IRM, SCALED_MIXTURE, SdrSettings, evaluate_sdr
 from unmix.export import export_bundle
 from unmix.export.audio import synthetic_audio
+from unmix.export.sources import separator_from_run
 from unmix.runtime.manifest import STEMS
 from unmix.train.checkpoint import write_checkpoint
 from unmix.train.config import TINY
@@ -45,10 +46,12 @@ def trained(tmp_path_factory):
         save_vqvae(root / "phase2" / stem, separator.mixture_encoder, separator, "separator", stem)
         stem_encoder = random_separator(TINY, 100 + index).mixture_encoder  # SE: another encoder, same codebook and SD
         save_vqvae(root / "phase1" / stem, stem_encoder, separator, "vqvae", stem)
+    # as unmix-export does: the separators read back from their checkpoints, which the provenance names
+    sources = {stem: separator_from_run(root / "phase2" / stem, stem) for stem in MODEL_STEMS}
+    provenance = {"sources": {stem: source for stem, (_, source) in sources.items()}, "note": "random weights"}
+    separators = {stem: separator for stem, (separator, _) in sources.items()}
     parity = synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.5)
-    export_bundle(
-        separators, root / "bundle", provenance={"weights": "random"}, parity_audio=parity, ort_optimized=False
-    )
+    export_bundle(separators, root / "bundle", provenance=provenance, parity_audio=parity, ort_optimized=False)
     write_synthetic_songs(root / "data", songs=2, seconds=1.5)
     return root
 
@@ -63,13 +66,13 @@ def test_synthetic_songs_are_a_musdb_layout_with_an_exact_sum(trained):
 def test_sdr_command_end_to_end(trained, tmp_path):
     out = tmp_path / "results" / "sdr.json"
     args = ["sdr", "--data", str(trained / "data"), "--bundle", str(trained / "bundle"), "--no-progress"]
-    args += ["--separator", str(trained / "phase2" / "{stem}"), "--checkpoint", str(trained / "phase1" / "{stem}")]
-    args += ["--paper-style"]
+    args += ["--checkpoint", str(trained / "phase1" / "{stem}"), "--paper-style"]  # the PyTorch model: from provenance
     result = CliRunner().invoke(app, [*args, "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert (report["schema"], report["schema_version"]) == ("unmix-bench/sdr", 1)
     assert report["data"]["songs"] == ["Synthetic 000", "Synthetic 001"]
+    assert "provenance" in report["model"]["pytorch_weights"]
     methods = {row["method"]: row for row in report["methods"]}
     assert set(methods) == {
         "unmix fp32 (ONNX Runtime)",
