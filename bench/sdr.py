@@ -242,9 +242,15 @@ def song_estimates(
             for stem, (audio, codes) in methods.graphs[precision](excerpt).items():
                 excerpts.add(method, stem, audio, codes)
     if methods.pytorch:
+        estimates = {}
         for stem, model in methods.pytorch.items():
-            excerpts.add(PYTORCH, stem, *exact_separate(model, excerpt, settings.device))
-        yield PYTORCH, {s: exact_separate(m, song.mixture.T, settings.device)[0].T for s, m in methods.pytorch.items()}
+            audio, codes = exact_separate(model, song.mixture.T, settings.device)
+            estimates[stem] = audio.T
+            whole_song = excerpt.shape[1] == audio.shape[1]  # a song no longer than the excerpt: the same run
+            excerpts.add(
+                PYTORCH, stem, *((audio, codes) if whole_song else exact_separate(model, excerpt, settings.device))
+            )
+        yield PYTORCH, estimates
         if settings.paper_style:
             paths = {stem: PaperStylePath(model, settings.device) for stem, model in methods.pytorch.items()}
             yield PAPER_STYLE, {s: np.stack([path(c) for c in song.mixture.T], axis=1) for s, path in paths.items()}
