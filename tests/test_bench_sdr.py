@@ -146,3 +146,32 @@ def test_unavailable_device_is_reported_not_fatal(trained, tmp_path):
     report = evaluate_sdr(settings, progress=False)
     assert [row["method"] for row in report["methods"]] == [SCALED_MIXTURE, IRM]
     assert any("unavailable" in line and "CUDAExecutionProvider" in line for line in report["skipped"])
+
+
+def museval_importable() -> bool:
+    try:
+        import museval  # noqa: F401  (imports musdb, which needs ffmpeg on the PATH merely to import)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not museval_importable(), reason="museval (extra 'eval') and ffmpeg are optional")
+def test_bsseval_through_museval(tmp_path):
+    write_noise_songs(tmp_path, songs=1, seconds=2.0)
+    report = evaluate_sdr(SdrSettings(data=tmp_path, bundle=None, museval=True), progress=False)
+    for row in report["methods"]:
+        assert set(row["bsseval_median"]) == set(STEMS) and all(
+            math.isfinite(v) for v in row["bsseval_median"].values()
+        )
+
+
+def test_missing_museval_is_a_note_not_a_failure(tmp_path, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'museval'")
+
+    monkeypatch.setattr("unmix.bench.sdr.bsseval_sdr", unavailable)
+    write_noise_songs(tmp_path, songs=1, seconds=0.5)
+    report = evaluate_sdr(SdrSettings(data=tmp_path, bundle=None, museval=True), progress=False)
+    assert [row["method"] for row in report["methods"]] == [SCALED_MIXTURE, IRM]
+    assert any(line.startswith("BSSEval v4 not computed") and "museval" in line for line in report["skipped"])
