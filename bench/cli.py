@@ -54,12 +54,13 @@ def rtf(
     separator: list[str] = typer.Option(
         None,
         help="with --bundle: its PyTorch weights, for the reference and fidelity: our phase-2 run or checkpoint "
-        "(stem=PATH per stem, a PATH with {stem}, or one PATH)",
+        "(stem=PATH per stem, a PATH with {stem}, or one PATH); default: the checkpoints the bundle's provenance "
+        "names, if still there",
     ),
-    repeats: int = typer.Option(None, min=1, help="timed runs per chunk workload, median reported [cpu 3, cuda 20]"),
-    track_repeats: int = typer.Option(None, min=1, help="timed runs per track workload [cpu 1, cuda 3]"),
-    warmup: int = typer.Option(None, min=0, help="untimed warm-up runs before each workload [cpu 1, cuda 3]"),
-    track_seconds: float = typer.Option(None, min=1.0, help="length of the stereo track [cpu 30, cuda 180]"),
+    repeats: int = typer.Option(None, min=1, help="timed runs per chunk workload, median reported (cpu 3, cuda 20)"),
+    track_repeats: int = typer.Option(None, min=1, help="timed runs per track workload (cpu 1, cuda 3)"),
+    warmup: int = typer.Option(None, min=0, help="untimed warm-up runs before each workload (cpu 1, cuda 3)"),
+    track_seconds: float = typer.Option(None, min=1.0, help="length of the stereo track in seconds (cpu 30, cuda 180)"),
     workloads: str = typer.Option("chunk,track", help="comma list of chunk, track"),
     per_stem: str = typer.Option("vocals", help="the stem the one-stem rows time"),
     fidelity: bool = typer.Option(True, help="compare every backend's outputs and codes with the reference"),
@@ -129,7 +130,8 @@ def sdr(
     separator: list[str] = typer.Option(
         None,
         help="the model's PyTorch weights, for the PyTorch row and fidelity: our phase-2 run or checkpoint "
-        "(stem=PATH per stem, a PATH with {stem}, or one PATH)",
+        "(stem=PATH per stem, a PATH with {stem}, or one PATH); default: the checkpoints the bundle's provenance "
+        "names, if still there",
     ),
     checkpoint: list[str] = typer.Option(
         None, help="phase-1 VQ-VAE checkpoints for the ceiling (SE → SD on the true stem); same forms"
@@ -141,7 +143,9 @@ def sdr(
     max_seconds: float = typer.Option(None, min=0.1, help="score only the first S seconds of each song"),
     museval: bool = typer.Option(False, "--museval", help="also BSSEval v4 SDR through museval (extra 'eval'; slow)"),
     paper_style: bool = typer.Option(
-        False, "--paper-style", help="also the PyTorch model in the paper's non-overlapping chunks (needs --separator)"
+        False,
+        "--paper-style",
+        help="also the PyTorch model in the paper's non-overlapping chunks (needs the PyTorch model)",
     ),
     baselines: bool = typer.Option(True, help="score ScaledMixture and the IRM oracle"),
     json_path: Path = typer.Option(
