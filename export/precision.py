@@ -107,7 +107,35 @@ def quantize_int8(
         # outputs unused.)
         extra_options={"CalibStridedMinMax": 1} if method == "minmax" else {},
     )
+    quantized = onnx.load(str(out_path))
+    compact_tensor_names(quantized)
+    onnx.save(quantized, str(out_path))
     return out_path
+
+
+def compact_tensor_names(model: onnx.ModelProto) -> None:
+    """Renames every tensor but the graph's inputs and outputs to a short id, in place.
+
+    The quantiser derives four long names from each weight ("…weight_quantized", "…_scale", …),
+    each stored at its definition and at every use: a quarter of an int8 stem graph's bytes. Node
+    names stay, so profiles still point at the exported PyTorch modules.
+    """
+    graph = model.graph
+    keep = {value.name for value in [*graph.input, *graph.output]}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return short.setdefault(name, f"t{len(short):x}")
+
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
+    for node in graph.node:
+        node.input[:] = [rename(name) for name in node.input]
+        node.output[:] = [rename(name) for name in node.output]
+    for value in graph.value_info:
+        value.name = rename(value.name)
 
 
 def optimize_for_ort(path: str | Path, out_path: str | Path) -> Path:
