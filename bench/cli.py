@@ -148,6 +148,7 @@ def sdr(
         help="also the PyTorch model in the paper's non-overlapping chunks (needs the PyTorch model)",
     ),
     baselines: bool = typer.Option(True, help="score ScaledMixture and the IRM oracle"),
+    stems: str = typer.Option(None, help="comma list of the stems to score (default: the bundle's, or all four)"),
     json_path: Path = typer.Option(
         None, "--json", help="report path (.json; .md and .png beside it); default bench/results/"
     ),
@@ -177,6 +178,7 @@ def sdr(
         museval=museval,
         paper_style=paper_style,
         baselines=baselines,
+        stems=split_list(stems),
     )
     try:
         report = evaluate_sdr(settings, command=command_line(), progress=progress)
@@ -184,6 +186,32 @@ def sdr(
         fail(str(error).splitlines()[0])
     path = output_path(json_path, "sdr", report["created"], Path(str(data).rstrip("/")).name, settings.subset)
     announce(write_outputs(report, sdr_markdown(report), sdr_figure(report), path))
+
+
+@app.command()
+def compare(
+    reports: list[str] = typer.Argument(..., help="unmix-bench sdr reports (.json), as LABEL=PATH or PATH"),
+    out: Path = typer.Option(..., "--out", "-o", help="the markdown table to write"),
+    title: str = typer.Option("SDR comparison", help="the table's heading"),
+) -> None:
+    """One markdown SDR table of several `unmix-bench sdr` reports' model rows, beside the baselines."""
+    import json
+
+    from .report import atomic_write
+    from .sdr_report import comparison_markdown
+
+    loaded = {}
+    for spec in reports:
+        label, _, path = spec.rpartition("=")
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            fail(f"{path}: cannot read a JSON report: {error}")
+        if not isinstance(report, dict) or report.get("schema") != "unmix-bench/sdr":
+            fail(f"{path}: not an unmix-bench sdr report")
+        loaded[label or Path(path).stem] = report
+    atomic_write(out, comparison_markdown(loaded, title))
+    announce({"markdown": out})
 
 
 @app.command()

@@ -61,6 +61,7 @@ class SdrSettings:
     museval: bool = False
     paper_style: bool = False
     baselines: bool = True
+    stems: tuple[str, ...] | None = None  # a subset to score (default: the bundle's, or all four)
 
 
 def method_kind(name: str) -> str:
@@ -193,19 +194,29 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
         bundle = resolve_bundle(settings.bundle)
         manifest = read_manifest(bundle)
         stems = list(manifest.stems)
+    if settings.stems:
+        if unknown := [stem for stem in settings.stems if stem not in stems]:
+            raise ValueError(f"--stems: {', '.join(unknown)} not among the stems to score ({', '.join(stems)})")
+        stems = [stem for stem in stems if stem in settings.stems]
+    if bundle is not None:
         precisions = settings.precisions or default_precisions(manifest.precisions, settings.device)
         model = {"bundle": str(bundle), "precisions": list(precisions), "provenance": manifest.provenance}
         for precision in precisions:
             try:
                 runtime[precision] = Separator.from_bundle(
-                    bundle, device=settings.device, backend=settings.backend, threads=threads, precision=precision
+                    bundle,
+                    device=settings.device,
+                    backend=settings.backend,
+                    threads=threads,
+                    precision=precision,
+                    stems=stems,
                 )
             except BackendError as error:
                 skipped.append(f"{model_method(precision, settings.backend)}: unavailable — {error}")
     load = lambda specs, vqvae: load_torch_models(specs, stems, vqvae=vqvae, trust_pickle=settings.trust_pickle)  # noqa: E731
     separator_specs, model["pytorch_weights"] = settings.separator, "--separator" if settings.separator else None
     if not separator_specs and bundle is not None and (sources := provenance_checkpoints(bundle)):
-        separator_specs = tuple(f"{stem}={path}" for stem, path in sources.items())
+        separator_specs = tuple(f"{stem}={path}" for stem, path in sources.items() if stem in stems)
         model["pytorch_weights"] = "the bundle's source checkpoints, named in its provenance (sha256 checked)"
     checkpoint_specs = settings.checkpoint
     if (separator_specs or checkpoint_specs) and (problem := torch_device_problem(settings.device)):
@@ -258,8 +269,9 @@ def song_estimates(
         truth = song.stems
         yield CEILING, {s: exact_separate(m, truth[s].T, settings.device)[0].T for s, m in methods.ceiling.items()}
     if settings.baselines:
-        yield SCALED_MIXTURE, scaled_mixture_estimates(song.mixture, STEMS)
-        yield IRM, ideal_ratio_mask(song.mixture, song.stems)
+        yield SCALED_MIXTURE, scaled_mixture_estimates(song.mixture, methods.stems)
+        masked = ideal_ratio_mask(song.mixture, song.stems)  # the mask's denominator needs every stem
+        yield IRM, {stem: masked[stem] for stem in methods.stems}
 
 
 def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = True) -> dict:

@@ -121,3 +121,28 @@ def sdr_figure(report: dict):
     axis.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     figure.tight_layout()
     return figure
+
+
+def comparison_markdown(reports: dict[str, dict], title: str) -> str:
+    """One SDR table across several `unmix-bench sdr` reports: each report's model rows under its label,
+    then the baselines and oracle of the first report that scored them (the same songs and stems assumed)."""
+    rows = [
+        {**row, "method": f"{label}: {row['method']}"}
+        for label, report in reports.items()
+        for row in report["methods"]
+        if row["kind"] in ("model", "reference", "ceiling")
+    ]
+    with_baselines = [r for r in reports.values() if any(row["kind"] == "baseline" for row in r["methods"])]
+    if with_baselines:
+        rows += [row for row in with_baselines[0]["methods"] if row["kind"] in ("baseline", "oracle")]
+    stems = stem_columns(rows)
+    lines = [f"# {title}", "", "| method | " + " | ".join(stems) + " | total |", "|---|" + "---|" * (len(stems) + 1)]
+    for row in rows:
+        values = " | ".join(fmt(row["mean"].get(s), 3) for s in stems)
+        lines.append(f"| {row['method']} | {values} | **{fmt(row['total'], 3)}** |")
+    lines += ["", "Reports (the paper's SDR, eq. 2; mean over songs; total = mean over stems):", ""]
+    for label, report in reports.items():
+        data = report["data"]
+        songs = f"{len(data['songs'])} songs, {data['seconds']:.1f} s"
+        lines.append(f"- {label}: `{report['command']}` ({report['created']}; {songs})")
+    return "\n".join(lines) + "\n"
