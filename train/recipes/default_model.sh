@@ -3,7 +3,7 @@
 # stand-in for Jukebox's pretrained VQ-VAE), phase 1 per stem from it, phase 2 per stem, then export.
 #   train/recipes/default_model.sh DATA RUNS BUNDLE
 # Sizes come from the environment so the same recipe runs briefly on a CPU or fully on a GPU:
-#   GENERIC_STEPS PHASE1_STEPS PHASE2_STEPS BATCH CHUNK DEVICE EMA_DECAY (defaults: a brief CPU run;
+#   GENERIC_STEPS PHASE1_STEPS PHASE2_STEPS BATCH CHUNK DEVICE EMA_DECAY VAL_EVERY (defaults: a brief CPU run;
 #   the paper's weight-average decay 0.9995 needs thousands of steps, so a brief run averages faster)
 # Every stage resumes when re-run (a stopped run continues where its last checkpoint left it).
 set -euo pipefail
@@ -17,14 +17,13 @@ common=(--data "$DATA" --batch "$BATCH" --chunk "$CHUNK" --device "$DEVICE" --wo
 run() {  # run OUT STEPS COMMAND...: start, or resume when OUT already holds a checkpoint
   local out="$1" steps="$2"; shift 2
   local resume=(); [ -d "$out/checkpoint" ] && resume=(--resume)
-  unmix-train "$@" --out "$out" --steps "$steps" --save-every 10 --val-every "$steps" "${resume[@]}" "${common[@]}"
+  unmix-train "$@" --out "$out" --steps "$steps" --save-every 10 --val-every "${VAL_EVERY:-$steps}" "${resume[@]}" "${common[@]}"
 }
 
 run "$RUNS/generic" "$GENERIC_STEPS" phase1 --stem all --config paper
+# One stem at a time, so each stem's separation SDR is known as early as possible.
 for stem in "${STEMS[@]}"; do
   run "$RUNS/phase1-$stem" "$PHASE1_STEPS" phase1 --stem "$stem" --init "unmix:$RUNS/generic/checkpoint"
-done
-for stem in "${STEMS[@]}"; do
   run "$RUNS/phase2-$stem" "$PHASE2_STEPS" phase2 --stem "$stem" --vqvae "$RUNS/phase1-$stem"
 done
 unmix-export --stems all --checkpoint "$RUNS/phase2-{stem}" --audio "$DATA" --int8 --calibration "$DATA" --overwrite -o "$BUNDLE" \
