@@ -39,6 +39,7 @@ for stem in "${STEMS[@]}"; do
 done
 
 # Every variant's phase-2 model in PyTorch on the test split (the baselines once), then one table.
+for stem in "${STEMS[@]}"; do finished "$RUNS/phase2-$stem"; done
 stems="$(IFS=,; echo "${STEMS[*]}")"
 mkdir -p "$OUT"
 labels=()
