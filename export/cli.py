@@ -75,10 +75,14 @@ def main(
     force: bool = typer.Option(False, "--force", help="write int8/fp16 graphs even when they fail the SDR gate"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing bundle folder"),
     note: str = typer.Option(None, "--note", help="free text stored in the manifest's provenance"),
+    attach: list[str] = typer.Option(
+        None, "--attach", help="NAME=FILE: a JSON or JSON-lines file stored in the manifest's provenance under NAME"
+    ),
 ) -> None:
     """Export separators to a deploy bundle and prove it computes what PyTorch computes."""
     try:
         names = parse_stems(stem, stems)
+        attachments = dict(map(read_attachment, attach or ()))
         if out.exists() and not overwrite:
             raise ExportError(f"{out} exists; choose another -o or pass --overwrite")
         if bool(checkpoint) == bool(vqvae):
@@ -114,6 +118,7 @@ def main(
         provenance = {"sources": sources, "export_options": json.loads(json.dumps(given, default=str))}
         if note:
             provenance["note"] = note
+        provenance |= attachments
         typer.echo(f"exporting {', '.join(names)}; parity on {parity_audio.description}", err=True)
         bundle = export_bundle(
             separators,
@@ -135,6 +140,25 @@ def main(
         fail(str(error))
     typer.echo((bundle / "parity.md").read_text())
     typer.echo(f"wrote {bundle}")
+
+
+def read_attachment(spec: str) -> tuple[str, object]:
+    """`NAME=FILE` → (NAME, the file's JSON value, or the list of its lines' values for JSON lines)."""
+    name, _, path = spec.partition("=")
+    if not name or not path:
+        raise ExportError(f"--attach {spec!r}: give NAME=FILE")
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ExportError(f"--attach {name}: cannot read {path} ({error.strerror})") from None
+    try:
+        return name, json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return name, [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as error:
+        raise ExportError(f"--attach {name}: {path} is neither JSON nor JSON lines ({error})") from None
 
 
 def _build_engines(bundle: Path) -> None:

@@ -53,9 +53,12 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def four_stem_bundle(runs, corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "bundle"
+    stages = out.parent / "stages.jsonl"  # as train/recipes/default_model.sh logs its stages
+    stages.write_text('{"stage": "generic", "seconds": 12}\n{"stage": "phase2-bass", "seconds": 3}\n')
     result = run(
         "--stems", "all", "--checkpoint", runs / "phase2-{stem}", "-o", out, "--audio", corpus,
         "--int8", "--calibration", corpus, "--fp16", "--fused", "--no-ort-optimized", "--force", *QUICK,
+        "--attach", f"training_stages={stages}",
     )
     assert result.exit_code == 0, result.output
     return out
@@ -71,6 +74,7 @@ def test_four_stem_bundle_lists_every_precision(four_stem_bundle, runs, corpus):
     source = manifest.provenance["sources"]["other"]["checkpoint"]
     assert source["path"] == str(runs / "phase2-other" / "checkpoint") and source["step"] == 7
     assert manifest.provenance["export"]["int8_calibration"]["chunks"] == 4
+    assert [stage["stage"] for stage in manifest.provenance["training_stages"]] == ["generic", "phase2-bass"]
     options = manifest.provenance["export_options"]
     assert options["stems"] == "all" and options["int8"] is True and options["calibration"] == str(corpus)
     int8 = onnx.load(str(four_stem_bundle / "int8" / "bass.onnx"))
@@ -140,6 +144,8 @@ def test_int8_that_loses_too_much_is_refused_unless_forced(runs, corpus, tmp_pat
         (["--stem", "bass", "--checkpoint", "x", "--int8"], "--calibration"),
         (["--stem", "bass", "--encoder", "x", "--checkpoint", "y"], "--encoder goes with --vqvae"),
         (["--stem", "bass", "--checkpoint", "no/such/run"], "no such checkpoint or run folder"),
+        (["--stem", "bass", "--checkpoint", "x", "--attach", "stages"], "--attach 'stages': give NAME=FILE"),
+        (["--stem", "bass", "--checkpoint", "x", "--attach", "stages=no/such.json"], "cannot read no/such.json"),
     ],
 )
 def test_bad_arguments_fail_in_one_line(tmp_path, args, message):

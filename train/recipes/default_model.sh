@@ -14,10 +14,21 @@ STEMS=(drums bass other vocals)
 common=(--data "$DATA" --batch "$BATCH" --chunk "$CHUNK" --device "$DEVICE" --workers 1 --no-progress --ema-decay "$EMA_DECAY"
         --val-songs "${VAL_SONGS:-4}" --val-chunks 2 --stats-chunks 16)
 
+# What trained, where and for how long goes into the bundle's provenance: one line per stage run in
+# RUNS/stages.jsonl (a resumed stage adds a line).
+machine="$(python -c 'import platform, os, torch
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+print(f"{platform.processor() or platform.machine()} {os.cpu_count()} cores, {gpu}")')"
+cpu="$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs || true)"
+mkdir -p "$RUNS"
+
 run() {  # run OUT STEPS COMMAND...: start, or resume when OUT already holds a checkpoint
   local out="$1" steps="$2"; shift 2
   local resume=(); [ -d "$out/checkpoint" ] && resume=(--resume)
+  local started="$(date -u +%Y-%m-%dT%H:%M:%SZ)" start="$SECONDS"
   unmix-train "$@" --out "$out" --steps "$steps" --save-every 10 --val-every "${VAL_EVERY:-$steps}" "${resume[@]}" "${common[@]}"
+  printf '{"stage": "%s", "steps": %d, "started": "%s", "seconds": %d, "device": "%s", "machine": "%s; %s", "command": "unmix-train %s"}\n' \
+    "$(basename "$out")" "$steps" "$started" "$((SECONDS - start))" "$DEVICE" "${cpu:-unknown CPU}" "$machine" "$*" >> "$RUNS/stages.jsonl"
 }
 
 run "$RUNS/generic" "$GENERIC_STEPS" phase1 --stem all --config paper
@@ -27,4 +38,4 @@ for stem in "${STEMS[@]}"; do
   run "$RUNS/phase2-$stem" "$PHASE2_STEPS" phase2 --stem "$stem" --vqvae "$RUNS/phase1-$stem"
 done
 unmix-export --stems all --checkpoint "$RUNS/phase2-{stem}" --audio "$DATA" --int8 --calibration "$DATA" --overwrite -o "$BUNDLE" \
-  --note "${NOTE:-briefly trained on a CPU: a placeholder until the fully trained model lands}"
+  --attach "training_stages=$RUNS/stages.jsonl" --note "${NOTE:-briefly trained on a CPU: a placeholder until the fully trained model lands}"
