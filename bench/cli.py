@@ -149,6 +149,9 @@ def sdr(
     ),
     baselines: bool = typer.Option(True, help="score ScaledMixture and the IRM oracle"),
     stems: str = typer.Option(None, help="comma list of the stems to score (default: the bundle's, or all four)"),
+    provenance_pytorch: bool = typer.Option(
+        True, help="without --separator, run the PyTorch model from the checkpoints the bundle's provenance names"
+    ),
     json_path: Path = typer.Option(
         None, "--json", help="report path (.json; .md and .png beside it); default bench/results/"
     ),
@@ -179,6 +182,7 @@ def sdr(
         paper_style=paper_style,
         baselines=baselines,
         stems=split_list(stems),
+        provenance_pytorch=provenance_pytorch,
     )
     try:
         report = evaluate_sdr(settings, command=command_line(), progress=progress)

@@ -62,6 +62,7 @@ class SdrSettings:
     paper_style: bool = False
     baselines: bool = True
     stems: tuple[str, ...] | None = None  # a subset to score (default: the bundle's, or all four)
+    provenance_pytorch: bool = True  # the PyTorch row from the checkpoints the bundle's provenance names
 
 
 def method_kind(name: str) -> str:
@@ -215,7 +216,8 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
                 skipped.append(f"{model_method(precision, settings.backend)}: unavailable — {error}")
     load = lambda specs, vqvae: load_torch_models(specs, stems, vqvae=vqvae, trust_pickle=settings.trust_pickle)  # noqa: E731
     separator_specs, model["pytorch_weights"] = settings.separator, "--separator" if settings.separator else None
-    if not separator_specs and bundle is not None and (sources := provenance_checkpoints(bundle)):
+    from_provenance = not separator_specs and bundle is not None and settings.provenance_pytorch
+    if from_provenance and (sources := provenance_checkpoints(bundle)):
         separator_specs = tuple(f"{stem}={path}" for stem, path in sources.items() if stem in stems)
         model["pytorch_weights"] = "the bundle's source checkpoints, named in its provenance (sha256 checked)"
     checkpoint_specs = settings.checkpoint

@@ -208,3 +208,10 @@ def test_compare_tables_several_reports_beside_one_set_of_baselines(trained, tmp
     assert bass_only[0]["mean"]["bass"] == pytest.approx(both[0]["mean"]["bass"])
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "missing.json"), "--out", str(table)])
     assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_provenance_pytorch_row_can_be_left_out(trained):
+    settings = SdrSettings(data=trained / "data", bundle=str(trained / "bundle"), songs=1, provenance_pytorch=False)
+    report = evaluate_sdr(settings, progress=False)
+    assert [row["method"] for row in report["methods"]] == ["unmix fp32 (ONNX Runtime)", SCALED_MIXTURE, IRM]
+    assert report["model"]["pytorch_weights"] is None
