@@ -3,13 +3,14 @@
 # stand-in for Jukebox's pretrained VQ-VAE), phase 1 per stem from it, phase 2 per stem, then export.
 #   train/recipes/default_model.sh DATA RUNS BUNDLE
 # Sizes come from the environment so the same recipe runs briefly on a CPU or fully on a GPU:
-#   GENERIC_STEPS PHASE1_STEPS PHASE2_STEPS BATCH CHUNK DEVICE EMA_DECAY VAL_EVERY (defaults: a brief CPU run;
-#   the paper's weight-average decay 0.9995 needs thousands of steps, so a brief run averages faster)
+#   GENERIC_STEPS PHASE1_STEPS PHASE2_STEPS BATCH CHUNK DEVICE EMA_DECAY VAL_EVERY (defaults: the shipped
+#   bundle's 2-hour run on a 2-core CPU, train/results/cpu-run; the paper's weight-average decay 0.9995 needs
+#   thousands of steps, so a short run averages faster)
 # Every stage resumes when re-run (a stopped run continues where its last checkpoint left it).
 set -euo pipefail
 DATA="${1:?data root}"; RUNS="${2:?runs folder}"; BUNDLE="${3:?bundle folder}"
-GENERIC_STEPS="${GENERIC_STEPS:-20}"; PHASE1_STEPS="${PHASE1_STEPS:-20}"; PHASE2_STEPS="${PHASE2_STEPS:-25}"
-BATCH="${BATCH:-2}"; CHUNK="${CHUNK:-32768}"; DEVICE="${DEVICE:-auto}"; EMA_DECAY="${EMA_DECAY:-0.9}"
+GENERIC_STEPS="${GENERIC_STEPS:-500}"; PHASE1_STEPS="${PHASE1_STEPS:-200}"; PHASE2_STEPS="${PHASE2_STEPS:-400}"
+BATCH="${BATCH:-2}"; CHUNK="${CHUNK:-32768}"; DEVICE="${DEVICE:-auto}"; EMA_DECAY="${EMA_DECAY:-0.99}"
 STEMS=(drums bass other vocals)
 common=(--data "$DATA" --batch "$BATCH" --chunk "$CHUNK" --device "$DEVICE" --workers 1 --no-progress --ema-decay "$EMA_DECAY"
         --val-songs "${VAL_SONGS:-4}" --val-chunks 2 --stats-chunks 16)
@@ -26,7 +27,7 @@ run() {  # run OUT STEPS COMMAND...: start, or resume when OUT already holds a c
   local out="$1" steps="$2"; shift 2
   local resume=(); [ -d "$out/checkpoint" ] && resume=(--resume)
   local started="$(date -u +%Y-%m-%dT%H:%M:%SZ)" start="$SECONDS"
-  unmix-train "$@" --out "$out" --steps "$steps" --save-every 10 --val-every "${VAL_EVERY:-$steps}" "${resume[@]}" "${common[@]}"
+  unmix-train "$@" --out "$out" --steps "$steps" --save-every 10 --val-every "${VAL_EVERY:-100}" "${resume[@]}" "${common[@]}"
   printf '{"stage": "%s", "steps": %d, "started": "%s", "seconds": %d, "device": "%s", "machine": "%s; %s", "command": "unmix-train %s"}\n' \
     "$(basename "$out")" "$steps" "$started" "$((SECONDS - start))" "$DEVICE" "${cpu:-unknown CPU}" "$machine" "$*" >> "$RUNS/stages.jsonl"
 }

@@ -9,7 +9,7 @@
 set -euo pipefail
 DATA="${1:?data root}"; RUNS="${2:?runs folder of default_model.sh}"; OUT="${3:?report folder}"
 PHASE1_STEPS="${PHASE1_STEPS:?phase-1 steps of the default runs}"; PHASE2_STEPS="${PHASE2_STEPS:?phase-2 steps of the default runs}"
-BATCH="${BATCH:-2}"; CHUNK="${CHUNK:-32768}"; DEVICE="${DEVICE:-auto}"; EMA_DECAY="${EMA_DECAY:-0.9}"
+BATCH="${BATCH:-2}"; CHUNK="${CHUNK:-32768}"; DEVICE="${DEVICE:-auto}"; EMA_DECAY="${EMA_DECAY:-0.99}"
 read -r -a STEMS <<< "${STEMS:-drums bass other vocals}"
 common=(--data "$DATA" --batch "$BATCH" --chunk "$CHUNK" --device "$DEVICE" --workers 1 --no-progress --ema-decay "$EMA_DECAY"
         --val-songs "${VAL_SONGS:-4}" --val-chunks 2 --stats-chunks 16)
