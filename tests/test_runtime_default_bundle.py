@@ -18,7 +18,7 @@ SIZE_BUDGET = 25_000_000  # bytes for every file of the bundle, fp32 and int8 to
 
 def test_default_bundle_is_complete_and_within_its_size_budget():
     manifest = read_manifest(DEFAULT_BUNDLE)
-    assert manifest.stems == STEMS and {"fp32", "int8"} <= set(manifest.precisions)
+    assert tuple(manifest.stems) == STEMS and {"fp32", "int8"} <= set(manifest.precisions)
     size = sum(path.stat().st_size for path in DEFAULT_BUNDLE.rglob("*") if path.is_file())
     assert size < SIZE_BUDGET, f"the default bundle holds {size:,} bytes"
     # what trained it, from what, for how long and where, as the issue asks of the provenance
