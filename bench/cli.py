@@ -199,21 +199,13 @@ def compare(
     title: str = typer.Option("SDR comparison", help="the table's heading"),
 ) -> None:
     """One markdown SDR table of several `unmix-bench sdr` reports' model rows, beside the baselines."""
-    import json
-
     from .report import atomic_write
     from .sdr_report import comparison_markdown
 
     loaded = {}
     for spec in reports:
         label, _, path = spec.rpartition("=")
-        try:
-            report = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
-            fail(f"{path}: cannot read a JSON report: {error}")
-        if not isinstance(report, dict) or report.get("schema") != "unmix-bench/sdr":
-            fail(f"{path}: not an unmix-bench sdr report")
-        loaded[label or Path(path).stem] = report
+        loaded[label or Path(path).stem] = read_report(Path(path), ("unmix-bench/sdr",))
     atomic_write(out, comparison_markdown(loaded, title))
     announce({"markdown": out})
 
@@ -221,22 +213,26 @@ def compare(
 @app.command()
 def render(report_json: Path = typer.Argument(..., help="a report written by unmix-bench (.json)")) -> None:
     """Re-render a report's markdown table and PNG plot from its JSON (beside it)."""
-    import json
-
     from .rtf_report import rtf_figure, rtf_markdown
     from .sdr_report import sdr_figure, sdr_markdown
 
     renderers = {"unmix-bench/rtf": (rtf_markdown, rtf_figure), "unmix-bench/sdr": (sdr_markdown, sdr_figure)}
-    try:
-        report = json.loads(report_json.read_text())
-    except (OSError, ValueError) as error:
-        fail(f"{report_json}: cannot read a JSON report: {error}")
-    schema = report.get("schema") if isinstance(report, dict) else None
-    if schema not in renderers:
-        fail(f"{report_json}: not an unmix-bench report (schema {schema!r})")
-    if report.get("schema_version") != SCHEMA_VERSION:
-        fail(
-            f"{report_json}: schema version {report.get('schema_version')!r}; this unmix-bench renders {SCHEMA_VERSION}"
-        )
+    report = read_report(report_json, tuple(renderers))
     markdown, figure = renderers[report["schema"]]
     announce(write_outputs(report, markdown(report), figure(report), report_json))
+
+
+def read_report(path: Path, schemas: tuple[str, ...]) -> dict:
+    """A report written by unmix-bench with one of `schemas` at this schema version, or a one-line failure."""
+    import json
+
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        fail(f"{path}: cannot read a JSON report: {error}")
+    schema = report.get("schema") if isinstance(report, dict) else None
+    if schema not in schemas:
+        fail(f"{path}: not an unmix-bench report of {' or '.join(schemas)} (schema {schema!r})")
+    if report.get("schema_version") != SCHEMA_VERSION:
+        fail(f"{path}: schema version {report.get('schema_version')!r}; this unmix-bench reads {SCHEMA_VERSION}")
+    return report

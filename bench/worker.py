@@ -171,9 +171,9 @@ def run_job(job: Job) -> dict:
         "seconds": seconds,
         "median_s": median(seconds),
         "cpu_seconds": cpu_seconds,
+        "median_cpu_s": median(cpu_seconds),
         "peak_rss_mib": peak_rss_mib(),
     }
-    result["median_cpu_s"] = median(cpu_seconds)
     if gpu.peak_mib is not None and job.device.startswith("cuda"):
         result["gpu_peak_mib"] = gpu.peak_mib
     if job.backend == "pytorch":
