@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -25,6 +21,7 @@ from unmix.runtime.manifest import (
     Manifest,
     sha256_file,
 )
+from unmix.train.atomic import atomic_folder
 from unmix.train.config import VQVAEConfig
 from unmix.train.model import StemSeparator
 
@@ -84,7 +81,7 @@ def export_bundle(
             "seconds": round(sum(len(c) for c in int8_calibration) / config.sample_rate, 3),
             "method": calibration_method,
         }
-    with _atomic_folder(out_dir) as folder:
+    with atomic_folder(out_dir) as folder:
         writer = _BundleWriter(folder, separators, config, provenance)
         writer.export_fp32()
         if int8_calibration is not None:
@@ -263,22 +260,3 @@ def _graphs_reference(paths: dict[str, Path]) -> Reference:
     """Per-stem graphs' `stem` outputs under the stem names: the reference for a fused graph."""
     sessions = {stem: cpu_session(path) for stem, path in paths.items()}
     return lambda mixture, _: {stem: s.run([OUTPUT_NAME], {INPUT_NAME: mixture})[0] for stem, s in sessions.items()}
-
-
-@contextmanager
-def _atomic_folder(target: Path) -> Iterator[Path]:
-    """A temporary sibling folder that replaces `target` only if the block completes."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-        os.replace(target, old / target.name)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)

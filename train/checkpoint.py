@@ -12,10 +12,7 @@ Keys may carry DataParallel's `module.` prefix; old (tar) and zip torch formats 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .atomic import atomic_folder
 from .config import PAPER, VQVAEConfig
 from .model import VQVAE, Encoder
 
@@ -223,21 +221,9 @@ def write_checkpoint(
     the weights (a training run's optimizer state).
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         save_file({key: value.detach().contiguous().cpu() for key, value in state.items()}, tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps({"format": "unmix", "model": config.to_dict(), **info}, indent=2))
         if extra is not None:
             extra(tmp)
-        if folder.exists():
-            # Directories cannot be swapped atomically: move the old one aside under a fresh name first.
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-            os.replace(tmp, folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # only still there when writing failed
     return folder

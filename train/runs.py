@@ -9,32 +9,15 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
+from .atomic import replace_atomically
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from .options import OptionsError, TrainOptions
 
 OPTIONS_FILE = "options.json"
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
-
-
-def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` fill a temporary sibling of `path`, then rename it into place (ordinary file mode)."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _write_text(path: Path, text: str) -> None:
