@@ -1,12 +1,14 @@
 """`unmix`: the command line over `unmix.runtime` (separate, doctor).
 
 Exit status: 0 when every input was separated (or skipped), 1 when some failed, 2 for a usage or setup
-error (bad bundle, unavailable device), 130 after Ctrl-C.
+error (bad bundle, unavailable device), 130 after Ctrl-C, 143 after SIGTERM (both remove the track in progress).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -24,6 +26,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that `kill` unwinds a run as Ctrl-C does."""
+
+
+def _raise_terminated(number: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Let SIGTERM (`kill`, service managers, CI timeouts) remove the temporaries and exit 143, as Ctrl-C exits 130.
+
+    SIGINT keeps Python's own handling, which leaves it ignored where the parent ignored it (a background job of
+    a script): such a run is stopped with `kill`. Only the main thread may set handlers.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _stopped_code(stop: KeyboardInterrupt) -> int:
+    return 128 + (signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -50,6 +74,7 @@ def separate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Separate audio files into one file per stem."""
+    _stop_cleanly_on_sigterm()
     try:
         check_template(filename)
         if format is not None and format.lower() not in OUTPUT_FORMATS:
@@ -66,8 +91,8 @@ def separate(
         )
     except (UnmixError, BundleError, ValueError) as error:
         raise _fail(str(error)) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted", 130) from None
+    except KeyboardInterrupt as stop:
+        raise _fail("interrupted", _stopped_code(stop)) from None
     if not quiet:
         typer.echo(f"unmix: {', '.join(separator.stems)} with {separator.description}", err=True)
 
@@ -109,9 +134,9 @@ def separate(
             audio_seconds += result.seconds
             elapsed += result.elapsed
             typer.echo(f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         typer.echo("interrupted: the track in progress was not written (finished tracks are kept)", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(_stopped_code(stop)) from None
 
     summary = f"{done} separated"
     if done:
