@@ -156,6 +156,9 @@ class AtomicWriter:
             raise OutputError(
                 f"cannot write {fmt}/{subtype} with {channels} channels at {sample_rate} Hz: {_libsndfile_reason(error)}"
             ) from None
+        except BaseException:  # Ctrl-C before the caller holds this writer: nobody else could remove the file
+            self.temp.unlink(missing_ok=True)
+            raise
 
     def write(self, block: np.ndarray) -> None:
         """Append (frames, channels); soundfile clips to ±1 for integer formats (it sets SFC_SET_CLIPPING)."""
