@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The paper's Table 1 in miniature, at equal phase-1 and phase-2 steps, next to the default model's runs:
-#   (i)   phase 1 from the pretrained stand-in (the generic VQ-VAE), then phase 2: the default recipe's runs
+# The paper's Table 1 in miniature, at equal phase-1 and phase-2 steps, from the default model's runs:
+#   (i)   phase 1 from the pretrained stand-in (the generic VQ-VAE): the default recipe's phase-1 runs, then phase 2
 #   (ii)  phase 1 from scratch, then phase 2
 #   (iii) the pretrained stand-in without phase-1 fine-tuning: phase 2 on the generic VQ-VAE directly
 #   train/recipes/table1.sh DATA RUNS OUT      (RUNS: the folder default_model.sh trained into)
-# PHASE1_STEPS and PHASE2_STEPS must be those the default runs used; STEMS picks a subset (default: all four).
+# PHASE1_STEPS must be the default runs' (so (ii) fine-tunes as long as (i) did); every variant then trains
+# PHASE2_STEPS phase-2 steps with WARMUP warm-up steps. STEMS picks a subset (default: all four).
 # Every run resumes when re-run. The scores land in OUT (unmix-bench sdr JSON, markdown and plot).
 set -euo pipefail
 DATA="${1:?data root}"; RUNS="${2:?runs folder of default_model.sh}"; OUT="${3:?report folder}"
-PHASE1_STEPS="${PHASE1_STEPS:?phase-1 steps of the default runs}"; PHASE2_STEPS="${PHASE2_STEPS:?phase-2 steps of the default runs}"
-BATCH="${BATCH:-2}"; CHUNK="${CHUNK:-32768}"; DEVICE="${DEVICE:-auto}"; EMA_DECAY="${EMA_DECAY:-0.99}"
+PHASE1_STEPS="${PHASE1_STEPS:?phase-1 steps of the default runs}"; PHASE2_STEPS="${PHASE2_STEPS:?phase-2 steps of every variant}"
+BATCH="${BATCH:-2}"; CHUNK="${CHUNK:-32768}"; DEVICE="${DEVICE:-auto}"; EMA_DECAY="${EMA_DECAY:-0.99}"; WARMUP="${WARMUP:-100}"
 read -r -a STEMS <<< "${STEMS:-drums bass other vocals}"
 common=(--data "$DATA" --batch "$BATCH" --chunk "$CHUNK" --device "$DEVICE" --workers 1 --no-progress --ema-decay "$EMA_DECAY"
         --val-songs "${VAL_SONGS:-4}" --val-chunks 2 --stats-chunks 16)
@@ -32,18 +33,20 @@ PY
 }
 
 for stem in "${STEMS[@]}"; do
+  finished "$RUNS/phase1-$stem"
+  run "$RUNS/table1-pretrained/phase2-$stem" "$PHASE2_STEPS" phase2 --stem "$stem" --vqvae "$RUNS/phase1-$stem" --warmup "$WARMUP"
   run "$RUNS/table1-scratch/phase1-$stem" "$PHASE1_STEPS" phase1 --stem "$stem" --config paper
-  run "$RUNS/table1-scratch/phase2-$stem" "$PHASE2_STEPS" phase2 --stem "$stem" --vqvae "$RUNS/table1-scratch/phase1-$stem"
+  run "$RUNS/table1-scratch/phase2-$stem" "$PHASE2_STEPS" phase2 --stem "$stem" --vqvae "$RUNS/table1-scratch/phase1-$stem" \
+    --warmup "$WARMUP"
   finished "$RUNS/generic"
-  run "$RUNS/table1-no-phase1/phase2-$stem" "$PHASE2_STEPS" phase2 --stem "$stem" --vqvae "$RUNS/generic"
+  run "$RUNS/table1-no-phase1/phase2-$stem" "$PHASE2_STEPS" phase2 --stem "$stem" --vqvae "$RUNS/generic" --warmup "$WARMUP"
 done
 
 # Every variant's phase-2 model in PyTorch on the test split (the baselines once), then one table.
-for stem in "${STEMS[@]}"; do finished "$RUNS/phase2-$stem"; done
 stems="$(IFS=,; echo "${STEMS[*]}")"
 mkdir -p "$OUT"
 labels=()
-for variant in "i-pretrained:$RUNS" "ii-scratch:$RUNS/table1-scratch" "iii-no-phase1:$RUNS/table1-no-phase1"; do
+for variant in "i-pretrained:$RUNS/table1-pretrained" "ii-scratch:$RUNS/table1-scratch" "iii-no-phase1:$RUNS/table1-no-phase1"; do
   label="${variant%%:*}"; folder="${variant#*:}"
   baselines=(--no-baselines); [ ${#labels[@]} -eq 0 ] && baselines=()
   unmix-bench sdr --data "$DATA" --bundle none --separator "$folder/phase2-{stem}" --stems "$stems" "${baselines[@]}" \
