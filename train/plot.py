@@ -24,6 +24,7 @@ def _smooth(values: list[float]) -> np.ndarray:
 
 
 def _curves(axis, records: list[dict], keys: list[str], smooth: bool) -> None:
+    drawn = 0
     for key in keys:
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
         if not points:
@@ -31,8 +32,12 @@ def _curves(axis, records: list[dict], keys: list[str], smooth: bool) -> None:
         steps, values = zip(*points)
         values = _smooth(list(values)) if smooth else np.asarray(values)
         axis.plot(steps[len(steps) - len(values):], values, label=key, marker="" if smooth else "o")
+        drawn += 1
     axis.grid(alpha=0.3)
-    axis.legend(loc="best", fontsize="small")
+    if drawn:
+        axis.legend(loc="best", fontsize="small")
+    else:  # e.g. a run trained with --val-every 0
+        axis.text(0.5, 0.5, "nothing logged", transform=axis.transAxes, ha="center", va="center", color="gray")
 
 
 def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
