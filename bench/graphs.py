@@ -29,6 +29,13 @@ class BundleGraphs:
             raise RuntimeError(f"this onnxruntime ({ort.__version__}) has no {provider}")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if kind == "cpu":
+            # A run here is one whole excerpt, not a runtime window: with ORT's defaults each session kept an arena
+            # sized to it plus, from its second run on, the memory pattern's block (3.6 GiB per fp32 stem of the
+            # default bundle on a 393216-sample stereo excerpt), and the stems × precisions of `unmix-bench sdr`
+            # ran out of memory. Without both, a run's memory (~2 GiB) is freed when it returns; same outputs.
+            options.enable_cpu_mem_arena = False
+            options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = threads
         providers = [provider] if kind == "cpu" else [(provider, {"device_id": int(index or 0)})]

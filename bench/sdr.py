@@ -28,7 +28,6 @@ import numpy as np
 from unmix.runtime.manifest import STEMS
 
 from .baselines import ideal_ratio_mask, scaled_mixture_estimates
-from .fidelity import compare_stem
 from .graphs import BundleGraphs
 from .machine import load_average, machine_info, usable_cores
 from .models import provenance_checkpoints
@@ -128,29 +127,65 @@ class Scores:
         return rows
 
 
-class FidelityExcerpts:
-    """First-chunk excerpts of every channel of every song: outputs and codes per method, for comparison."""
+Excerpt = tuple[np.ndarray, np.ndarray | None]  # (audio, codes) of one stem on one song's excerpt
 
-    def __init__(self):
-        self.audio: dict[str, dict[str, list[np.ndarray]]] = {}
-        self.codes: dict[str, dict[str, list[np.ndarray]]] = {}
+
+@dataclass
+class ExcerptSums:
+    """One method's and stem's excerpts against the reference's, summed over songs: the figures of all songs'
+    excerpts joined, without keeping them."""
+
+    signal: float = 0.0  # Σ reference²
+    noise: float = 0.0  # Σ (reference − candidate)²
+    max_abs: float = 0.0
+    same_codes: int = 0
+    codes: int = 0  # latent frames compared; 0: codes missing on either side
+
+    def add(self, reference: Excerpt, candidate: Excerpt) -> None:
+        reference_audio = np.asarray(reference[0], np.float64).reshape(-1)
+        difference = reference_audio - np.asarray(candidate[0], np.float64).reshape(-1)
+        self.signal += float(np.sum(reference_audio**2))
+        self.noise += float(np.sum(difference**2))
+        self.max_abs = max(self.max_abs, float(np.abs(difference).max(initial=0.0)))
+        if reference[1] is not None and candidate[1] is not None:
+            self.same_codes += int(np.count_nonzero(np.asarray(reference[1]) == np.asarray(candidate[1])))
+            self.codes += np.asarray(reference[1]).size
+
+    def figures(self) -> dict:
+        """As `compare_stem` gives them (snr as `unmix.export.parity.snr`), less the SDR change."""
+        snr_db = float("inf") if self.noise == 0 else float(10 * np.log10(self.signal / self.noise))
+        return {
+            "max_abs": self.max_abs,
+            "snr_db": snr_db,
+            "code_agreement": self.same_codes / self.codes if self.codes else None,
+        }
+
+
+class FidelityExcerpts:
+    """First-chunk excerpts of every channel of every song: each method's outputs and codes against the
+    reference method's. A song's excerpts are kept only until `end_song` folds them into per-stem sums, so
+    memory stays flat however many songs are scored."""
+
+    def __init__(self, reference: str):
+        self.reference = reference
+        self.song: dict[str, dict[str, Excerpt]] = {}  # method → stem → excerpt, of the current song
+        self.sums: dict[str, dict[str, ExcerptSums]] = {}  # method → stem → sums over the songs ended
 
     def add(self, method: str, stem: str, audio: np.ndarray, codes: np.ndarray | None) -> None:
-        self.audio.setdefault(method, {}).setdefault(stem, []).append(np.asarray(audio).reshape(-1))
-        if codes is not None:
-            self.codes.setdefault(method, {}).setdefault(stem, []).append(np.asarray(codes).reshape(-1))
+        self.song.setdefault(method, {})[stem] = (audio, codes)
 
-    def compare(self, method: str, against: str) -> dict[str, dict]:
-        joined = lambda table, m, stem: np.concatenate(table[m][stem]) if stem in table.get(m, {}) else None  # noqa: E731
-        return {
-            stem: compare_stem(
-                joined(self.audio, against, stem),
-                joined(self.audio, method, stem),
-                reference_codes=joined(self.codes, against, stem),
-                candidate_codes=joined(self.codes, method, stem),
-            )
-            for stem in self.audio[method]
-        }
+    def end_song(self) -> None:
+        """Fold the current song's excerpts into the sums (a song without the reference's adds nothing)."""
+        reference = self.song.pop(self.reference, {})
+        for method, excerpts in self.song.items():
+            for stem, excerpt in excerpts.items():
+                if stem in reference:
+                    self.sums.setdefault(method, {}).setdefault(stem, ExcerptSums()).add(reference[stem], excerpt)
+        self.song = {}
+
+    def compare(self, method: str) -> dict[str, dict]:
+        """{stem: figures} of `method` against the reference, over the songs ended."""
+        return {stem: sums.figures() for stem, sums in self.sums.get(method, {}).items()}
 
 
 def default_precisions(available: list[str], device: str) -> tuple[str, ...]:
@@ -284,7 +319,7 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
     threads = settings.threads or usable_cores()
     folders = song_folders(settings.data, settings.subset)[: settings.songs]
     methods, model = load_methods(settings, threads)
-    scores, excerpts = Scores(), FidelityExcerpts()
+    scores, excerpts = Scores(), FidelityExcerpts(fidelity_reference(bool(methods.pytorch), settings.backend))
     museval_error, seconds = None, 0.0
     with tqdm(total=len(folders) * methods.count(settings), disable=not progress, unit="method", desc="sdr") as bar:
         for folder in folders:
@@ -299,6 +334,7 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
                     except Exception as error:  # museval is optional and needs ffmpeg merely to import
                         museval_error = f"{type(error).__name__}: {str(error).splitlines()[0]}"
                 bar.update(1)
+            excerpts.end_song()
     skipped = methods.skipped
     if museval_error:
         skipped.append(
@@ -323,18 +359,21 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
         "metric": "the paper's SDR (eq. 2), global over each whole song and both channels (as the MDX 2021 SDR); "
         "mean over songs; total = mean over stems",
         "methods": table,
-        "fidelity": sdr_fidelity(table, excerpts, methods.runtime, settings.backend, bool(methods.pytorch)),
+        "fidelity": sdr_fidelity(table, excerpts, methods.runtime, settings.backend),
         "skipped": skipped,
     }
 
 
-def sdr_fidelity(
-    table: list[dict], excerpts: FidelityExcerpts, runtime: dict, backend: str, have_pytorch: bool
-) -> dict:
-    """Per precision: code agreement and SNR on the excerpts, and the whole-song SDR change, against the
-    PyTorch model when given, else against the bundle's fp32 graph."""
+def fidelity_reference(have_pytorch: bool, backend: str) -> str:
+    """The method the fidelity figures compare against: the PyTorch model when given, else the bundle's fp32."""
+    return PYTORCH if have_pytorch else model_method("fp32", backend)
+
+
+def sdr_fidelity(table: list[dict], excerpts: FidelityExcerpts, runtime: dict, backend: str) -> dict:
+    """Per precision: code agreement and SNR on the excerpts, and the whole-song SDR change, against
+    `excerpts.reference`."""
     means = {row["method"]: row["mean"] for row in table}
-    against = PYTORCH if have_pytorch else model_method("fp32", backend)
+    against = excerpts.reference
     rows = []
     if not runtime:
         return {"reference": "—", "rows": rows, "note": "No bundle was scored, so there is nothing to compare"}
@@ -344,11 +383,10 @@ def sdr_fidelity(
         method = model_method(precision, backend)
         if method == against or method not in means:
             continue
-        figures = excerpts.compare(method, against) if method in excerpts.audio and against in excerpts.audio else {}
+        figures = excerpts.compare(method)
         for stem, sdr_value in means[method].items():
             row = {"method": method, "stem": stem, "song_sdr_delta_db": sdr_value - means[against][stem]}
             row |= figures.get(stem, {"code_agreement": None, "snr_db": None, "max_abs": None})
-            row.pop("sdr_delta_db", None)
             rows.append(row)
     note = (
         "Code agreement, SNR and max abs diff on the first 393216 samples of every channel of every song "

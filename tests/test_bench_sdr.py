@@ -6,16 +6,19 @@ import json
 import math
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
 from unmix.bench.cli import app
+from unmix.bench.fidelity import compare_stem
+from unmix.bench.graphs import BundleGraphs
 from unmix.bench.models import random_separator
 from unmix.bench.musdb import DatasetError, read_song, write_synthetic_songs
 from unmix.bench.scores import sdr
-from unmix.bench.sdr import IRM, SCALED_MIXTURE, SdrSettings, evaluate_sdr
+from unmix.bench.sdr import IRM, SCALED_MIXTURE, ExcerptSums, FidelityExcerpts, SdrSettings, evaluate_sdr
 from unmix.export import export_bundle
 from unmix.export.audio import synthetic_audio
 from unmix.export.sources import separator_from_run
@@ -215,3 +218,49 @@ def test_provenance_pytorch_row_can_be_left_out(trained):
     report = evaluate_sdr(settings, progress=False)
     assert [row["method"] for row in report["methods"]] == ["unmix fp32 (ONNX Runtime)", SCALED_MIXTURE, IRM]
     assert report["model"]["pytorch_weights"] is None
+
+
+def test_fidelity_state_stays_flat_and_gives_the_joined_excerpts_figures():
+    """Per-song sums, not the audio: nothing of a song is kept after it ends, and the figures are those of
+    `compare_stem` on every song's excerpts joined (as they were computed when all excerpts were kept)."""
+    rng = np.random.default_rng(0)
+    excerpts = FidelityExcerpts("reference")
+    joined: dict[str, list] = {"reference": [], "candidate": []}
+    for song in range(5):
+        for method, noise in (("reference", 0.0), ("candidate", 0.01)):
+            base = np.random.default_rng(song).standard_normal((2, 1000)).astype(np.float32)
+            audio = base + noise * rng.standard_normal(base.shape).astype(np.float32)
+            codes = np.random.default_rng(song).integers(0, 8, (2, 125))
+            codes = np.where(rng.random(codes.shape) < noise * 20, (codes + 1) % 8, codes)
+            excerpts.add(method, "bass", audio, codes)
+            joined[method].append((audio.reshape(-1), codes.reshape(-1)))
+        excerpts.end_song()
+        assert excerpts.song == {} and list(excerpts.sums) == ["candidate"]  # the reference is never compared
+        state = vars(excerpts.sums["candidate"]["bass"])
+        assert all(isinstance(value, (int, float)) for value in state.values()), state
+    audio, codes = ({m: np.concatenate([pair[i] for pair in joined[m]]) for m in joined} for i in (0, 1))
+    expected = compare_stem(audio["reference"], audio["candidate"], None, codes["reference"], codes["candidate"])
+    figures = excerpts.compare("candidate")["bass"]
+    assert figures["code_agreement"] == expected["code_agreement"] < 1.0
+    assert figures["max_abs"] == expected["max_abs"] > 0.0
+    assert figures["snr_db"] == pytest.approx(expected["snr_db"], rel=1e-12)
+    assert excerpts.compare("missing") == {}
+    assert ExcerptSums().figures() == {"max_abs": 0.0, "snr_db": float("inf"), "code_agreement": None}
+
+
+def test_bundle_graphs_keep_no_memory_between_runs(trained):
+    """On the CPU the sessions run without ORT's arena and memory pattern (each would keep a whole excerpt's
+    working memory per stem and precision), and give what a session with ORT's defaults gives."""
+    graphs = BundleGraphs(trained / "bundle", "fp32", list(MODEL_STEMS))
+    batch = np.random.default_rng(1).standard_normal((2, 4099)).astype(np.float32)
+    outputs = graphs(batch)
+    manifest = graphs.manifest
+    padded = np.pad(batch, ((0, 0), (0, -batch.shape[1] % manifest.hop_length)))[:, None, :]
+    for stem, session in graphs.sessions.items():
+        options = session.get_session_options()
+        assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
+        path = str(trained / "bundle" / manifest.models["fp32"][stem])
+        default = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        audio, codes = default.run([manifest.output_name, manifest.codes_name], {manifest.input_name: padded})
+        np.testing.assert_array_equal(outputs[stem][0], audio[:, 0, : batch.shape[1]])
+        np.testing.assert_array_equal(outputs[stem][1], codes[:, : batch.shape[1] // manifest.hop_length])
