@@ -70,6 +70,11 @@ def separate(
     chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 20 s)."),
     precision: str = typer.Option("fp32", help="fp32, int8 or fp16, as the bundle provides."),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
+    refine: bool | None = typer.Option(
+        None, "--refine/--no-refine",
+        help="Soft-mask the mixture with the stems' estimates (default: on for four-stem bundles; "
+        "--no-refine gives the paper's raw decoder output and runs only the stems asked for).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo tracks whose stems already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -87,6 +92,7 @@ def separate(
             stems=[s.strip() for s in stems.split(",") if s.strip()] if stems else None,
             chunk=chunk,
             precision=precision,
+            refine=refine,
             spinning=True,  # a command-line run owns the machine
         )
     except (UnmixError, BundleError, ValueError) as error:

@@ -18,7 +18,8 @@ import soxr
 from .backends import Device, Engine, open_engine, parse_device
 from .chunking import ChunkPlan, SignalBuffer, Window
 from .errors import AudioError, Cancelled
-from .manifest import MANIFEST_FILE, BundleError, Manifest, read_manifest
+from .manifest import MANIFEST_FILE, STEMS, BundleError, Manifest, read_manifest
+from .masking import MaskRefiner
 
 if TYPE_CHECKING:
     from .files import FileResult
@@ -64,11 +65,31 @@ def choose_stems(manifest: Manifest, stems: Sequence[str] | None) -> list[str]:
 class Separator:
     """Separates audio with a bundle's graphs. Build it with `Separator.from_bundle`."""
 
-    def __init__(self, manifest: Manifest, engine: Engine, *, chunk: int, batch_samples: int, bundle: Path):
+    def __init__(
+        self,
+        manifest: Manifest,
+        engine: Engine,
+        *,
+        chunk: int,
+        batch_samples: int,
+        bundle: Path,
+        stems: Sequence[str] | None = None,
+        refine: bool = False,
+    ):
         if batch_samples < 1:
             raise ValueError(f"batch_samples must be positive, got {batch_samples}")
+        stems = tuple(stems or engine.stems)
+        if missing := [stem for stem in stems if stem not in engine.stems]:
+            raise ValueError(f"the engine does not compute {', '.join(missing)}")
+        if refine and set(engine.stems) != set(STEMS):
+            raise BundleError(
+                f"refinement splits the mixture between all of {', '.join(STEMS)}, and this engine computes only "
+                f"{', '.join(engine.stems)}; separate without it (refine=False, --no-refine)"
+            )
         self.manifest = manifest
         self.engine = engine
+        self.refine = refine
+        self._stems = stems
         self.plan = ChunkPlan(chunk, manifest.context_samples, manifest.hop_length)
         self.batch_samples = batch_samples
         self.bundle = bundle
@@ -87,6 +108,7 @@ class Separator:
         batch_samples: int | None = None,
         spinning: bool = False,
         verify: bool = True,
+        refine: bool | None = None,
     ) -> "Separator":
         """Load `bundle` (a folder, or "default") for `device` ("cpu", "cuda", "cuda:N").
 
@@ -99,10 +121,15 @@ class Separator:
             (default 2**21 on CPU, 2**22 on GPU; at least one window's channel per call).
         spinning: let idle ONNX Runtime threads spin (faster on a dedicated machine, off when embedded).
         verify: check every bundle file's sha256 against the manifest.
+        refine: soft-mask refinement (`unmix.runtime.masking`): the stems' estimates become ratio masks over
+            the mixture's spectrogram. Default: on when the bundle has all four stems, which then all run
+            even when `stems` asks for fewer. False gives the paper's output, each decoder's waveform.
         """
         path = resolve_bundle(bundle)
         manifest = read_manifest(path, verify=verify)
         chosen = choose_stems(manifest, stems)
+        if refine is None:
+            refine = set(manifest.stems) == set(STEMS)
         where: Device = parse_device(device)
         hop = manifest.hop_length
         if chunk is None:
@@ -111,14 +138,17 @@ class Separator:
             nearest = max(hop, round(chunk / hop) * hop)
             raise ValueError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
         engine = open_engine(
-            path, manifest, chosen, device=where, backend=backend, precision=precision, threads=threads, spinning=spinning
+            path, manifest, list(manifest.stems) if refine else chosen, device=where, backend=backend, precision=precision, threads=threads, spinning=spinning
         )
         batch_samples = DEFAULT_BATCH_SAMPLES[where.kind] if batch_samples is None else batch_samples
-        return cls(manifest, engine, chunk=chunk, batch_samples=batch_samples, bundle=path)
+        return cls(
+            manifest, engine, chunk=chunk, batch_samples=batch_samples, bundle=path, stems=chosen, refine=refine
+        )
 
     @property
     def stems(self) -> tuple[str, ...]:
-        return self.engine.stems
+        """The stems this separator returns (with refinement the engine computes all four)."""
+        return self._stems
 
     @property
     def sample_rate(self) -> int:
@@ -127,7 +157,8 @@ class Separator:
 
     @property
     def description(self) -> str:
-        return f"{self.engine.description}; chunk {self.plan.chunk} + 2 × {self.plan.context} context samples"
+        chunking = f"chunk {self.plan.chunk} + 2 × {self.plan.context} context samples"
+        return f"{self.engine.description}; {chunking}{'; soft-mask refinement' if self.refine else ''}"
 
     def stream(
         self,
@@ -211,6 +242,7 @@ class Stream:
             stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
         } if resampling else None
         self._buffer = SignalBuffer(channels)
+        self._refiner = MaskRefiner(separator.engine.stems, channels) if separator.refine else None
         window = self._plan.window_length
         self._windows_per_call = max(1, separator.batch_samples // (window * channels))
         self._next_window = 0  # full windows run so far
@@ -223,7 +255,7 @@ class Stream:
         """Add (frames, channels) of audio; returns the stems' next samples (possibly none)."""
         block = self._check(block)
         self._frames_in += len(block)
-        self._buffer.append(self._resample_in.resample_chunk(block) if self._resample_in else block)
+        self._append(self._resample_in.resample_chunk(block) if self._resample_in else block)
         outputs = self._empty()
         ready = self._plan.full_windows(self._buffer.end)
         while ready - self._next_window >= self._windows_per_call:
@@ -238,7 +270,7 @@ class Stream:
             raise RuntimeError("this stream is finished")
         self._finished = True
         if self._resample_in:
-            self._buffer.append(self._resample_in.resample_chunk(np.zeros((0, self.channels), np.float32), last=True))
+            self._append(self._resample_in.resample_chunk(np.zeros((0, self.channels), np.float32), last=True))
         length = self._buffer.end
         emitted = self._model_done
         windows = self._plan.finish(self._next_window, length)
@@ -272,8 +304,14 @@ class Stream:
             )
         return block
 
+    def _append(self, block: np.ndarray) -> None:
+        """Add model-rate input to the window buffer and, with refinement, to the refiner's mixture."""
+        self._buffer.append(block)
+        if self._refiner:
+            self._refiner.add_mixture(block)
+
     def _empty(self) -> dict[str, list[np.ndarray]]:
-        return {stem: [] for stem in self._separator.stems}
+        return {stem: [] for stem in self._separator.engine.stems}
 
     def _run(self, windows: list[Window], outputs: dict[str, list[np.ndarray]]) -> None:
         """Run windows of equal length as (windows × channels) mono items, in calls of at most batch_samples."""
@@ -282,7 +320,7 @@ class Stream:
         length = windows[0].stop - windows[0].start
         items = np.stack([self._buffer.slice(w.start, w.stop) for w in windows])  # (windows, time, channels)
         batch = np.ascontiguousarray(items.transpose(0, 2, 1)).reshape(-1, 1, length)
-        results = {stem: np.zeros_like(batch) for stem in self._separator.stems}
+        results = {stem: np.zeros_like(batch) for stem in self._separator.engine.stems}
         # Digital silence in, digital silence out: such items are not run (the graph would add its bias hum).
         sounding = np.flatnonzero(batch.any(axis=(1, 2)))
         per_call = max(1, self._separator.batch_samples // length)
@@ -302,9 +340,15 @@ class Stream:
             self._progress(min(done, self._total) if self._total is not None else done, self._total or 0)
 
     def _emit(self, outputs: dict[str, list[np.ndarray]], final: bool) -> dict[str, np.ndarray]:
+        estimates = {
+            stem: np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
+            for stem, parts in outputs.items()
+        }
+        if self._refiner:
+            estimates = self._refiner.refine(estimates, final=final)
         result = {}
-        for stem, parts in outputs.items():
-            audio = np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
+        for stem in self._separator.stems:
+            audio = estimates[stem]
             if self._resample_out:
                 audio = self._resample_out[stem].resample_chunk(audio, last=final)
             result[stem] = audio

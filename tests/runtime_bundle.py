@@ -14,19 +14,18 @@ from unmix.train.config import TINY
 from tiny_models import tiny_separator
 
 STEMS = ("bass", "vocals")  # two stems keep the export quick; stem selection still has a choice
-_built: dict[str, Path] = {}
+_built: dict[tuple[str, ...], Path] = {}
 
 
-
-def tiny_bundle(tmp_path_factory) -> Path:
-    """The session's bundle (built on first use)."""
-    if "tiny" not in _built:
-        folder = tmp_path_factory.mktemp("runtime-bundle") / "tiny"
+def tiny_bundle(tmp_path_factory, stems: tuple[str, ...] = STEMS) -> Path:
+    """The session's bundle of `stems` (built on first use); all four stems make refinement possible."""
+    if stems not in _built:
+        folder = tmp_path_factory.mktemp("runtime-bundle") / "-".join(stems)
         export_bundle(
-            {stem: tiny_separator(seed) for seed, stem in enumerate(STEMS, start=1)},
+            {stem: tiny_separator(seed) for seed, stem in enumerate(stems, start=1)},
             folder,
             provenance={"source": "tests/runtime_bundle.py: random TINY separators"},
             parity_audio=synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.5),
         )
-        _built["tiny"] = folder
-    return _built["tiny"]
+        _built[stems] = folder
+    return _built[stems]

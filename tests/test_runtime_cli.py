@@ -136,6 +136,7 @@ def test_unwritable_output(bundle, tmp_path):
         (["--chunk", "1001"], "multiple of the hop"),
         (["--filename", "{track}.{ext}"], "must contain {stem}"),
         (["--format", "aac"], "unknown --format"),
+        (["--refine"], "refinement splits the mixture"),  # the tiny bundle has two stems
     ],
 )
 def test_setup_errors_exit_2_with_one_line(bundle, tmp_path, args, words):
@@ -144,6 +145,18 @@ def test_setup_errors_exit_2_with_one_line(bundle, tmp_path, args, words):
     (line,) = result.stderr.strip().splitlines()
     assert re.search(words, line), line
     assert not (tmp_path / "out").exists()
+
+
+def test_refinement_is_the_default_for_four_stems_and_can_be_switched_off(tmp_path_factory, tmp_path):
+    four = tiny_bundle(tmp_path_factory, ("drums", "bass", "other", "vocals"))
+    track = write(tmp_path / "a.wav")
+    outputs = {}
+    for flag in ("--refine", "--no-refine"):
+        result = unmix("separate", "--bundle", four, "--stems", "vocals", flag, "-o", tmp_path / flag, track)
+        assert result.exit_code == 0, result.output
+        assert ("soft-mask refinement" in result.stderr) == (flag == "--refine")
+        outputs[flag] = sf.read(tmp_path / flag / "a" / "vocals.wav")[0]
+    assert not np.allclose(outputs["--refine"], outputs["--no-refine"], atol=1e-3)
 
 
 def test_no_default_bundle_is_a_clear_error(tmp_path, monkeypatch):
