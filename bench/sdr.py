@@ -4,7 +4,10 @@ Methods (rows of the table), each scored per song and stem with the paper's SDR 
 stereo song (both channels, as the Music Demixing Challenge 2021 SDR), then averaged over songs;
 'total' is the mean over stems, as the paper's Table 1:
 
-  unmix <precision>       the bundle through the runtime (each channel separated, exact chunking)
+  unmix <precision>       the bundle through the runtime (each channel separated, exact chunking): the
+                          paper's output, each decoder's waveform
+  ... + soft mask         the same estimates refined as `unmix separate` does by default (ratio masks over
+                          the mixture's STFT, unmix.runtime.masking); needs all four stems
   PyTorch fp32            the same model in PyTorch (whole-signal exact), with --separator
   PyTorch paper-style     the paper's non-overlapping 393216-sample chunks per channel, with --paper-style
   VQ-VAE ceiling          SE → nearest code → SD on the *true* stem (phase-1 checkpoints, --checkpoint):
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from unmix.runtime.manifest import STEMS
+from unmix.runtime.masking import refine
 
 from .baselines import ideal_ratio_mask, scaled_mixture_estimates
 from .graphs import BundleGraphs
@@ -76,6 +80,10 @@ def method_kind(name: str) -> str:
 
 def model_method(precision: str, backend: str) -> str:
     return f"unmix {precision} ({'TensorRT' if backend == 'trt' else 'ONNX Runtime'})"
+
+
+def refined_method(method: str) -> str:
+    return f"{method} + soft mask"
 
 
 def load_torch_models(specs: tuple[str, ...], stems: list[str], *, vqvae: bool, trust_pickle: bool) -> dict:
@@ -205,9 +213,14 @@ class Methods:
     stems: list[str]
     skipped: list[str]
 
+    @property
+    def refined(self) -> bool:
+        """Whether the runtime rows also get their refined twin (the masks need every stem's estimate)."""
+        return set(self.stems) == set(STEMS)
+
     def count(self, settings: SdrSettings) -> int:
         paper_style = bool(self.pytorch) and settings.paper_style
-        return len(self.runtime) + bool(self.pytorch) + paper_style + bool(self.ceiling) + 2 * settings.baselines
+        return len(self.runtime) * (1 + self.refined) + bool(self.pytorch) + paper_style + bool(self.ceiling) + 2 * settings.baselines
 
 
 def torch_device_problem(device: str) -> str | None:
@@ -246,6 +259,7 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
                     threads=threads,
                     precision=precision,
                     stems=stems,
+                    refine=False,  # the raw estimates; their refined twin is computed from them
                 )
             except BackendError as error:
                 skipped.append(f"{model_method(precision, settings.backend)}: unavailable — {error}")
@@ -269,9 +283,12 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
     pytorch = load(separator_specs, False) if separator_specs else {}
     ceiling = load(checkpoint_specs, True) if checkpoint_specs else {}
     graphs = {}
-    if settings.backend in ("auto", "ort"):
+    compared = len(runtime) > 1 or pytorch  # one precision and no PyTorch model: nothing to hold it against
+    if settings.backend in ("auto", "ort") and compared:
         graphs = {precision: BundleGraphs(bundle, precision, stems, settings.device, threads) for precision in runtime}
     methods = Methods(runtime, graphs, pytorch, ceiling, bundle, stems, skipped)
+    if runtime and not methods.refined:
+        skipped.append("unmix … + soft mask: not run — refinement needs all four stems scored")
     if not methods.count(settings):
         raise ValueError("nothing to score: no runnable bundle precision, no checkpoints, and baselines switched off")
     return methods, model | {"stems": stems}
@@ -285,7 +302,11 @@ def song_estimates(
     excerpt = song.mixture[:PAPER_CHUNK].T  # (channels, frames)
     for precision, separator in methods.runtime.items():
         method = model_method(precision, settings.backend)
-        yield method, separator.separate(song.mixture, song.sample_rate)
+        estimates = separator.separate(song.mixture, song.sample_rate)
+        yield method, estimates
+        if methods.refined:
+            yield refined_method(method), refine(song.mixture, estimates)
+        del estimates
         if precision in methods.graphs:  # the graphs themselves: the codes the runtime keeps to itself
             for stem, (audio, codes) in methods.graphs[precision](excerpt).items():
                 excerpts.add(method, stem, audio, codes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -104,6 +105,26 @@ def test_sdr_command_end_to_end(trained, tmp_path):
     assert "| method | bass | vocals | total |" in markdown and SCALED_MIXTURE in markdown
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(trained, tmp_path_factory):
+    """The refined row is what `unmix separate` returns by default; the raw row is the paper's output."""
+    from runtime_bundle import tiny_bundle
+    from unmix.runtime import Separator
+
+    bundle = tiny_bundle(tmp_path_factory, STEMS)
+    settings = SdrSettings(data=trained / "data", bundle=str(bundle), songs=1, precisions=("fp32",), baselines=False)
+    report = evaluate_sdr(settings, progress=False)
+    methods = {row["method"]: row for row in report["methods"]}
+    assert set(methods) == {"unmix fp32 (ONNX Runtime)", "unmix fp32 (ONNX Runtime) + soft mask"}
+    song = read_song(trained / "data" / "test" / report["data"]["songs"][0])
+    for refine, method in ((False, "unmix fp32 (ONNX Runtime)"), (True, "unmix fp32 (ONNX Runtime) + soft mask")):
+        estimates = Separator.from_bundle(bundle, refine=refine).separate(song.mixture, song.sample_rate)
+        for stem in STEMS:
+            expected = sdr(song.stems[stem], estimates[stem])
+            assert methods[method]["songs"][song.name][stem] == pytest.approx(expected, abs=1e-4), (method, stem)
+    two_stems = evaluate_sdr(replace(settings, bundle=str(trained / "bundle")), progress=False)
+    assert any("soft mask: not run" in line for line in two_stems["skipped"])
 
 
 def write_noise_songs(root, songs: int, seconds: float) -> None:
