@@ -2,8 +2,9 @@
 
 Audio of any rate and channel count goes in; each channel is separated on its own (channels are batch
 items of the mono model), at the model's rate (soxr resamples in and back out), in overlap-save windows
-that make the result independent of the chunk length. Every path (array, stream, file) runs the same
-`Stream`, so they give identical results.
+that make the result independent of the chunk length; with all four stems, their estimates are then refined
+into masks over the mixture (`masking.MaskRefiner`, on the same streaming terms). Every path (array, stream,
+file) runs the same `Stream`, so they give identical results.
 """
 
 from __future__ import annotations
