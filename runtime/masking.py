@@ -4,8 +4,9 @@ The paper's output is each decoder's waveform as it is. Each decoder rebuilds it
 per 8 samples, and the mixture encoder picks some codes wrongly, so every estimate carries noise that is not in
 the mixture at all. Refinement keeps the estimates' judgement of *which stem owns which time-frequency bin*
 and takes the sound itself from the mixture: stem j becomes the inverse STFT of M_j ⊙ X, with
-M_j = |Ŝ_j|² / Σ_k |Ŝ_k|², the single-step Wiener filter open-unmix and Spleeter end with. The refined stems
-sum to the mixture, and the masks never add anything the mixture lacks.
+M_j = |Ŝ_j|² / Σ_k |Ŝ_k|²: the ratio mask Spleeter applies to its estimates, open-unmix's Wiener filter without
+its EM iterations (which need the whole track's statistics, and so would not stream). The refined stems sum to
+the mixture, and the masks never add anything the mixture lacks.
 
 It runs in a stream, frame by frame, on a fixed grid: frame f covers samples [f·hop − (window − hop), f·hop +
 hop), so a chunked run computes exactly the frames of a whole-signal run and the results are identical.
@@ -19,8 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 WINDOW = 4096  # samples per STFT frame: 93 ms at 44.1 kHz; the same as the bench's IRM oracle
-HOP = WINDOW // 4
-POWER = 2.0  # |Ŝ|^POWER: 2 is the Wiener (power) mask, which beat magnitude masks on validation songs
+POWER = 2.0  # |Ŝ|^POWER, the power (Wiener) mask: on validation songs 1 scored 0.1 dB less, 3 and 4 0.2–0.4 dB
 FRAMES_PER_BLOCK = 64  # frames transformed together: bounds the working memory (~10 MB per channel)
 _TINY = 1e-30  # keeps a bin where all estimates are silent at an equal split instead of 0 / 0
 
