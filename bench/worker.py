@@ -127,6 +127,9 @@ def runtime_workload(job: Job) -> Workload:
             threads=job.threads,
             stems=job.stems,
             precision=job.variant,
+            # all stems: refined, as `unmix separate` runs them; one stem: that graph alone (refinement would
+            # run all four), the paper's per-stem path
+            refine=None if len(job.stems) > 1 else False,
         )
     except BackendError as error:
         raise Unavailable(str(error)) from None
