@@ -35,7 +35,7 @@ PROBE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory)
+    return tiny_bundle(tmp_path_factory, ("drums", "bass", "other", "vocals"))  # four: the default refinement runs
 
 
 def test_a_full_separation_imports_no_torch_train_or_export(bundle, tmp_path):
@@ -47,4 +47,4 @@ def test_a_full_separation_imports_no_torch_train_or_export(bundle, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []
-    assert len(report["written"]) == 4  # two stems through the API, two through the CLI
+    assert len(report["written"]) == 8  # four stems through the API, four through the CLI
