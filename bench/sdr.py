@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from unmix.runtime.manifest import STEMS
-from unmix.runtime.masking import refine
+from unmix.runtime.masking import covers_the_mixture, refine
 
 from .baselines import ideal_ratio_mask, scaled_mixture_estimates
 from .graphs import BundleGraphs
@@ -216,11 +216,12 @@ class Methods:
     @property
     def refined(self) -> bool:
         """Whether the runtime rows also get their refined twin (the masks need every stem's estimate)."""
-        return set(self.stems) == set(STEMS)
+        return covers_the_mixture(self.stems)
 
     def count(self, settings: SdrSettings) -> int:
         paper_style = bool(self.pytorch) and settings.paper_style
-        return len(self.runtime) * (1 + self.refined) + bool(self.pytorch) + paper_style + bool(self.ceiling) + 2 * settings.baselines
+        runtime = len(self.runtime) * (1 + self.refined)
+        return runtime + bool(self.pytorch) + paper_style + bool(self.ceiling) + 2 * settings.baselines
 
 
 def torch_device_problem(device: str) -> str | None:

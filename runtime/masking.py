@@ -15,14 +15,21 @@ A bin where every estimate is silent is split equally (each stem gets X / stems)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
+
+from .manifest import STEMS
 
 WINDOW = 4096  # samples per STFT frame: 93 ms at 44.1 kHz; the same as the bench's IRM oracle
 POWER = 2.0  # |Ŝ|^POWER, the power (Wiener) mask: on validation songs 1 scored 0.1 dB less, 3 and 4 0.2–0.4 dB
 FRAMES_PER_BLOCK = 64  # frames transformed together: bounds the working memory (~10 MB per channel)
 _TINY = 1e-30  # keeps a bin where all estimates are silent at an equal split instead of 0 / 0
+
+
+def covers_the_mixture(stems: Iterable[str]) -> bool:
+    """Whether `stems` are the four the mixture is the sum of, as the masks need to split it between them."""
+    return set(stems) == set(STEMS)
 
 
 def _hann(length: int) -> np.ndarray:
@@ -77,6 +84,9 @@ class MaskRefiner:
                 self._estimates[stem] = _pad_rows(self._estimates[stem], rows)
         else:  # every frame whose samples have all arrived
             frames = (known - self.window) // self.hop + 1 if known >= self.window else 0
+        if frames:  # room in the sums for every frame about to be added, made once
+            rows = (frames - 1) * self.hop + self.window
+            self._sums = {stem: _pad_rows(sums, max(rows, len(sums))) for stem, sums in self._sums.items()}
         for first in range(0, frames, FRAMES_PER_BLOCK):
             self._overlap_add(first, min(frames, first + FRAMES_PER_BLOCK))
         done = self._length if final else max(0, self._origin + frames * self.hop)
@@ -101,7 +111,7 @@ class MaskRefiner:
         total = sum(powers.values()) + len(self.stems) * _TINY
         for stem in self.stems:
             frames = np.fft.irfft((powers[stem] + _TINY) / total * mixture, n=self.window, axis=-1) * self._taper
-            sums = self._sums[stem] = _pad_rows(self._sums[stem], max(end, len(self._sums[stem])))
+            sums = self._sums[stem]
             for index, frame in enumerate(frames.astype(np.float32)):
                 start = begin + index * self.hop
                 sums[start : start + self.window] += frame.T

@@ -20,7 +20,7 @@ from .backends import Device, Engine, open_engine, parse_device
 from .chunking import ChunkPlan, SignalBuffer, Window
 from .errors import AudioError, Cancelled
 from .manifest import MANIFEST_FILE, STEMS, BundleError, Manifest, read_manifest
-from .masking import MaskRefiner
+from .masking import MaskRefiner, covers_the_mixture
 
 if TYPE_CHECKING:
     from .files import FileResult
@@ -82,7 +82,7 @@ class Separator:
         stems = tuple(stems or engine.stems)
         if missing := [stem for stem in stems if stem not in engine.stems]:
             raise ValueError(f"the engine does not compute {', '.join(missing)}")
-        if refine and set(engine.stems) != set(STEMS):
+        if refine and not covers_the_mixture(engine.stems):
             raise BundleError(
                 f"refinement splits the mixture between all of {', '.join(STEMS)}, and this engine computes only "
                 f"{', '.join(engine.stems)}; separate without it (refine=False, --no-refine)"
@@ -130,7 +130,7 @@ class Separator:
         manifest = read_manifest(path, verify=verify)
         chosen = choose_stems(manifest, stems)
         if refine is None:
-            refine = set(manifest.stems) == set(STEMS)
+            refine = covers_the_mixture(manifest.stems)
         where: Device = parse_device(device)
         hop = manifest.hop_length
         if chunk is None:
@@ -139,7 +139,14 @@ class Separator:
             nearest = max(hop, round(chunk / hop) * hop)
             raise ValueError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
         engine = open_engine(
-            path, manifest, list(manifest.stems) if refine else chosen, device=where, backend=backend, precision=precision, threads=threads, spinning=spinning
+            path,
+            manifest,
+            list(manifest.stems) if refine else chosen,  # the masks need every stem's estimate
+            device=where,
+            backend=backend,
+            precision=precision,
+            threads=threads,
+            spinning=spinning,
         )
         batch_samples = DEFAULT_BATCH_SAMPLES[where.kind] if batch_samples is None else batch_samples
         return cls(
