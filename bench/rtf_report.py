@@ -30,7 +30,7 @@ def rtf_markdown(report: dict) -> str:
         f"{audio['description']}",
         f"- Runs: median of {settings['repeats']} (chunk) / {settings['track_repeats']} (track) timed runs after "
         f"{settings['warmup']} warm-up run(s); each row × workload in a fresh process; one-stem rows time "
-        f"'{settings['per_stem']}' (its graph alone); four-stem runtime rows include the soft-mask refinement "
+        f"'{settings['per_stem']}' (its graph alone); four-stem runtime rows include the refinement "
         "`unmix separate` applies",
         "",
         "## Real-time factor",

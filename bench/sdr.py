@@ -6,8 +6,9 @@ stereo song (both channels, as the Music Demixing Challenge 2021 SDR), then aver
 
   unmix <precision>       the bundle through the runtime (each channel separated, exact chunking): the
                           paper's output, each decoder's waveform
-  ... + soft mask         the same estimates refined as `unmix separate` does by default (ratio masks over
-                          the mixture's STFT, unmix.runtime.masking); needs all four stems
+  ... + refinement        the same estimates refined as `unmix separate` does by default (drums' power
+                          mask, then a spatial Wiener filter, over the mixture's STFT;
+                          unmix.runtime.refinement); needs all four stems
   PyTorch fp32            the same model in PyTorch (whole-signal exact), with --separator
   PyTorch paper-style     the paper's non-overlapping 393216-sample chunks per channel, with --paper-style
   VQ-VAE ceiling          SE → nearest code → SD on the *true* stem (phase-1 checkpoints, --checkpoint):
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from unmix.runtime.manifest import STEMS
-from unmix.runtime.masking import covers_the_mixture, refine
+from unmix.runtime.refinement import covers_the_mixture, refine
 
 from .baselines import ideal_ratio_mask, scaled_mixture_estimates
 from .graphs import BundleGraphs
@@ -83,7 +84,7 @@ def model_method(precision: str, backend: str) -> str:
 
 
 def refined_method(method: str) -> str:
-    return f"{method} + soft mask"
+    return f"{method} + refinement"
 
 
 def load_torch_models(specs: tuple[str, ...], stems: list[str], *, vqvae: bool, trust_pickle: bool) -> dict:
@@ -289,7 +290,7 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
         graphs = {precision: BundleGraphs(bundle, precision, stems, settings.device, threads) for precision in runtime}
     methods = Methods(runtime, graphs, pytorch, ceiling, bundle, stems, skipped)
     if runtime and not methods.refined:
-        skipped.append("unmix … + soft mask: not run — refinement needs all four stems scored")
+        skipped.append("unmix … + refinement: not run — refinement needs all four stems scored")
     if not methods.count(settings):
         raise ValueError("nothing to score: no runnable bundle precision, no checkpoints, and baselines switched off")
     return methods, model | {"stems": stems}

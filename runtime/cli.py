@@ -72,7 +72,7 @@ def separate(
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(
         None, "--refine/--no-refine",
-        help="Soft-mask the mixture with the stems' estimates (default: on for four-stem bundles; "
+        help="Filter the mixture with the stems' estimates (default: on for four-stem bundles; "
         "--no-refine gives the paper's raw decoder output and runs only the stems asked for).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo tracks whose stems already exist."),

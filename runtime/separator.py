@@ -2,8 +2,8 @@
 
 Audio of any rate and channel count goes in; each channel is separated on its own (channels are batch
 items of the mono model), at the model's rate (soxr resamples in and back out), in overlap-save windows
-that make the result independent of the chunk length; with all four stems, their estimates are then refined
-into masks over the mixture (`masking.MaskRefiner`, on the same streaming terms). Every path (array, stream,
+that make the result independent of the chunk length; with all four stems, their estimates are then turned
+into filters over the mixture (`refinement.Refiner`, on the same streaming terms). Every path (array, stream,
 file) runs the same `Stream`, so they give identical results.
 """
 
@@ -20,7 +20,7 @@ from .backends import Device, Engine, open_engine, parse_device
 from .chunking import ChunkPlan, SignalBuffer, Window
 from .errors import AudioError, Cancelled
 from .manifest import MANIFEST_FILE, STEMS, BundleError, Manifest, read_manifest
-from .masking import MaskRefiner, covers_the_mixture
+from .refinement import Refiner, covers_the_mixture
 
 if TYPE_CHECKING:
     from .files import FileResult
@@ -122,8 +122,8 @@ class Separator:
             (default 2**21 on CPU, 2**22 on GPU; at least one window's channel per call).
         spinning: let idle ONNX Runtime threads spin (faster on a dedicated machine, off when embedded).
         verify: check every bundle file's sha256 against the manifest.
-        refine: soft-mask refinement (`unmix.runtime.masking`): the stems' estimates become ratio masks over
-            the mixture's spectrogram. Default: on when the bundle has all four stems, which then all run
+        refine: refinement (`unmix.runtime.refinement`): the stems' estimates become filters over the
+            mixture's spectrogram (a power mask for drums, a spatial Wiener filter for the rest). Default: on when the bundle has all four stems, which then all run
             even when `stems` asks for fewer. False gives the paper's output, each decoder's waveform.
         """
         path = resolve_bundle(bundle)
@@ -166,7 +166,7 @@ class Separator:
     @property
     def description(self) -> str:
         chunking = f"chunk {self.plan.chunk} + 2 × {self.plan.context} context samples"
-        return f"{self.engine.description}; {chunking}{'; soft-mask refinement' if self.refine else ''}"
+        return f"{self.engine.description}; {chunking}{'; Wiener refinement' if self.refine else ''}"
 
     def stream(
         self,
@@ -250,7 +250,7 @@ class Stream:
             stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
         } if resampling else None
         self._buffer = SignalBuffer(channels)
-        self._refiner = MaskRefiner(separator.engine.stems, channels) if separator.refine else None
+        self._refiner = Refiner(separator.engine.stems, channels) if separator.refine else None
         window = self._plan.window_length
         self._windows_per_call = max(1, separator.batch_samples // (window * channels))
         self._next_window = 0  # full windows run so far

@@ -116,15 +116,15 @@ def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(train
     settings = SdrSettings(data=trained / "data", bundle=str(bundle), songs=1, precisions=("fp32",), baselines=False)
     report = evaluate_sdr(settings, progress=False)
     methods = {row["method"]: row for row in report["methods"]}
-    assert set(methods) == {"unmix fp32 (ONNX Runtime)", "unmix fp32 (ONNX Runtime) + soft mask"}
+    assert set(methods) == {"unmix fp32 (ONNX Runtime)", "unmix fp32 (ONNX Runtime) + refinement"}
     song = read_song(trained / "data" / "test" / report["data"]["songs"][0])
-    for refine, method in ((False, "unmix fp32 (ONNX Runtime)"), (True, "unmix fp32 (ONNX Runtime) + soft mask")):
+    for refine, method in ((False, "unmix fp32 (ONNX Runtime)"), (True, "unmix fp32 (ONNX Runtime) + refinement")):
         estimates = Separator.from_bundle(bundle, refine=refine).separate(song.mixture, song.sample_rate)
         for stem in STEMS:
             expected = sdr(song.stems[stem], estimates[stem])
             assert methods[method]["songs"][song.name][stem] == pytest.approx(expected, abs=1e-4), (method, stem)
     two_stems = evaluate_sdr(replace(settings, bundle=str(trained / "bundle")), progress=False)
-    assert any("soft mask: not run" in line for line in two_stems["skipped"])
+    assert any("refinement: not run" in line for line in two_stems["skipped"])
 
 
 def write_noise_songs(root, songs: int, seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""Soft-mask refinement: exact in a stream, consistent with the mixture, and wired into the Separator."""
+"""Refinement: exact in a stream, consistent with the mixture, spatial where it can be, wired into the Separator."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from runtime_bundle import tiny_bundle
 from unmix.runtime import Separator
 from unmix.runtime.manifest import STEMS, BundleError
-from unmix.runtime.masking import WINDOW, MaskRefiner
+from unmix.runtime.refinement import BLOCK_FRAMES, WINDOW, Refiner, refine
 from unmix.train.metrics import sdr
 
 
@@ -18,9 +18,11 @@ def _signals(length: int, channels: int = 2, seed: int = 0) -> tuple[np.ndarray,
     return sum(stems.values()), stems
 
 
-def _refine(mixture: np.ndarray, estimates: dict[str, np.ndarray], cuts: list[int] = ()) -> dict[str, np.ndarray]:
+def _refine(
+    mixture: np.ndarray, estimates: dict[str, np.ndarray], cuts: list[int] = (), **grid
+) -> dict[str, np.ndarray]:
     """Refine with the estimates fed in pieces ending at `cuts`, the mixture always a piece ahead."""
-    refiner = MaskRefiner(tuple(estimates), mixture.shape[1])
+    refiner = Refiner(tuple(estimates), mixture.shape[1], **grid)
     bounds = [0, *cuts, len(mixture)]
     parts = {stem: [] for stem in estimates}
     refiner.add_mixture(mixture[: bounds[1]])
@@ -43,15 +45,59 @@ def test_refinement_keeps_the_length_and_splits_the_mixture_exactly(length):
     np.testing.assert_allclose(sum(refined.values()), mixture, rtol=0, atol=1e-5)
 
 
-def test_refining_in_pieces_equals_one_pass():
-    """The frame grid is fixed to the signal, so any split into pieces gives bit-identical output."""
-    mixture, stems = _signals(5 * WINDOW + 123, seed=1)
+@pytest.mark.parametrize("window, block_frames", [(WINDOW, BLOCK_FRAMES), (512, 3)])
+def test_refining_in_pieces_equals_one_pass(window, block_frames):
+    """Frames and covariance blocks sit on grids fixed to the signal: any split gives bit-identical output."""
+    block = window // 4 * block_frames  # samples per covariance block
+    mixture, stems = _signals(2 * block + 5 * window + 123, seed=1)
     noisy = {stem: audio + 0.3 * np.roll(audio, 500, axis=0) for stem, audio in stems.items()}
-    whole = _refine(mixture, noisy)
-    for cuts in ([1, 2, 3], [WINDOW - 1, WINDOW, 2 * WINDOW + 5], [700 * k for k in range(1, 25)]):
-        pieces = _refine(mixture, noisy, cuts)
+    whole = _refine(mixture, noisy, window=window, block_frames=block_frames)
+    around_blocks = sorted([window - 1, block, block + 1, 2 * block + 5])
+    splits = ([1, 2, 3], around_blocks, list(range(97, len(mixture), len(mixture) // 23)))
+    for cuts in splits:
+        pieces = _refine(mixture, noisy, cuts, window=window, block_frames=block_frames)
         for stem in STEMS:
             np.testing.assert_array_equal(pieces[stem], whole[stem])
+
+
+def test_the_stereo_image_separates_what_the_power_spectra_cannot():
+    """Other in phase, vocals out of phase, estimates of equal power whose waveforms are unrelated noise: the
+    power masks could only split each bin in half (3 dB); the spatial covariances separate them cleanly."""
+    rng = np.random.default_rng(4)
+    length = 6 * WINDOW
+
+    def image(pan: list[float]) -> np.ndarray:
+        return (0.2 * rng.standard_normal((length, 1)) * pan).astype(np.float32)
+
+    stems = {"drums": image([0, 0]), "bass": image([0, 0]), "other": image([1, 1]), "vocals": image([1, -1])}
+    mixture = sum(stems.values())
+    guesses = {"drums": stems["drums"], "bass": stems["bass"], "other": image([1, 1]), "vocals": image([1, -1])}
+    refined = _refine(mixture, guesses)
+    for stem in ("other", "vocals"):
+        assert sdr(stems[stem], guesses[stem]) < 0
+        assert sdr(stems[stem], refined[stem]) > 20, f"{stem}: {sdr(stems[stem], refined[stem]):.1f} dB"
+
+
+def test_a_mono_recording_stored_as_stereo_refines_as_mono():
+    """Identical channels make every spatial covariance singular: the filter stays finite and gives the mono result."""
+    mixture, stems = _signals(3 * WINDOW, channels=1, seed=5)
+    noisy = {stem: audio + np.float32(0.05) * np.roll(audio, 300, axis=0) for stem, audio in stems.items()}
+    mono = refine(mixture, noisy)
+    stereo = refine(np.repeat(mixture, 2, axis=1), {stem: np.repeat(audio, 2, axis=1) for stem, audio in noisy.items()})
+    for stem in STEMS:
+        assert np.isfinite(stereo[stem]).all()
+        np.testing.assert_allclose(stereo[stem], np.repeat(mono[stem], 2, axis=1), rtol=0, atol=1e-5)
+
+
+def test_more_than_two_channels_are_refined_one_by_one():
+    """Surround: a covariance over many channels would cost their square; each channel is refined as mono."""
+    mixture, stems = _signals(2 * WINDOW, channels=3, seed=6)
+    noisy = {stem: audio + np.float32(0.05) * np.roll(audio, 300, axis=0) for stem, audio in stems.items()}
+    together = refine(mixture, noisy)
+    for channel in range(3):
+        alone = refine(mixture[:, [channel]], {stem: audio[:, [channel]] for stem, audio in noisy.items()})
+        for stem in STEMS:
+            np.testing.assert_array_equal(together[stem][:, [channel]], alone[stem])
 
 
 def test_a_stem_that_owns_every_bin_gets_the_whole_mixture_and_silence_splits_equally():
@@ -79,8 +125,12 @@ def test_refinement_removes_noise_the_mixture_does_not_hold():
         assert after > before + 10, f"{stem}: {before:.1f} dB → {after:.1f} dB"
 
 
-def test_estimates_cannot_run_ahead_of_the_mixture():
-    refiner = MaskRefiner(STEMS, 1)
+def test_estimates_cannot_run_ahead_of_the_mixture_and_every_stem_is_needed():
+    with pytest.raises(ValueError, match="between all of"):
+        Refiner(("vocals", "bass"), 1)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        Refiner(STEMS, 1, window=1001)
+    refiner = Refiner(STEMS, 1)
     refiner.add_mixture(np.zeros((10, 1), np.float32))
     with pytest.raises(ValueError, match="ahead of the mixture"):
         refiner.refine({stem: np.zeros((11, 1), np.float32) for stem in STEMS})
@@ -99,8 +149,8 @@ def _audio(frames: int, channels: int = 2, seed: int = 3) -> np.ndarray:
 
 def test_a_four_stem_bundle_refines_by_default_and_chunks_exactly(four_stems):
     """Refinement is on for a four-stem bundle; small chunks give the whole-signal result; stems sum to the input."""
-    audio = _audio(30_000)
-    whole = Separator.from_bundle(four_stems, chunk=40_000).separate(audio, 44100)
+    audio = _audio(150_000)  # past two covariance blocks
+    whole = Separator.from_bundle(four_stems, chunk=160_000).separate(audio, 44100)
     chunked = Separator.from_bundle(four_stems, chunk=1024)
     assert chunked.refine and "refinement" in chunked.description
     pieces = chunked.separate(audio, 44100)

@@ -1,0 +1,193 @@
+"""Refinement: the model's stem estimates turned into filters over the mixture's spectrogram.
+
+The paper's output is each decoder's waveform as it is. Each decoder rebuilds its stem from one of 2048 codes
+per 8 samples, and the mixture encoder picks some codes wrongly, so every estimate carries noise that is not in
+the mixture at all. Refinement keeps the estimates' judgement of *which stem owns which part of the mixture*
+and takes the sound itself from the mixture, in two steps on one STFT (X the mixture's, Ŝ_j the estimates'):
+
+1. Drums: the power ratio mask D = |Ŝ_drums|² / Σ_k |Ŝ_k|² ⊙ X, per channel (the single-step Wiener filter
+   Spleeter and open-unmix end with).
+2. The rest, X − D, is split between bass, other and vocals by a multichannel Wiener filter (Duong, Vincent &
+   Gribonval 2010; open-unmix's norbert without its EM iterations): stem j is modelled as v_j(t, f) R_j(f), with
+   v_j its estimate's power (mean over channels) and R_j its spatial covariance (where in the stereo field it
+   sits, per frequency), and gets v_j R_j (Σ_k v_k R_k)⁻¹ (X − D). Where the power masks see two stems in one
+   bin, the stereo image still tells them apart.
+
+Why drums are masked first: measured on validation songs, the spatial filter cost drums 0.4 dB while it gained
+the others 0.1–0.5 dB (a kit's pieces sit in different places and sound in turn, which one covariance per
+frequency describes badly). Why the long window: the tonal stems gain from the frequency resolution (0.37 s
+frames, 2.7 Hz bins; 4096 samples scored 0.1 dB less on other, bass and vocals), and drums, masked on the same
+grid, lose under 0.05 dB.
+
+Both steps split what they are given exactly, so the refined stems sum to the mixture, and nothing is added that
+the mixture lacks. They run in a stream on fixed grids: frame f covers samples [f·hop − (window − hop),
+f·hop + hop), and the covariances R_j are running averages updated block by block (BLOCK_FRAMES frames from the
+signal's start, each block filtered with the statistics of every block up to and including it), so a chunked run
+computes exactly what a whole-signal run does. A bin where every estimate is silent is split equally.
+Mono and stereo are filtered as described; with more channels each is refined on its own, as mono.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from .manifest import STEMS
+
+WINDOW = 16384  # samples per STFT frame (0.37 s at 44.1 kHz)
+BLOCK_FRAMES = 16  # frames per covariance update: 65536 samples at the default window; bounds working memory
+MASKED_FIRST = "drums"  # the stem taken out by its power mask before the spatial filter splits the rest
+_TINY = 1e-30  # keeps a bin where all estimates are silent at an equal split instead of 0 / 0
+_LOADING = 1e-3  # added to each covariance's diagonal (its trace is the channel count): keeps Σ v_k R_k
+# invertible when every stem sits on one line of the stereo field, e.g. a mono recording stored as stereo
+
+
+def covers_the_mixture(stems: Iterable[str]) -> bool:
+    """Whether `stems` are the four the mixture is the sum of, as refinement needs to split it between them."""
+    return set(stems) == set(STEMS)
+
+
+def _hann(length: int) -> np.ndarray:
+    """The periodic Hann window: its squares at hop length/4 sum to exactly 3/2 at every sample."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / length)).astype(np.float32)
+
+
+class Refiner:
+    """Refines stem estimates against the mixture as both arrive, in blocks of BLOCK_FRAMES frames.
+
+    `add_mixture` takes the mixture (it runs ahead of the estimates); `refine` takes each stem's next final
+    samples (equal lengths, every stem) and returns the refined samples that no later block can change;
+    `refine(..., final=True)` ends the signal and returns the rest. Output lags the estimates by less than
+    one block plus one window.
+    """
+
+    def __init__(self, stems: tuple[str, ...], channels: int, window: int = WINDOW, block_frames: int = BLOCK_FRAMES):
+        if not covers_the_mixture(stems):
+            raise ValueError(f"refinement splits the mixture between all of {', '.join(STEMS)}, got {stems}")
+        if window <= 0 or window % 4:
+            raise ValueError(f"the STFT window must be a positive multiple of 4 samples, got {window}")
+        if block_frames <= 0:
+            raise ValueError(f"a covariance block needs at least one frame, got {block_frames}")
+        self.stems = tuple(stems)
+        self.window, self.hop, self.block_frames = window, window // 4, block_frames
+        self._masked = self.stems.index(MASKED_FIRST)
+        self._filtered = [index for index in range(len(self.stems)) if index != self._masked]
+        self._taper = _hann(window)
+        bins = window // 2 + 1
+        # Channels filtered together: mono or stereo as one group; more (surround) one by one, as mono signals,
+        # since a covariance per bin over many channels costs their square in memory and says little more.
+        size = channels if channels <= 2 else 1
+        self._groups = [slice(first, first + size) for first in range(0, channels, size)]
+        # Running sums over every frame filtered so far, per group, filtered stem and bin: Σ Ŝ Ŝᴴ and Σ v.
+        self._outer = [np.zeros((len(self._filtered), bins, size, size), np.complex128) for _ in self._groups]
+        self._power = [np.zeros((len(self._filtered), bins), np.float64) for _ in self._groups]
+        lead = window - self.hop
+        # Buffers start at the next frame's first sample (`_origin`, absolute; the first frame starts `lead`
+        # samples before the signal, in zeros). `_sums` holds the overlap-add of the frames done so far.
+        self._origin = -lead
+        self._mixture = np.zeros((lead, channels), np.float32)
+        self._estimates = {stem: np.zeros((lead, channels), np.float32) for stem in self.stems}
+        self._sums = {stem: np.zeros((lead, channels), np.float32) for stem in self.stems}
+        self._length = 0  # estimate samples received
+        self._emitted = 0  # refined samples returned
+
+    def add_mixture(self, block: np.ndarray) -> None:
+        """Append (frames, channels) of the mixture."""
+        self._mixture = np.concatenate([self._mixture, np.asarray(block, np.float32)])
+
+    def refine(self, estimates: Mapping[str, np.ndarray], final: bool = False) -> dict[str, np.ndarray]:
+        """Append each stem's next (frames, channels) samples; return the refined samples now final."""
+        lengths = {len(estimates[stem]) for stem in self.stems}
+        if len(lengths) != 1:
+            raise ValueError(f"the stems' estimates differ in length: {sorted(lengths)}")
+        for stem in self.stems:
+            self._estimates[stem] = np.concatenate([self._estimates[stem], np.asarray(estimates[stem], np.float32)])
+        self._length += lengths.pop()
+        if self._origin + len(self._mixture) < self._length:
+            raise ValueError("the estimates are ahead of the mixture they refine")
+        known = self._length - self._origin  # buffered samples of the signal
+        if final:  # every frame that starts inside the signal, over the same zeros a one-shot run sees
+            frames = -(-known // self.hop) if known > 0 else 0
+            rows = max(known, (frames - 1) * self.hop + self.window)
+            self._mixture = _pad_rows(self._mixture[:known], rows)
+            for stem in self.stems:
+                self._estimates[stem] = _pad_rows(self._estimates[stem], rows)
+        else:  # every whole block whose samples have all arrived (the origin stays on the block grid)
+            frames = (known - self.window) // self.hop + 1 if known >= self.window else 0
+            frames -= frames % self.block_frames
+        if frames:  # room in the sums for every frame about to be added, made once
+            rows = (frames - 1) * self.hop + self.window
+            self._sums = {stem: _pad_rows(sums, max(rows, len(sums))) for stem, sums in self._sums.items()}
+        for first in range(0, frames, self.block_frames):
+            self._filter_block(first, min(frames, first + self.block_frames))
+        done = self._length if final else max(0, self._origin + frames * self.hop)
+        out = {
+            stem: sums[self._emitted - self._origin : done - self._origin] / np.float32(1.5)  # Σ of squared windows
+            for stem, sums in self._sums.items()
+        }
+        self._emitted = done
+        self._advance(frames * self.hop)
+        return out
+
+    def _filter_block(self, first: int, stop: int) -> None:
+        """Filter frames [first, stop) (counted from the buffers' origin) and add them into the sums."""
+        begin, end = first * self.hop, (stop - 1) * self.hop + self.window
+        for group, channels in enumerate(self._groups):
+
+            def spectra(signal: np.ndarray) -> np.ndarray:  # (frames, bins, channels of the group)
+                framed = np.lib.stride_tricks.sliding_window_view(signal[begin:end, channels], self.window, axis=0)
+                return np.fft.rfft(framed[:: self.hop] * self._taper, axis=-1).transpose(0, 2, 1).astype(np.complex128)
+
+            outputs = self._filter(group, spectra(self._mixture), [spectra(self._estimates[s]) for s in self.stems])
+            for stem, spectrum in outputs.items():
+                frames = np.fft.irfft(spectrum.transpose(0, 2, 1), n=self.window, axis=-1) * self._taper
+                sums = self._sums[stem]
+                for index, frame in enumerate(frames.astype(np.float32)):
+                    start = begin + index * self.hop
+                    sums[start : start + self.window, channels] += frame.T
+
+    def _filter(self, group: int, mixture: np.ndarray, estimates: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances."""
+        estimates = np.stack(estimates)  # (stems, frames, bins, channels)
+        powers = np.abs(estimates) ** 2 + _TINY
+        masked = powers[self._masked] / powers.sum(axis=0) * mixture
+        rest = mixture - masked
+
+        spatial = estimates[self._filtered]
+        variances = powers[self._filtered].mean(axis=-1)  # (filtered, frames, bins)
+        self._outer[group] += np.einsum("jtfa,jtfb->jfab", spatial, spatial.conj())
+        self._power[group] += variances.sum(axis=1)
+        covariances = self._outer[group] / self._power[group][..., None, None] + _LOADING * np.eye(mixture.shape[-1])
+        models = variances[..., None, None] * covariances[:, None]  # v_j R_j: (filtered, frames, bins, ch, ch)
+        # Σ_j v_j R_j z = X − D, then stem j = v_j R_j z: the stems add up to X − D whatever z's rounding.
+        shared = np.linalg.solve(models.sum(axis=0), rest[..., None])
+        filtered = (models @ shared)[..., 0]
+        outputs = {self.stems[self._masked]: masked}
+        return outputs | {self.stems[index]: part for index, part in zip(self._filtered, filtered, strict=True)}
+
+    def _advance(self, shift: int) -> None:
+        """Move the origin `shift` samples on, dropping what no later frame reads or adds to."""
+        if not shift:
+            return
+        self._origin += shift
+        self._mixture = self._mixture[shift:].copy()  # copies, so the dropped heads are freed
+        for stem in self.stems:
+            self._estimates[stem] = self._estimates[stem][shift:].copy()
+            self._sums[stem] = self._sums[stem][shift:].copy()
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """`array` cut or zero-padded to `rows` rows."""
+    if len(array) >= rows:
+        return array[:rows]
+    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
+
+
+def refine(
+    mixture: np.ndarray, estimates: Mapping[str, np.ndarray], window: int = WINDOW, block_frames: int = BLOCK_FRAMES
+) -> dict[str, np.ndarray]:
+    """Refine whole (frames, channels) estimates against their mixture in one pass (what a stream gives)."""
+    refiner = Refiner(tuple(estimates), mixture.shape[1], window, block_frames)
+    refiner.add_mixture(mixture)
+    return refiner.refine(estimates, final=True)
