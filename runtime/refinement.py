@@ -137,7 +137,8 @@ class Refiner:
 
             def spectra(signal: np.ndarray) -> np.ndarray:  # (frames, bins, channels of the group)
                 framed = np.lib.stride_tricks.sliding_window_view(signal[begin:end, channels], self.window, axis=0)
-                return np.fft.rfft(framed[:: self.hop] * self._taper, axis=-1).transpose(0, 2, 1).astype(np.complex128)
+                spectrum = np.fft.rfft(framed[:: self.hop] * self._taper, axis=-1).transpose(0, 2, 1)
+                return spectrum.astype(np.complex128)  # silent bins' v_j² (1e-60) would underflow complex64
 
             outputs = self._filter(group, spectra(self._mixture), [spectra(self._estimates[s]) for s in self.stems])
             for stem, spectrum in outputs.items():
@@ -156,13 +157,14 @@ class Refiner:
 
         spatial = estimates[self._filtered]
         variances = powers[self._filtered].mean(axis=-1)  # (filtered, frames, bins)
-        self._outer[group] += np.einsum("jtfa,jtfb->jfab", spatial, spatial.conj())
+        # Broadcast products rather than einsum, whose generic loops were slower on these 1–2-channel axes.
+        self._outer[group] += (spatial[..., :, None] * spatial[..., None, :].conj()).sum(axis=1)
         self._power[group] += variances.sum(axis=1)
         covariances = self._outer[group] / self._power[group][..., None, None] + _LOADING * np.eye(mixture.shape[-1])
+        # Σ_j v_j R_j z = X − D, then stem j = v_j R_j z: the stems add up to X − D.
         models = variances[..., None, None] * covariances[:, None]  # v_j R_j: (filtered, frames, bins, ch, ch)
-        # Σ_j v_j R_j z = X − D, then stem j = v_j R_j z: the stems add up to X − D whatever z's rounding.
-        shared = np.linalg.solve(models.sum(axis=0), rest[..., None])
-        filtered = (models @ shared)[..., 0]
+        shared = _solve(models.sum(axis=0), rest)
+        filtered = (models * shared[:, :, None, :]).sum(axis=-1)
         outputs = {self.stems[self._masked]: masked}
         return outputs | {self.stems[index]: part for index, part in zip(self._filtered, filtered, strict=True)}
 
@@ -175,6 +177,17 @@ class Refiner:
         for stem in self.stems:
             self._estimates[stem] = self._estimates[stem][shift:].copy()
             self._sums[stem] = self._sums[stem][shift:].copy()
+
+
+def _solve(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """x with matrices @ x = vectors, for stacks of 1×1 or 2×2 matrices, in closed form (numpy's batched
+    solve calls LAPACK once per matrix, which took longer than the rest of the refinement)."""
+    if matrices.shape[-1] == 1:
+        return vectors / matrices[..., 0]
+    a, b, c, d = matrices[..., 0, 0], matrices[..., 0, 1], matrices[..., 1, 0], matrices[..., 1, 1]
+    first, second = vectors[..., 0], vectors[..., 1]
+    determinant = a * d - b * c
+    return np.stack([d * first - b * second, a * second - c * first], axis=-1) / determinant[..., None]
 
 
 def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
