@@ -114,11 +114,14 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def machine_info(threads: int | None = None, load_at_start: list[float] | None = None) -> dict:
+def machine_info(
+    threads: int | None = None, load_at_start: list[float] | None = None, revision_at_start: str | None = None
+) -> dict:
     """Everything the report states about the machine; `threads` is the count the benchmark used.
 
     Called after the measurements, so the parent process never holds a CUDA context while rows run;
-    pass the load average read at the start (other work on a shared machine skews every timing).
+    pass the load average read at the start (other work on a shared machine skews every timing) and the
+    revision read at the start (the code that ran: a commit made during a long run is not it).
     """
     try:
         import psutil
@@ -142,5 +145,5 @@ def machine_info(threads: int | None = None, load_at_start: list[float] | None =
         "torch_cuda": torch_cuda_state(),
         "onnxruntime_providers": onnxruntime_providers(),
         "libraries": library_versions(),
-        "revision": git_revision(),
+        "revision": revision_at_start or git_revision(),
     }

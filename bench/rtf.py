@@ -33,7 +33,7 @@ from unmix.runtime.manifest import STEMS, read_manifest
 from unmix.train.config import resolve_config
 
 from .fidelity import compare_outputs
-from .machine import load_average, machine_info, usable_cores
+from .machine import git_revision, load_average, machine_info, usable_cores
 from .models import RANDOM_WEIGHTS_NOTE, bundle_config, export_random_bundle, provenance_checkpoints
 from .reference import PAPER_CHUNK, TORCH_VARIANTS
 from .report import SCHEMA_VERSION, now
@@ -377,7 +377,7 @@ def benchmark_rtf(
     from tqdm import tqdm
 
     settings.threads = settings.threads or usable_cores()
-    created, load_at_start = now(), load_average()
+    created, load_at_start, revision_at_start = now(), load_average(), git_revision()
     folder = Path(tempfile.mkdtemp(prefix="unmix-bench-"))
     say = (lambda message: print(message, file=sys.stderr, flush=True)) if progress else (lambda message: None)
     try:
@@ -412,7 +412,7 @@ def benchmark_rtf(
         "schema_version": SCHEMA_VERSION,
         "created": created,
         "command": command,
-        "machine": machine_info(settings.threads, load_at_start),
+        "machine": machine_info(settings.threads, load_at_start, revision_at_start),
         "settings": settings_dict(settings),
         "model": {
             "description": source.description,

@@ -34,7 +34,7 @@ from unmix.runtime.refinement import covers_the_mixture, refine
 
 from .baselines import ideal_ratio_mask, scaled_mixture_estimates
 from .graphs import BundleGraphs
-from .machine import load_average, machine_info, usable_cores
+from .machine import git_revision, load_average, machine_info, usable_cores
 from .models import provenance_checkpoints
 from .musdb import Song, read_song, song_folders
 from .reference import PAPER_CHUNK, PaperStylePath, exact_separate
@@ -338,7 +338,7 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
     """Score every method on every song; returns the report (schema `unmix-bench/sdr`)."""
     from tqdm import tqdm
 
-    created, load_at_start = now(), load_average()
+    created, load_at_start, revision_at_start = now(), load_average(), git_revision()
     threads = settings.threads or usable_cores()
     folders = song_folders(settings.data, settings.subset)[: settings.songs]
     methods, model = load_methods(settings, threads)
@@ -370,7 +370,7 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
         "schema_version": SCHEMA_VERSION,
         "created": created,
         "command": command,
-        "machine": machine_info(threads, load_at_start),
+        "machine": machine_info(threads, load_at_start, revision_at_start),
         "settings": settings_record | {"precisions": model["precisions"], "threads": threads},
         "data": {
             "root": str(settings.data),
