@@ -149,24 +149,27 @@ class Refiner:
                     sums[start : start + self.window, channels] += frame.T
 
     def _filter(self, group: int, mixture: np.ndarray, estimates: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances."""
-        estimates = np.stack(estimates)  # (stems, frames, bins, channels)
-        powers = np.abs(estimates) ** 2 + _TINY
-        masked = powers[self._masked] / powers.sum(axis=0) * mixture
+        """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances.
+
+        Loops over the stems rather than broadcasting across them keep the temporaries at one stem's size."""
+        powers = [np.abs(estimate) ** 2 + _TINY for estimate in estimates]
+        masked = powers[self._masked] / sum(powers) * mixture
         rest = mixture - masked
 
-        spatial = estimates[self._filtered]
-        variances = powers[self._filtered].mean(axis=-1)  # (filtered, frames, bins)
-        # Broadcast products rather than einsum, whose generic loops were slower on these 1–2-channel axes.
-        self._outer[group] += (spatial[..., :, None] * spatial[..., None, :].conj()).sum(axis=1)
-        self._power[group] += variances.sum(axis=1)
-        covariances = self._outer[group] / self._power[group][..., None, None] + _LOADING * np.eye(mixture.shape[-1])
+        variances, covariances = [], []  # v_j (frames, bins) and R_j (bins, ch, ch) per filtered stem
+        for slot, index in enumerate(self._filtered):
+            spatial = estimates[index]
+            variances.append(powers[index].mean(axis=-1))
+            self._outer[group][slot] += (spatial[..., :, None] * spatial[..., None, :].conj()).sum(axis=0)
+            self._power[group][slot] += variances[-1].sum(axis=0)
+            covariance = self._outer[group][slot] / self._power[group][slot][:, None, None]
+            covariances.append(covariance + _LOADING * np.eye(mixture.shape[-1]))
         # Σ_j v_j R_j z = X − D, then stem j = v_j R_j z: the stems add up to X − D.
-        models = variances[..., None, None] * covariances[:, None]  # v_j R_j: (filtered, frames, bins, ch, ch)
-        shared = _solve(models.sum(axis=0), rest)
-        filtered = (models * shared[:, :, None, :]).sum(axis=-1)
+        shared = _solve(sum(v[..., None, None] * r for v, r in zip(variances, covariances)), rest)
         outputs = {self.stems[self._masked]: masked}
-        return outputs | {self.stems[index]: part for index, part in zip(self._filtered, filtered, strict=True)}
+        for index, v, r in zip(self._filtered, variances, covariances, strict=True):
+            outputs[self.stems[index]] = v[..., None] * (r * shared[..., None, :]).sum(axis=-1)
+        return outputs
 
     def _advance(self, shift: int) -> None:
         """Move the origin `shift` samples on, dropping what no later frame reads or adds to."""
