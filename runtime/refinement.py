@@ -138,7 +138,7 @@ class Refiner:
             def spectra(signal: np.ndarray) -> np.ndarray:  # (frames, bins, channels of the group)
                 framed = np.lib.stride_tricks.sliding_window_view(signal[begin:end, channels], self.window, axis=0)
                 spectrum = np.fft.rfft(framed[:: self.hop] * self._taper, axis=-1).transpose(0, 2, 1)
-                return spectrum.astype(np.complex128)  # silent bins' v_j² (1e-60) would underflow complex64
+                return spectrum.astype(np.complex128)  # a silent bin's determinant (~1e-66) underflows complex64
 
             outputs = self._filter(group, spectra(self._mixture), [spectra(self._estimates[s]) for s in self.stems])
             for stem, spectrum in outputs.items():
@@ -151,7 +151,7 @@ class Refiner:
     def _filter(self, group: int, mixture: np.ndarray, estimates: list[np.ndarray]) -> dict[str, np.ndarray]:
         """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances.
 
-        Loops over the stems rather than broadcasting across them keep the temporaries at one stem's size."""
+        Looping over the stems, rather than broadcasting across them, keeps the temporaries at one stem's size."""
         powers = [np.abs(estimate) ** 2 + _TINY for estimate in estimates]
         masked = powers[self._masked] / sum(powers) * mixture
         rest = mixture - masked
