@@ -134,19 +134,21 @@ class Refiner:
         """Filter frames [first, stop) (counted from the buffers' origin) and add them into the sums."""
         begin, end = first * self.hop, (stop - 1) * self.hop + self.window
         for group, channels in enumerate(self._groups):
-
-            def spectra(signal: np.ndarray) -> np.ndarray:  # (frames, bins, channels of the group)
-                framed = np.lib.stride_tricks.sliding_window_view(signal[begin:end, channels], self.window, axis=0)
-                spectrum = np.fft.rfft(framed[:: self.hop] * self._taper, axis=-1).transpose(0, 2, 1)
-                return spectrum.astype(np.complex128)  # a silent bin's determinant (~1e-66) underflows complex64
-
-            outputs = self._filter(group, spectra(self._mixture), [spectra(self._estimates[s]) for s in self.stems])
+            mixture = self._spectra(self._mixture[begin:end, channels])
+            estimates = [self._spectra(self._estimates[stem][begin:end, channels]) for stem in self.stems]
+            outputs = self._filter(group, mixture, estimates)
             for stem, spectrum in outputs.items():
                 frames = np.fft.irfft(spectrum.transpose(0, 2, 1), n=self.window, axis=-1) * self._taper
                 sums = self._sums[stem]
                 for index, frame in enumerate(frames.astype(np.float32)):
                     start = begin + index * self.hop
                     sums[start : start + self.window, channels] += frame.T
+
+    def _spectra(self, signal: np.ndarray) -> np.ndarray:
+        """The STFT of (samples, channels) on the frame grid: (frames, bins, channels)."""
+        framed = np.lib.stride_tricks.sliding_window_view(signal, self.window, axis=0)[:: self.hop]
+        spectrum = np.fft.rfft(framed * self._taper, axis=-1).transpose(0, 2, 1)
+        return spectrum.astype(np.complex128)  # a silent bin's determinant (~1e-66) underflows complex64
 
     def _filter(self, group: int, mixture: np.ndarray, estimates: list[np.ndarray]) -> dict[str, np.ndarray]:
         """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances.
