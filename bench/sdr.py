@@ -251,7 +251,8 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
         stems = [stem for stem in stems if stem in settings.stems]
     if bundle is not None:
         precisions = settings.precisions or default_precisions(manifest.precisions, settings.device)
-        model = {"bundle": str(bundle), "precisions": list(precisions), "provenance": manifest.provenance}
+        model = {"bundle": str(bundle), "precisions": list(precisions), "provenance": manifest.provenance,
+                 "refinement": manifest.refinement}
         for precision in precisions:
             try:
                 runtime[precision] = Separator.from_bundle(
@@ -307,7 +308,7 @@ def song_estimates(
         estimates = separator.separate(song.mixture, song.sample_rate)
         yield method, estimates
         if methods.refined:
-            yield refined_method(method), refine(song.mixture, estimates)
+            yield refined_method(method), refine(song.mixture, estimates, weights=separator.refinement_weights)
         del estimates
         if precision in methods.graphs:  # the graphs themselves: the codes the runtime keeps to itself
             for stem, (audio, codes) in methods.graphs[precision](excerpt).items():

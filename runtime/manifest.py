@@ -53,6 +53,7 @@ class Manifest:
     fused: dict[str, str] = field(default_factory=dict)  # precision → path of the all-stems graph
     files: dict[str, str] = field(default_factory=dict)  # relative path → sha256
     provenance: dict = field(default_factory=dict)
+    refinement: dict = field(default_factory=dict)  # {"band_weights": BandWeights.to_dict(), "fitted": {...}}
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     codes_name: str = CODES_NAME

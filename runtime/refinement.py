@@ -24,12 +24,15 @@ the mixture lacks. They run in a stream on fixed grids: frame f covers samples [
 f·hop + hop), and the covariances R_j are running averages updated block by block (BLOCK_FRAMES frames from the
 signal's start, each block filtered with the statistics of every block up to and including it), so a chunked run
 computes exactly what a whole-signal run does. A bin where every estimate is silent is split equally.
-Mono and stereo are filtered as described; with more channels each is refined on its own, as mono.
+Mono and stereo are filtered as described; with more channels each is refined on its own, as mono. A bundle may
+carry `BandWeights`, gains on each stem's power per frequency band, which both steps then use in place of the plain
+powers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,6 +51,50 @@ def covers_the_mixture(stems: Iterable[str]) -> bool:
     return set(stems) == set(STEMS)
 
 
+@dataclass(frozen=True)
+class BandWeights:
+    """Gains on each stem's estimated power, constant over frequency bands; a bundle's manifest may carry them.
+
+    Each decoder's errors have a spectral shape of its own: the default bundle's bass and vocals decoders, for
+    one, leave a noise floor above 7 kHz where only drums and other sound, and plain powers hand the filters
+    that noise's share of the mixture. A gain per stem and band (fitted on training songs, `unmix-export
+    refinement-weights`) says how far each stem's power is to be trusted there. Only ratios between stems
+    matter, so one stem may stay at 0 dB.
+    """
+
+    edges_hz: tuple[float, ...]  # band b holds the bins with edges_hz[b] ≤ frequency < edges_hz[b + 1]
+    gains_db: Mapping[str, tuple[float, ...]]  # stem → one gain per band; a stem not listed keeps 0 dB
+
+    def __post_init__(self):
+        edges = np.asarray(self.edges_hz, float)
+        if len(edges) < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+            raise ValueError("band edges must be two or more finite frequencies in increasing order")
+        for stem, gains in self.gains_db.items():
+            if stem not in STEMS:
+                raise ValueError(f"band weights for an unknown stem {stem!r}")
+            if len(gains) != len(edges) - 1 or not np.all(np.isfinite(gains)):
+                raise ValueError(f"{stem}: {len(gains)} gains for {len(edges) - 1} bands")
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "BandWeights":
+        """Read the manifest's form, {"edges_hz": [...], "gains_db": {stem: [...]}}."""
+        try:
+            return cls(tuple(map(float, data["edges_hz"])),
+                       {stem: tuple(map(float, gains)) for stem, gains in data["gains_db"].items()})
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"band weights need edges_hz and gains_db per stem ({error})") from None
+
+    def to_dict(self) -> dict:
+        return {"edges_hz": list(self.edges_hz), "gains_db": {stem: list(g) for stem, g in self.gains_db.items()}}
+
+    def per_bin(self, window: int, sample_rate: int) -> dict[str, np.ndarray]:
+        """Each listed stem's linear power gain at every bin of a `window`-sample STFT (bins outside the edges
+        take the nearest band's)."""
+        frequencies = np.arange(window // 2 + 1) * sample_rate / window
+        band = np.clip(np.searchsorted(self.edges_hz, frequencies, side="right") - 1, 0, len(self.edges_hz) - 2)
+        return {stem: 10 ** (np.asarray(gains)[band] / 10) for stem, gains in self.gains_db.items()}
+
+
 def _hann(length: int) -> np.ndarray:
     """The periodic Hann window: its squares at hop length/4 sum to exactly 3/2 at every sample."""
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / length)).astype(np.float32)
@@ -62,7 +109,9 @@ class Refiner:
     one block plus one window.
     """
 
-    def __init__(self, stems: tuple[str, ...], channels: int, window: int = WINDOW, block_frames: int = BLOCK_FRAMES):
+    def __init__(self, stems: tuple[str, ...], channels: int, window: int = WINDOW, block_frames: int = BLOCK_FRAMES,
+                 weights: Mapping[str, np.ndarray] | None = None):
+        """`weights`: a power gain per bin (window // 2 + 1 of them) for any stem (default 1; `BandWeights.per_bin`)."""
         if not covers_the_mixture(stems):
             raise ValueError(f"refinement splits the mixture between all of {', '.join(STEMS)}, got {stems}")
         if window <= 0 or window % 4:
@@ -75,6 +124,8 @@ class Refiner:
         self._filtered = [index for index in range(len(self.stems)) if index != self._masked]
         self._taper = _hann(window)
         bins = window // 2 + 1
+        weights = weights or {}
+        self._weights = [np.broadcast_to(np.asarray(weights.get(stem, 1.0), float), (bins,)) for stem in self.stems]
         # Channels filtered together: mono or stereo as one group; more (surround) one by one, as mono signals,
         # since a covariance per bin over many channels costs their square in memory and says little more.
         size = channels if channels <= 2 else 1
@@ -155,15 +206,18 @@ class Refiner:
 
         Looping over the stems, rather than broadcasting across them, keeps the temporaries at one stem's size."""
         powers = [np.abs(estimate) ** 2 + _TINY for estimate in estimates]
-        masked = powers[self._masked] / sum(powers) * mixture
+        # The weights scale the powers the filters share the mixture by; the spatial covariances are normalised
+        # by the unweighted powers, since a stem's place in the stereo field does not depend on how loud it is.
+        weighted = [power * weight[:, None] for power, weight in zip(powers, self._weights)]
+        masked = weighted[self._masked] / sum(weighted) * mixture
         rest = mixture - masked
 
         variances, covariances = [], []  # v_j (frames, bins) and R_j (bins, ch, ch) per filtered stem
         for slot, index in enumerate(self._filtered):
             spatial = estimates[index]
-            variances.append(powers[index].mean(axis=-1))
+            variances.append(weighted[index].mean(axis=-1))
             self._outer[group][slot] += (spatial[..., :, None] * spatial[..., None, :].conj()).sum(axis=0)
-            self._power[group][slot] += variances[-1].sum(axis=0)
+            self._power[group][slot] += powers[index].mean(axis=-1).sum(axis=0)
             covariance = self._outer[group][slot] / self._power[group][slot][:, None, None]
             covariances.append(covariance + _LOADING * np.eye(mixture.shape[-1]))
         # Σ_j v_j R_j z = X − D, then stem j = v_j R_j z: the stems add up to X − D.
@@ -203,9 +257,10 @@ def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 def refine(
-    mixture: np.ndarray, estimates: Mapping[str, np.ndarray], window: int = WINDOW, block_frames: int = BLOCK_FRAMES
+    mixture: np.ndarray, estimates: Mapping[str, np.ndarray], window: int = WINDOW, block_frames: int = BLOCK_FRAMES,
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Refine whole (frames, channels) estimates against their mixture in one pass (what a stream gives)."""
-    refiner = Refiner(tuple(estimates), mixture.shape[1], window, block_frames)
+    refiner = Refiner(tuple(estimates), mixture.shape[1], window, block_frames, weights)
     refiner.add_mixture(mixture)
     return refiner.refine(estimates, final=True)

@@ -20,7 +20,7 @@ from .backends import Device, Engine, open_engine, parse_device
 from .chunking import ChunkPlan, SignalBuffer, Window
 from .errors import AudioError, Cancelled
 from .manifest import MANIFEST_FILE, STEMS, BundleError, Manifest, read_manifest
-from .refinement import Refiner, covers_the_mixture
+from .refinement import WINDOW, BandWeights, Refiner, covers_the_mixture
 
 if TYPE_CHECKING:
     from .files import FileResult
@@ -63,6 +63,17 @@ def choose_stems(manifest: Manifest, stems: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(stems))  # bundle order would surprise; keep the caller's, without repeats
 
 
+def _refinement_weights(manifest: Manifest, bundle: Path) -> dict[str, np.ndarray] | None:
+    """The bundle's band weights for the refinement, per STFT bin (None when it has none)."""
+    if "band_weights" not in manifest.refinement:
+        return None
+    try:
+        weights = BandWeights.from_dict(manifest.refinement["band_weights"])
+    except ValueError as error:
+        raise BundleError(f"{bundle}: the manifest's refinement band weights are malformed: {error}") from None
+    return weights.per_bin(WINDOW, manifest.sample_rate)
+
+
 class Separator:
     """Separates audio with a bundle's graphs. Build it with `Separator.from_bundle`."""
 
@@ -90,6 +101,7 @@ class Separator:
         self.manifest = manifest
         self.engine = engine
         self.refine = refine
+        self.refinement_weights = _refinement_weights(manifest, bundle)  # also for refining raw output later
         self._stems = stems
         self.plan = ChunkPlan(chunk, manifest.context_samples, manifest.hop_length)
         self.batch_samples = batch_samples
@@ -250,7 +262,8 @@ class Stream:
             stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
         } if resampling else None
         self._buffer = SignalBuffer(channels)
-        self._refiner = Refiner(separator.engine.stems, channels) if separator.refine else None
+        weights = separator.refinement_weights
+        self._refiner = Refiner(separator.engine.stems, channels, weights=weights) if separator.refine else None
         window = self._plan.window_length
         self._windows_per_call = max(1, separator.batch_samples // (window * channels))
         self._next_window = 0  # full windows run so far

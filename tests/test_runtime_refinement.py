@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from runtime_bundle import tiny_bundle
 from unmix.runtime import Separator
 from unmix.runtime.manifest import STEMS, BundleError
-from unmix.runtime.refinement import BLOCK_FRAMES, WINDOW, Refiner, refine
+from unmix.runtime.refinement import BLOCK_FRAMES, WINDOW, BandWeights, Refiner, refine
 from unmix.train.metrics import sdr
 
 
@@ -125,6 +129,39 @@ def test_refinement_removes_noise_the_mixture_does_not_hold():
         assert after > before + 10, f"{stem}: {before:.1f} dB → {after:.1f} dB"
 
 
+def test_band_weights_hand_a_band_to_the_stem_whose_noise_they_discount():
+    """Vocals' estimate carries a noise floor over the whole spectrum, as a decoder's wrong codes leave; a gain
+    of −30 dB above 4 kHz takes the high band (where only drums and other sound) from vocals, and nothing else."""
+    rng = np.random.default_rng(4)
+    time = np.arange(3 * 44100) / 44100
+    tones = {"drums": 6000.0, "bass": 80.0, "other": 9000.0, "vocals": 500.0}
+    stems = {s: (0.2 * np.sin(2 * np.pi * f * time))[:, None].astype(np.float32) for s, f in tones.items()}
+    mixture = sum(stems.values())
+    noisy = dict(stems, vocals=stems["vocals"] + (0.05 * rng.standard_normal(stems["vocals"].shape)).astype(np.float32))
+    weights = BandWeights((0.0, 4000.0, 22050.0), {"vocals": (0.0, -30.0)})
+    plain, weighted = refine(mixture, noisy), refine(mixture, noisy, weights=weights.per_bin(WINDOW, 44100))
+    for stem in ("drums", "other", "vocals"):
+        assert sdr(stems[stem], weighted[stem]) > sdr(stems[stem], plain[stem]) + 3, stem
+    np.testing.assert_allclose(sum(weighted.values()), mixture, rtol=0, atol=1e-5)
+    unit = BandWeights((0.0, 22050.0), {stem: (0.0,) for stem in STEMS}).per_bin(WINDOW, 44100)
+    for stem, audio in refine(mixture, noisy, weights=unit).items():
+        np.testing.assert_array_equal(audio, plain[stem])  # 0 dB everywhere is the plain refinement, bit for bit
+
+
+def test_band_weights_map_bands_to_bins_and_refuse_what_does_not_fit():
+    weights = BandWeights((0.0, 100.0, 1000.0), {"drums": (-10.0, 10.0)})
+    gains = weights.per_bin(16, 1600)["drums"]  # bins every 100 Hz: 0 in the first band, 100..800 in the second
+    np.testing.assert_allclose(gains, [0.1] + [10.0] * 8)
+    assert BandWeights.from_dict(weights.to_dict()) == weights
+    for edges, gains, match in [((0.0,), {}, "two or more"), ((0.0, 10.0, 5.0), {}, "increasing"),
+                                ((0.0, 10.0), {"drums": (1.0, 2.0)}, "2 gains for 1 bands"),
+                                ((0.0, 10.0), {"piano": (1.0,)}, "unknown stem")]:
+        with pytest.raises(ValueError, match=match):
+            BandWeights(edges, gains)
+    with pytest.raises(ValueError, match="need edges_hz"):
+        BandWeights.from_dict({"edges_hz": [0, 1]})
+
+
 def test_estimates_cannot_run_ahead_of_the_mixture_and_every_stem_is_needed():
     with pytest.raises(ValueError, match="between all of"):
         Refiner(("vocals", "bass"), 1)
@@ -178,6 +215,26 @@ def test_refinement_at_another_sample_rate_still_splits_the_mixture(four_stems):
     assert all(stem.shape == audio.shape for stem in stems.values())
     # the split is exact at the model's rate; the round trip through soxr leaves band-limited audio intact
     assert sdr(audio, sum(stems.values())) > 40
+
+
+def test_a_bundle_s_band_weights_reach_the_stream_and_malformed_ones_are_refused(tmp_path_factory, tmp_path):
+    bundle = Path(shutil.copytree(tiny_bundle(tmp_path_factory, STEMS), tmp_path / "bundle"))  # the shared one stays
+    audio = _audio(60_000)
+    plain = Separator.from_bundle(bundle).separate(audio, 44100)
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    weights = BandWeights((0.0, 2000.0, 22050.0), {"vocals": (0.0, -20.0), "drums": (6.0, 0.0)})
+    path.write_text(json.dumps(manifest | {"refinement": {"band_weights": weights.to_dict()}}))
+    separator = Separator.from_bundle(bundle, chunk=8192)
+    weighted = separator.separate(audio, 44100)
+    expected = refine(audio, Separator.from_bundle(bundle, refine=False).separate(audio, 44100),
+                      weights=weights.per_bin(WINDOW, 44100))
+    for stem in STEMS:
+        np.testing.assert_allclose(weighted[stem], expected[stem], rtol=0, atol=1e-5)
+    assert not np.allclose(weighted["vocals"], plain["vocals"], atol=1e-4)
+    path.write_text(json.dumps(manifest | {"refinement": {"band_weights": {"edges_hz": [0.0]}}}))
+    with pytest.raises(BundleError, match="band weights are malformed"):
+        Separator.from_bundle(bundle)
 
 
 def test_refinement_needs_all_four_stems(tmp_path_factory):
