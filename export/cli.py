@@ -6,6 +6,9 @@ Sources (one of):
                       and as ME unless --encoder SPEC gives the mixture encoder (the paper's phase-2 pickles, or ours)
 For several stems, SPEC is `stem=PATH` (repeat the option, one per stem) or one PATH containing `{stem}`
 (e.g. runs/phase2-{stem}); a plain PATH serves every stem.
+
+--refinement-data ROOT fits the runtime refinement's band weights on ROOT's training songs (a four-stem bundle)
+and stores them in the manifest; without a source it does only that, to the existing bundle -o names.
 """
 
 from __future__ import annotations
@@ -78,9 +81,25 @@ def main(
     attach: list[str] = typer.Option(
         None, "--attach", help="NAME=FILE: a JSON or JSON-lines file stored in the manifest's provenance under NAME"
     ),
+    refinement_data: Path = typer.Option(
+        None, "--refinement-data", help="MUSDB-layout folder whose training songs fit the refinement's band weights"
+    ),
+    refinement_songs: str = typer.Option(
+        "0:24", "--refinement-songs", help="START:STOP of the training songs (by name); best ones unseen in training"
+    ),
+    refinement_seconds: float = typer.Option(15.0, "--refinement-seconds", min=1.0, help="seconds from each middle"),
+    refinement_bands: int = typer.Option(16, "--refinement-bands", min=1, help="log-spaced frequency bands"),
 ) -> None:
     """Export separators to a deploy bundle and prove it computes what PyTorch computes."""
     try:
+        refinement = None
+        if refinement_data is not None:
+            first, stop = parse_song_range(refinement_songs)
+            refinement = {"data": refinement_data, "first": first, "count": stop - first,
+                          "seconds": refinement_seconds, "bands": refinement_bands}
+            if not checkpoint and not vqvae:  # refit an existing bundle
+                _refit(out, refinement)
+                return
         names = parse_stems(stem, stems)
         attachments = dict(map(read_attachment, attach or ()))
         if out.exists() and not overwrite:
@@ -136,10 +155,33 @@ def main(
         )
         if trt:
             _build_engines(bundle)
+        if refinement:
+            _refit(bundle, refinement)
     except (ExportError, BundleError, EngineCacheError, ValueError) as error:
         fail(str(error))
     typer.echo((bundle / "parity.md").read_text())
     typer.echo(f"wrote {bundle}")
+
+
+def parse_song_range(spec: str) -> tuple[int, int]:
+    """`START:STOP` → (START, STOP), 0 ≤ START < STOP."""
+    start, colon, stop = spec.partition(":")
+    try:
+        first, last = int(start), int(stop)
+    except ValueError:
+        first = last = -1
+    if not colon or not 0 <= first < last:
+        raise ExportError(f"--refinement-songs {spec!r}: give START:STOP with 0 ≤ START < STOP, e.g. 20:44")
+    return first, last
+
+
+def _refit(bundle: Path, options: dict) -> None:
+    from .refinement_fit import refit_bundle
+
+    typer.echo(f"fitting the refinement's band weights on {options['count']} songs of {options['data']}", err=True)
+    entry = refit_bundle(bundle, **options)
+    changes = ", ".join(f"{stem} {db:+.2f} dB" for stem, db in entry["fitted"]["error_change_db"].items())
+    typer.echo(f"refinement band weights stored in {bundle}; error on the fitted songs: {changes}")
 
 
 def read_attachment(spec: str) -> tuple[str, object]:

@@ -95,7 +95,7 @@ class BandWeights:
         return {stem: 10 ** (np.asarray(gains)[band] / 10) for stem, gains in self.gains_db.items()}
 
 
-def _hann(length: int) -> np.ndarray:
+def hann(length: int) -> np.ndarray:
     """The periodic Hann window: its squares at hop length/4 sum to exactly 3/2 at every sample."""
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / length)).astype(np.float32)
 
@@ -122,7 +122,7 @@ class Refiner:
         self.window, self.hop, self.block_frames = window, window // 4, block_frames
         self._masked = self.stems.index(MASKED_FIRST)
         self._filtered = [index for index in range(len(self.stems)) if index != self._masked]
-        self._taper = _hann(window)
+        self._taper = hann(window)
         bins = window // 2 + 1
         weights = weights or {}
         self._weights = [np.broadcast_to(np.asarray(weights.get(stem, 1.0), float), (bins,)) for stem in self.stems]
@@ -185,8 +185,8 @@ class Refiner:
         """Filter frames [first, stop) (counted from the buffers' origin) and add them into the sums."""
         begin, end = first * self.hop, (stop - 1) * self.hop + self.window
         for group, channels in enumerate(self._groups):
-            mixture = self._spectra(self._mixture[begin:end, channels])
-            estimates = [self._spectra(self._estimates[stem][begin:end, channels]) for stem in self.stems]
+            mixture = spectra(self._mixture[begin:end, channels], self._taper)
+            estimates = [spectra(self._estimates[stem][begin:end, channels], self._taper) for stem in self.stems]
             outputs = self._filter(group, mixture, estimates)
             for stem, spectrum in outputs.items():
                 frames = np.fft.irfft(spectrum.transpose(0, 2, 1), n=self.window, axis=-1) * self._taper
@@ -195,37 +195,19 @@ class Refiner:
                     start = begin + index * self.hop
                     sums[start : start + self.window, channels] += frame.T
 
-    def _spectra(self, signal: np.ndarray) -> np.ndarray:
-        """The STFT of (samples, channels) on the frame grid: (frames, bins, channels)."""
-        framed = np.lib.stride_tricks.sliding_window_view(signal, self.window, axis=0)[:: self.hop]
-        spectrum = np.fft.rfft(framed * self._taper, axis=-1).transpose(0, 2, 1)
-        return spectrum.astype(np.complex128)  # a silent bin's determinant (~1e-66) underflows complex64
-
     def _filter(self, group: int, mixture: np.ndarray, estimates: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances.
-
-        Looping over the stems, rather than broadcasting across them, keeps the temporaries at one stem's size."""
+        """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances."""
         powers = [np.abs(estimate) ** 2 + _TINY for estimate in estimates]
         # The weights scale the powers the filters share the mixture by; the spatial covariances are normalised
         # by the unweighted powers, since a stem's place in the stereo field does not depend on how loud it is.
         weighted = [power * weight[:, None] for power, weight in zip(powers, self._weights)]
-        masked = weighted[self._masked] / sum(weighted) * mixture
-        rest = mixture - masked
-
-        variances, covariances = [], []  # v_j (frames, bins) and R_j (bins, ch, ch) per filtered stem
+        covariances = []
         for slot, index in enumerate(self._filtered):
             spatial = estimates[index]
-            variances.append(weighted[index].mean(axis=-1))
             self._outer[group][slot] += (spatial[..., :, None] * spatial[..., None, :].conj()).sum(axis=0)
             self._power[group][slot] += powers[index].mean(axis=-1).sum(axis=0)
-            covariance = self._outer[group][slot] / self._power[group][slot][:, None, None]
-            covariances.append(covariance + _LOADING * np.eye(mixture.shape[-1]))
-        # Σ_j v_j R_j z = X − D, then stem j = v_j R_j z: the stems add up to X − D.
-        shared = _solve(sum(v[..., None, None] * r for v, r in zip(variances, covariances)), rest)
-        outputs = {self.stems[self._masked]: masked}
-        for index, v, r in zip(self._filtered, variances, covariances, strict=True):
-            outputs[self.stems[index]] = v[..., None] * (r * shared[..., None, :]).sum(axis=-1)
-        return outputs
+            covariances.append(spatial_covariance(self._outer[group][slot], self._power[group][slot]))
+        return dict(zip(self.stems, split(mixture, weighted, covariances, self._masked)))
 
     def _advance(self, shift: int) -> None:
         """Move the origin `shift` samples on, dropping what no later frame reads or adds to."""
@@ -236,6 +218,40 @@ class Refiner:
         for stem in self.stems:
             self._estimates[stem] = self._estimates[stem][shift:].copy()
             self._sums[stem] = self._sums[stem][shift:].copy()
+
+
+def spectra(signal: np.ndarray, taper: np.ndarray) -> np.ndarray:
+    """The STFT of (samples, channels) on the refinement's frame grid (hop len(taper) / 4): (frames, bins, channels)."""
+    window = len(taper)
+    framed = np.lib.stride_tricks.sliding_window_view(signal, window, axis=0)[:: window // 4]
+    spectrum = np.fft.rfft(framed * taper, axis=-1).transpose(0, 2, 1)
+    return spectrum.astype(np.complex128)  # a silent bin's determinant (~1e-66) underflows complex64
+
+
+def spatial_covariance(outer: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """R (bins, ch, ch) from Σ Ŝ Ŝᴴ (bins, ch, ch) and Σ v (bins) over the same frames, diagonally loaded."""
+    return outer / power[:, None, None] + _LOADING * np.eye(outer.shape[-1])
+
+
+def split(
+    mixture: np.ndarray, powers: list[np.ndarray], covariances: list[np.ndarray], masked: int
+) -> list[np.ndarray]:
+    """Both steps on one block of bins: each stem's spectrum (frames, bins, channels), in the order of `powers`.
+
+    mixture: X (frames, bins, channels); powers: each stem's (weighted) power, X's shape; covariances: R_j of
+    every stem but the `masked` one, in order. Looping over the stems, rather than broadcasting across them,
+    keeps the temporaries at one stem's size.
+    """
+    taken = powers[masked] / sum(powers) * mixture
+    rest = mixture - taken
+    filtered = [index for index in range(len(powers)) if index != masked]
+    variances = [powers[index].mean(axis=-1) for index in filtered]  # v_j (frames, bins)
+    # Σ_j v_j R_j z = X − D, then stem j = v_j R_j z: the stems add up to X − D.
+    shared = _solve(sum(v[..., None, None] * r for v, r in zip(variances, covariances, strict=True)), rest)
+    outputs = [taken] * len(powers)
+    for index, v, r in zip(filtered, variances, covariances):
+        outputs[index] = v[..., None] * (r * shared[..., None, :]).sum(axis=-1)
+    return outputs
 
 
 def _solve(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:

@@ -1,0 +1,191 @@
+"""Band weights for the runtime's refinement, fitted on training songs (`unmix-export --refinement-data`).
+
+`unmix.runtime.refinement.BandWeights` says what they are: a gain per stem and frequency band on the estimates'
+powers. The refinement works bin by bin, so each band's error depends on that band's gains alone, and the fit
+goes band by band. It minimises Σ_j E_j(band) / E_j: stem j's error energy in the band over its error energy in
+all bands at 0 dB, a first-order step on the sum of the stems' SDRs that lets no stem buy the others' loss. The
+reference stem stays at 0 dB, since only ratios matter.
+
+Two shortcuts keep a fit to minutes. The spatial covariances are taken over each whole excerpt (the stream's
+running averages tend to them), and the errors are scored on every 4th frame (frames overlap by 3/4, so those
+tile the signal once).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+from unmix.runtime.manifest import STEMS
+from unmix.runtime.refinement import MASKED_FIRST, WINDOW, BandWeights, hann, spatial_covariance, spectra, split
+
+from .audio import MIXTURE_FILE, read_segment
+from .checks import ExportError
+
+REFERENCE = "other"  # the stem kept at 0 dB
+SCORED_EVERY = 4  # frames: the hop is a quarter window
+MAX_GAIN_DB = 30.0  # bound on each gain: beyond it a stem has left the band anyway
+_TINY = 1e-30
+
+
+@dataclass
+class Excerpt:
+    """One stretch of a training song: its mixture, true stems and the bundle's raw estimates, (frames, channels)."""
+
+    mixture: np.ndarray
+    truth: dict[str, np.ndarray]
+    estimates: dict[str, np.ndarray]
+
+
+def training_excerpts(
+    root: str | Path, separate, sample_rate: int, *, first: int, count: int, seconds: float
+) -> list[Excerpt]:
+    """The middle `seconds` of training songs first..first+count of a MUSDB-layout folder, with `separate`'s
+    estimates (a function (frames, channels) → {stem: (frames, channels)}: the bundle's raw output)."""
+    songs = sorted(p.parent for p in (Path(root) / "train").glob(f"*/{MIXTURE_FILE}"))[first : first + count]
+    if not songs:
+        raise ExportError(f"{root}: no training songs (train/<song>/{MIXTURE_FILE}) from song {first} on")
+    excerpts = []
+    for song in songs:
+        mixture = read_segment(song / MIXTURE_FILE, sample_rate, 0.5, seconds).T
+        truth = {stem: read_segment(song / f"{stem}.wav", sample_rate, 0.5, seconds).T for stem in STEMS}
+        if {audio.shape for audio in truth.values()} != {mixture.shape}:
+            raise ExportError(f"{song}: stems and mixture differ in length or channels")
+        excerpts.append(Excerpt(mixture, truth, separate(mixture)))
+    return excerpts
+
+
+def band_edges(bands: int, window: int = WINDOW) -> np.ndarray:
+    """Bin edges of `bands` log-spaced bands over a `window`-sample STFT (the lowest bins merged into the first)."""
+    edges = np.unique(np.round(np.geomspace(1, window // 2 + 1, bands + 1)).astype(int))
+    edges[0] = 0
+    return edges
+
+
+class _Band:
+    """One band of every excerpt, ready to refine under trial gains."""
+
+    def __init__(self, parts: list[tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]]):
+        self.parts = parts  # per excerpt: mixture, powers per stem, covariances per filtered stem, truth per stem
+
+    def errors(self, gains: np.ndarray) -> np.ndarray:
+        """Each stem's error energy in this band with linear power `gains` (one per stem)."""
+        total = np.zeros(len(STEMS))
+        masked = STEMS.index(MASKED_FIRST)
+        for mixture, powers, covariances, truth in self.parts:
+            weighted = [power * gain + _TINY for power, gain in zip(powers, gains)]
+            for index, (output, target) in enumerate(zip(split(mixture, weighted, covariances, masked), truth)):
+                total[index] += np.sum(np.abs(output - target) ** 2)
+        return total
+
+
+def _bands(excerpts: list[Excerpt], edges: np.ndarray, window: int) -> list[_Band]:
+    taper = hann(window)
+    lead = np.zeros((window - window // 4, excerpts[0].mixture.shape[1]), np.float32)
+
+    def stft(signal: np.ndarray) -> np.ndarray:
+        return spectra(np.concatenate([lead, signal]), taper)
+
+    bands = [[] for _ in edges[:-1]]
+    filtered = [stem for stem in STEMS if stem != MASKED_FIRST]
+    for excerpt in excerpts:
+        mixture = stft(excerpt.mixture)
+        estimates = {stem: stft(excerpt.estimates[stem]) for stem in STEMS}
+        truth = {stem: stft(excerpt.truth[stem]) for stem in STEMS}
+        for band, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+            part = {stem: spectrum[:, low:high] for stem, spectrum in estimates.items()}
+            powers = {stem: np.abs(spectrum) ** 2 for stem, spectrum in part.items()}
+            covariances = [
+                spatial_covariance(np.einsum("tba,tbc->bac", part[stem], part[stem].conj()),
+                                   powers[stem].mean(axis=-1).sum(axis=0))
+                for stem in filtered
+            ]
+            scored = slice(None, None, SCORED_EVERY)  # copies, so that the whole spectra can be freed
+            bands[band].append((
+                mixture[scored, low:high].copy(),
+                [powers[stem][scored].copy() for stem in STEMS],
+                covariances,
+                [truth[stem][scored, low:high].copy() for stem in STEMS],
+            ))
+    return [_Band(parts) for parts in bands]
+
+
+def fit_band_weights(
+    excerpts: list[Excerpt], sample_rate: int, bands: int = 16, window: int = WINDOW
+) -> tuple[BandWeights, dict]:
+    """The gains that minimise the normalised error band by band; returns them and a fit report (each stem's
+    error change on these excerpts, and the objective per band before and after)."""
+    if not excerpts:
+        raise ExportError("no excerpts to fit the refinement's band weights on")
+    edges = band_edges(bands, window)
+    fitted = _bands(excerpts, edges, window)
+    ones = np.ones(len(STEMS))
+    before = np.array([band.errors(ones) for band in fitted])  # bands × stems
+    totals = before.sum(axis=0)
+    free = [index for index, stem in enumerate(STEMS) if stem != REFERENCE]
+    gains_db, after = [], []
+    for band in fitted:
+
+        def objective(trial: np.ndarray) -> float:
+            decibels = np.zeros(len(STEMS))
+            decibels[free] = trial
+            return float(np.sum(band.errors(10 ** (decibels / 10)) / totals))
+
+        result = minimize(objective, np.zeros(len(free)), method="Powell",
+                          bounds=[(-MAX_GAIN_DB, MAX_GAIN_DB)] * len(free), options={"xtol": 0.5, "ftol": 1e-4})
+        decibels = np.zeros(len(STEMS))
+        decibels[free] = result.x
+        gains_db.append(np.round(decibels, 2))
+        after.append(result.fun)
+    gains = np.array(gains_db)
+    fitted_errors = np.array([band.errors(10 ** (decibels / 10)) for band, decibels in zip(fitted, gains)]).sum(axis=0)
+    weights = BandWeights(
+        tuple(float(edge) * sample_rate / window for edge in edges),
+        {stem: tuple(float(g) for g in gains[:, index]) for index, stem in enumerate(STEMS)},
+    )
+    report = {  # on the excerpts fitted on: an upper bound on what unseen songs gain
+        "error_change_db": {stem: round(float(10 * np.log10(fitted_errors[i] / totals[i])), 2)
+                            for i, stem in enumerate(STEMS)},
+        "objective_per_band": {"before": np.round(np.sum(before / totals, axis=1), 5).tolist(),
+                               "after": np.round(after, 5).tolist()},
+    }
+    return weights, report
+
+
+def refit_bundle(
+    bundle: str | Path, data: str | Path, *, first: int = 0, count: int = 24, seconds: float = 15.0, bands: int = 16,
+    threads: int | None = None,
+) -> dict:
+    """Fit band weights for `bundle` (all four stems, fp32 estimates) on `data`'s training songs and store them in
+    its manifest (written to a temporary file, then renamed). Returns the manifest's new `refinement` entry."""
+    from unmix.runtime import Separator
+    from unmix.runtime.manifest import MANIFEST_FILE
+
+    separator = Separator.from_bundle(bundle, precision="fp32", refine=False, threads=threads)
+    if set(separator.stems) != set(STEMS):
+        raise ExportError(f"{bundle}: the refinement needs all four stems, the bundle has {', '.join(separator.stems)}")
+    rate = separator.manifest.sample_rate
+    excerpts = training_excerpts(data, lambda mixture: separator.separate(mixture, rate), rate,
+                                 first=first, count=count, seconds=seconds)
+    weights, report = fit_band_weights(excerpts, rate, bands)
+    entry = {
+        "band_weights": weights.to_dict(),
+        "fitted": {
+            "data": str(data),
+            "songs": f"training songs {first} to {first + len(excerpts) - 1} (by name), the middle {seconds:g} s",
+            "estimates": "fp32, raw",
+            "bands": bands,
+            "window": WINDOW,
+        } | report,
+    }
+    path = Path(separator.bundle) / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["refinement"] = entry
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
+    temporary.replace(path)
+    return entry
