@@ -21,6 +21,17 @@ def stem_columns(methods: list[dict]) -> list[str]:
     return [stem for stem in STEMS if stem in seen] + [stem for stem in seen if stem not in STEMS]
 
 
+def refinement_lines(model: dict) -> list[str]:
+    """What the "+ refinement" rows weighed the stems' powers by (reports from before band weights say nothing)."""
+    if "refinement" not in model:
+        return []
+    if "band_weights" not in model["refinement"]:
+        return ["- Refinement: the estimates' plain powers (the bundle has no band weights)"]
+    fitted = model["refinement"].get("fitted", {})
+    origin = f"{fitted['songs']} of {fitted['data']}" if "songs" in fitted else fitted.get("data", "unstated songs")
+    return [f"- Refinement: the bundle's band weights, fitted on {origin}"]
+
+
 def sdr_markdown(report: dict) -> str:
     data, methods = report["data"], report["methods"]
     stems = stem_columns(methods)
@@ -35,6 +46,7 @@ def sdr_markdown(report: dict) -> str:
         f"- Model: bundle {report['model']['bundle']} — {weights}"
         if report["model"]["bundle"]
         else "- Model: none (baselines only)",
+        *refinement_lines(report["model"]),
         f"- PyTorch model: {report['model'].get('pytorch_weights') or 'not given (--separator)'}",
         f"- Metric: {report['metric']}",
         *machine_lines(report["machine"]),

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from unmix.runtime.manifest import STEMS
+from unmix.runtime import Separator
+from unmix.runtime.manifest import MANIFEST_FILE, STEMS
 from unmix.runtime.refinement import MASKED_FIRST, WINDOW, BandWeights, hann, spatial_covariance, spectra, split
 
 from .audio import MIXTURE_FILE, read_segment
@@ -161,10 +162,7 @@ def refit_bundle(
     threads: int | None = None,
 ) -> dict:
     """Fit band weights for `bundle` (all four stems, fp32 estimates) on `data`'s training songs and store them in
-    its manifest (written to a temporary file, then renamed). Returns the manifest's new `refinement` entry."""
-    from unmix.runtime import Separator
-    from unmix.runtime.manifest import MANIFEST_FILE
-
+    its manifest. Returns the manifest's new `refinement` entry."""
     separator = Separator.from_bundle(bundle, precision="fp32", refine=False, threads=threads)
     if set(separator.stems) != set(STEMS):
         raise ExportError(f"{bundle}: the refinement needs all four stems, the bundle has {', '.join(separator.stems)}")
@@ -182,10 +180,16 @@ def refit_bundle(
             "window": WINDOW,
         } | report,
     }
-    path = Path(separator.bundle) / MANIFEST_FILE
+    store_refinement(separator.bundle, entry)
+    return entry
+
+
+def store_refinement(bundle: str | Path, entry: dict) -> None:
+    """Set the manifest's `refinement` entry (written to a temporary file, then renamed); the files it lists,
+    and so their sha256, are untouched."""
+    path = Path(bundle) / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     manifest["refinement"] = entry
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(manifest, indent=2) + "\n")
     temporary.replace(path)
-    return entry

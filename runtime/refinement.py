@@ -57,9 +57,9 @@ class BandWeights:
 
     Each decoder's errors have a spectral shape of its own: the default bundle's bass and vocals decoders, for
     one, leave a noise floor above 7 kHz where only drums and other sound, and plain powers hand the filters
-    that noise's share of the mixture. A gain per stem and band (fitted on training songs, `unmix-export
-    refinement-weights`) says how far each stem's power is to be trusted there. Only ratios between stems
-    matter, so one stem may stay at 0 dB.
+    that noise's share of the mixture. A gain per stem and band (fitted on training songs by `unmix-export
+    --refinement-data`, `unmix.export.refinement_fit`) says how far each stem's power is to be trusted there.
+    Only ratios between stems matter, so one stem may stay at 0 dB.
     """
 
     edges_hz: tuple[float, ...]  # band b holds the bins with edges_hz[b] ≤ frequency < edges_hz[b + 1]

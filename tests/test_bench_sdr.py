@@ -107,12 +107,20 @@ def test_sdr_command_end_to_end(trained, tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
-def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(trained, tmp_path_factory):
-    """The refined row is what `unmix separate` returns by default; the raw row is the paper's output."""
-    from runtime_bundle import tiny_bundle
-    from unmix.runtime import Separator
+def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(trained, tmp_path_factory, tmp_path):
+    """The refined row is what `unmix separate` returns by default, with the bundle's band weights; the raw row
+    is the paper's output."""
+    import shutil
 
-    bundle = tiny_bundle(tmp_path_factory, STEMS)
+    from runtime_bundle import tiny_bundle
+    from unmix.bench.sdr_report import sdr_markdown
+    from unmix.export.refinement_fit import store_refinement
+    from unmix.runtime import Separator
+    from unmix.runtime.refinement import BandWeights
+
+    bundle = shutil.copytree(tiny_bundle(tmp_path_factory, STEMS), tmp_path / "bundle")
+    weights = BandWeights((0.0, 3000.0, 22050.0), {"drums": (-6.0, 6.0), "vocals": (3.0, -20.0)})
+    store_refinement(bundle, {"band_weights": weights.to_dict(), "fitted": {"data": "D", "songs": "songs 1 to 2"}})
     settings = SdrSettings(data=trained / "data", bundle=str(bundle), songs=1, precisions=("fp32",), baselines=False)
     report = evaluate_sdr(settings, progress=False)
     methods = {row["method"]: row for row in report["methods"]}
@@ -123,6 +131,7 @@ def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(train
         for stem in STEMS:
             expected = sdr(song.stems[stem], estimates[stem])
             assert methods[method]["songs"][song.name][stem] == pytest.approx(expected, abs=1e-4), (method, stem)
+    assert "band weights, fitted on songs 1 to 2 of D" in sdr_markdown(report)
     two_stems = evaluate_sdr(replace(settings, bundle=str(trained / "bundle")), progress=False)
     assert any("refinement: not run" in line for line in two_stems["skipped"])
 
