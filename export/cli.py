@@ -101,6 +101,8 @@ def main(
                 _refit(out, refinement)
                 return
         names = parse_stems(stem, stems)
+        if refinement and set(names) != set(STEMS):  # before the export, not after it
+            raise ExportError("--refinement-data needs all four stems (--stems all): the refinement splits the mixture")
         attachments = dict(map(read_attachment, attach or ()))
         if out.exists() and not overwrite:
             raise ExportError(f"{out} exists; choose another -o or pass --overwrite")

@@ -70,6 +70,8 @@ def test_export_refits_an_existing_bundle_and_the_runtime_uses_the_weights(tmp_p
 def test_bad_refinement_options_fail_in_one_line(tmp_path):
     result = _export("-o", tmp_path / "none", "--refinement-data", tmp_path, "--refinement-songs", "5:2")
     assert result.exit_code == 2 and "START:STOP" in result.output
+    result = _export("-o", tmp_path / "x", "--stem", "bass", "--checkpoint", tmp_path, "--refinement-data", tmp_path)
+    assert result.exit_code == 2 and "needs all four stems" in result.output
     result = _export("-o", tmp_path / "none", "--refinement-data", tmp_path)
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "no such bundle" in errors[0]
