@@ -124,8 +124,9 @@ class Refiner:
         self._filtered = [index for index in range(len(self.stems)) if index != self._masked]
         self._taper = hann(window)
         bins = window // 2 + 1
-        weights = weights or {}
-        self._weights = [np.broadcast_to(np.asarray(weights.get(stem, 1.0), float), (bins,)) for stem in self.stems]
+        # None without weights: the hot path then skips multiplying every power by ones
+        self._weights = [np.broadcast_to(np.asarray(weights.get(stem, 1.0), float), (bins,))
+                         for stem in self.stems] if weights else None
         # Channels filtered together: mono or stereo as one group; more (surround) one by one, as mono signals,
         # since a covariance per bin over many channels costs their square in memory and says little more.
         size = channels if channels <= 2 else 1
@@ -200,7 +201,7 @@ class Refiner:
         powers = [np.abs(estimate) ** 2 + _TINY for estimate in estimates]
         # The weights scale the powers the filters share the mixture by; the spatial covariances are normalised
         # by the unweighted powers, since a stem's place in the stereo field does not depend on how loud it is.
-        weighted = [power * weight[:, None] for power, weight in zip(powers, self._weights)]
+        weighted = powers if self._weights is None else [p * w[:, None] for p, w in zip(powers, self._weights)]
         covariances = []
         for slot, index in enumerate(self._filtered):
             spatial = estimates[index]

@@ -136,7 +136,8 @@ class Separator:
         verify: check every bundle file's sha256 against the manifest.
         refine: refinement (`unmix.runtime.refinement`): the stems' estimates become filters over the
             mixture's spectrogram (a power mask for drums, a spatial Wiener filter for the rest). Default: on
-            when the bundle has all four stems, which then all run even when `stems` asks for fewer. False gives the paper's output, each decoder's waveform.
+            when the bundle has all four stems, which then all run even when `stems` asks for fewer. False gives
+            the paper's output, each decoder's waveform.
         """
         path = resolve_bundle(bundle)
         manifest = read_manifest(path, verify=verify)
