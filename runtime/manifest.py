@@ -53,7 +53,8 @@ class Manifest:
     fused: dict[str, str] = field(default_factory=dict)  # precision → path of the all-stems graph
     files: dict[str, str] = field(default_factory=dict)  # relative path → sha256
     provenance: dict = field(default_factory=dict)
-    refinement: dict = field(default_factory=dict)  # {"band_weights": BandWeights.to_dict(), "fitted": {...}}
+    # {"band_weights": BandWeights.to_dict(), "spread_bins": {stem: bins}, "fitted": {...}}
+    refinement: dict = field(default_factory=dict)
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     codes_name: str = CODES_NAME

@@ -25,8 +25,8 @@ f·hop + hop), and the covariances R_j are running averages updated block by blo
 signal's start, each block filtered with the statistics of every block up to and including it), so a chunked run
 computes exactly what a whole-signal run does. A bin where every estimate is silent is split equally.
 Mono and stereo are filtered as described; with more channels each is refined on its own, as mono. A bundle may
-carry `BandWeights`, gains on each stem's power per frequency band, which both steps then use in place of the plain
-powers.
+carry `BandWeights`, gains on each stem's power per frequency band, and a spread per stem, a number of neighbouring
+bins its power is averaged over (`spread_power`); both steps then use those powers in place of the plain ones.
 """
 
 from __future__ import annotations
@@ -110,14 +110,16 @@ class Refiner:
     """
 
     def __init__(self, stems: tuple[str, ...], channels: int, window: int = WINDOW, block_frames: int = BLOCK_FRAMES,
-                 weights: Mapping[str, np.ndarray] | None = None):
-        """`weights`: a power gain per bin (window // 2 + 1 of them) for any stem (default 1; `BandWeights.per_bin`)."""
+                 weights: Mapping[str, np.ndarray] | None = None, spread: Mapping[str, int] | None = None):
+        """`weights`: a power gain per bin (window // 2 + 1 of them) for any stem (default 1; `BandWeights.per_bin`);
+        `spread`: an odd number of bins to average any stem's power over (default 1: none; `spread_power`)."""
         if not covers_the_mixture(stems):
             raise ValueError(f"refinement splits the mixture between all of {', '.join(STEMS)}, got {stems}")
         if window <= 0 or window % 4:
             raise ValueError(f"the STFT window must be a positive multiple of 4 samples, got {window}")
         if block_frames <= 0:
             raise ValueError(f"a covariance block needs at least one frame, got {block_frames}")
+        self._spread = [check_spread(stem, (spread or {}).get(stem, 1)) for stem in stems]
         self.stems = tuple(stems)
         self.window, self.hop, self.block_frames = window, window // 4, block_frames
         self._masked = self.stems.index(MASKED_FIRST)
@@ -199,9 +201,11 @@ class Refiner:
     def _filter(self, group: int, mixture: np.ndarray, estimates: list[np.ndarray]) -> dict[str, np.ndarray]:
         """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances."""
         powers = [np.abs(estimate) ** 2 + _TINY for estimate in estimates]
-        # The weights scale the powers the filters share the mixture by; the spatial covariances are normalised
-        # by the unweighted powers, since a stem's place in the stereo field does not depend on how loud it is.
-        weighted = powers if self._weights is None else [p * w[:, None] for p, w in zip(powers, self._weights)]
+        # The weights and spreads shape the powers the filters share the mixture by; the spatial covariances are
+        # normalised by the plain powers, since a stem's place in the stereo field does not depend on how loud it is.
+        weighted = [spread_power(p, bins) for p, bins in zip(powers, self._spread)]
+        if self._weights is not None:
+            weighted = [p * w[:, None] for p, w in zip(weighted, self._weights)]
         covariances = []
         for slot, index in enumerate(self._filtered):
             spatial = estimates[index]
@@ -219,6 +223,32 @@ class Refiner:
         for stem in self.stems:
             self._estimates[stem] = self._estimates[stem][shift:].copy()
             self._sums[stem] = self._sums[stem][shift:].copy()
+
+
+def check_spread(stem: str, bins) -> int:
+    """`bins` as a power spread for `stem`: a positive odd integer, or ValueError."""
+    if stem not in STEMS:
+        raise ValueError(f"a power spread for an unknown stem {stem!r}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1 or bins % 2 == 0:
+        raise ValueError(f"{stem}: a power spread is an odd number of bins, got {bins!r}")
+    return int(bins)
+
+
+def spread_power(power: np.ndarray, bins: int) -> np.ndarray:
+    """`power` (frames, bins, channels) averaged over each bin and its `bins` // 2 neighbours on either side (the
+    edge bins repeated past the ends).
+
+    Why: at 2.7 Hz per bin, an estimate whose energy lands a bin or two off the mixture's (a partial slightly
+    mistuned, a smeared onset) leaves the true bins to whichever stem claims them; a spread power claims its
+    neighbours too. Measured on the default bundle's validation songs, spreading other's power over 3 bins (with
+    band weights refitted for it) gained other 0.04 dB and the mean 0.025 dB, most of it below 300 Hz, where other
+    and bass share the bins; over 5 bins other gained less and drums lost.
+    """
+    if bins == 1:
+        return power
+    half = bins // 2
+    padded = np.pad(power, ((0, 0), (half, half), (0, 0)), mode="edge")
+    return sum(padded[:, offset : offset + power.shape[1]] for offset in range(bins)) / bins
 
 
 def spectra(signal: np.ndarray, taper: np.ndarray) -> np.ndarray:
@@ -275,9 +305,9 @@ def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
 
 def refine(
     mixture: np.ndarray, estimates: Mapping[str, np.ndarray], window: int = WINDOW, block_frames: int = BLOCK_FRAMES,
-    weights: Mapping[str, np.ndarray] | None = None,
+    weights: Mapping[str, np.ndarray] | None = None, spread: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Refine whole (frames, channels) estimates against their mixture in one pass (what a stream gives)."""
-    refiner = Refiner(tuple(estimates), mixture.shape[1], window, block_frames, weights)
+    refiner = Refiner(tuple(estimates), mixture.shape[1], window, block_frames, weights, spread)
     refiner.add_mixture(mixture)
     return refiner.refine(estimates, final=True)

@@ -20,7 +20,7 @@ from .backends import Device, Engine, open_engine, parse_device
 from .chunking import ChunkPlan, SignalBuffer, Window
 from .errors import AudioError, Cancelled
 from .manifest import MANIFEST_FILE, STEMS, BundleError, Manifest, read_manifest
-from .refinement import WINDOW, BandWeights, Refiner, covers_the_mixture
+from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
 
 if TYPE_CHECKING:
     from .files import FileResult
@@ -74,6 +74,17 @@ def _refinement_weights(manifest: Manifest, bundle: Path) -> dict[str, np.ndarra
     return weights.per_bin(WINDOW, manifest.sample_rate)
 
 
+def _refinement_spread(manifest: Manifest, bundle: Path) -> dict[str, int]:
+    """The bundle's power spread for the refinement, stem → bins (empty when it has none)."""
+    entry = manifest.refinement.get("spread_bins", {})
+    try:
+        if not isinstance(entry, dict):
+            raise ValueError(f"expected {{stem: bins}}, got {entry!r}")
+        return {stem: check_spread(stem, bins) for stem, bins in entry.items()}
+    except ValueError as error:
+        raise BundleError(f"{bundle}: the manifest's refinement spread is malformed: {error}") from None
+
+
 class Separator:
     """Separates audio with a bundle's graphs. Build it with `Separator.from_bundle`."""
 
@@ -101,7 +112,9 @@ class Separator:
         self.manifest = manifest
         self.engine = engine
         self.refine = refine
-        self.refinement_weights = _refinement_weights(manifest, bundle)  # also for refining raw output later
+        # also for refining raw output later (`refine(mixture, estimates, weights=…, spread=…)`)
+        self.refinement_weights = _refinement_weights(manifest, bundle)
+        self.refinement_spread = _refinement_spread(manifest, bundle)
         self._stems = stems
         self.plan = ChunkPlan(chunk, manifest.context_samples, manifest.hop_length)
         self.batch_samples = batch_samples
@@ -263,8 +276,9 @@ class Stream:
             stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
         } if resampling else None
         self._buffer = SignalBuffer(channels)
-        weights = separator.refinement_weights
-        self._refiner = Refiner(separator.engine.stems, channels, weights=weights) if separator.refine else None
+        self._refiner = Refiner(
+            separator.engine.stems, channels, weights=separator.refinement_weights, spread=separator.refinement_spread
+        ) if separator.refine else None
         window = self._plan.window_length
         self._windows_per_call = max(1, separator.batch_samples // (window * channels))
         self._next_window = 0  # full windows run so far

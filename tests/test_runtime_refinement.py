@@ -12,7 +12,7 @@ import pytest
 from runtime_bundle import tiny_bundle
 from unmix.runtime import Separator
 from unmix.runtime.manifest import STEMS, BundleError
-from unmix.runtime.refinement import BLOCK_FRAMES, WINDOW, BandWeights, Refiner, refine
+from unmix.runtime.refinement import BLOCK_FRAMES, WINDOW, BandWeights, Refiner, check_spread, refine, spread_power
 from unmix.train.metrics import sdr
 
 
@@ -148,6 +148,39 @@ def test_band_weights_hand_a_band_to_the_stem_whose_noise_they_discount():
         np.testing.assert_array_equal(audio, plain[stem])  # 0 dB everywhere is the plain refinement, bit for bit
 
 
+def test_a_spread_power_gives_a_stem_the_partial_its_estimate_places_two_bins_off():
+    """Other's estimate is its tone two bins sharp, so its power is nil at the true bin (the Hann window's first
+    zero) and vocals' faint noise floor takes the partial; spread over 3 bins, other's power reaches it."""
+    rng = np.random.default_rng(5)
+    time = np.arange(3 * 44100) / 44100
+    bin_hz = 44100 / WINDOW
+    tones = {"drums": 6000.0, "bass": 80.0, "other": 245 * bin_hz, "vocals": 1500.0}
+    stems = {s: (0.2 * np.sin(2 * np.pi * f * time))[:, None].astype(np.float32) for s, f in tones.items()}
+    mixture = sum(stems.values())
+    sharp = (0.2 * np.sin(2 * np.pi * 247 * bin_hz * time))[:, None].astype(np.float32)
+    noise = (0.01 * rng.standard_normal(mixture.shape)).astype(np.float32)
+    estimates = dict(stems, other=sharp, vocals=stems["vocals"] + noise)
+    plain, spread = refine(mixture, estimates), refine(mixture, estimates, spread={"other": 3})
+    for stem in ("other", "vocals"):
+        assert sdr(stems[stem], spread[stem]) > sdr(stems[stem], plain[stem]) + 10, stem
+    for stem in ("drums", "bass"):
+        assert abs(sdr(stems[stem], spread[stem]) - sdr(stems[stem], plain[stem])) < 0.1, stem
+    np.testing.assert_allclose(sum(spread.values()), mixture, rtol=0, atol=1e-5)
+    for stem, audio in refine(mixture, estimates, spread={"other": 1}).items():
+        np.testing.assert_array_equal(audio, plain[stem])  # a spread of one bin is none, bit for bit
+
+
+def test_spread_power_averages_each_bin_with_its_neighbours_and_refuses_even_widths():
+    power = np.array([1.0, 0.0, 0.0, 4.0, 2.0])[None, :, None]
+    np.testing.assert_allclose(spread_power(power, 3)[0, :, 0], [2 / 3, 1 / 3, 4 / 3, 2.0, 8 / 3])  # edges repeated
+    np.testing.assert_allclose(spread_power(power, 5)[0, :, 0], [3 / 5, 6 / 5, 7 / 5, 8 / 5, 10 / 5])
+    assert spread_power(power, 1) is power
+    for stem, bins, match in [("other", 2, "odd number"), ("other", 0, "odd number"), ("other", True, "odd number"),
+                              ("other", "3", "odd number"), ("piano", 3, "unknown stem")]:
+        with pytest.raises(ValueError, match=match):
+            check_spread(stem, bins)
+
+
 def test_band_weights_map_bands_to_bins_and_refuse_what_does_not_fit():
     weights = BandWeights((0.0, 100.0, 1000.0), {"drums": (-10.0, 10.0)})
     gains = weights.per_bin(16, 1600)["drums"]  # bins every 100 Hz: 0 in the first band, 100..800 in the second
@@ -217,7 +250,7 @@ def test_refinement_at_another_sample_rate_still_splits_the_mixture(four_stems):
     assert sdr(audio, sum(stems.values())) > 40
 
 
-def test_a_bundle_s_band_weights_reach_the_stream_and_malformed_ones_are_refused(tmp_path_factory, tmp_path):
+def test_a_bundle_s_band_weights_and_spread_reach_the_stream_and_malformed_ones_are_refused(tmp_path_factory, tmp_path):
     bundle = Path(shutil.copytree(tiny_bundle(tmp_path_factory, STEMS), tmp_path / "bundle"))  # the shared one stays
     audio = _audio(60_000)
     plain = Separator.from_bundle(bundle).separate(audio, 44100)
@@ -235,6 +268,17 @@ def test_a_bundle_s_band_weights_reach_the_stream_and_malformed_ones_are_refused
     path.write_text(json.dumps(manifest | {"refinement": {"band_weights": {"edges_hz": [0.0]}}}))
     with pytest.raises(BundleError, match="band weights are malformed"):
         Separator.from_bundle(bundle)
+    path.write_text(json.dumps(manifest | {"refinement": {"spread_bins": {"other": 5, "vocals": 3}}}))
+    spread = Separator.from_bundle(bundle, chunk=8192).separate(audio, 44100)
+    expected = refine(audio, Separator.from_bundle(bundle, refine=False).separate(audio, 44100),
+                      spread={"other": 5, "vocals": 3})
+    for stem in STEMS:
+        np.testing.assert_allclose(spread[stem], expected[stem], rtol=0, atol=1e-5)
+    assert not np.allclose(spread["other"], plain["other"], atol=1e-4)
+    for entry in ({"other": 4}, [3]):
+        path.write_text(json.dumps(manifest | {"refinement": {"spread_bins": entry}}))
+        with pytest.raises(BundleError, match="spread is malformed"):
+            Separator.from_bundle(bundle)
 
 
 def test_refinement_needs_all_four_stems(tmp_path_factory):
