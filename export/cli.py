@@ -8,7 +8,8 @@ For several stems, SPEC is `stem=PATH` (repeat the option, one per stem) or one 
 (e.g. runs/phase2-{stem}); a plain PATH serves every stem.
 
 --refinement-data ROOT fits the runtime refinement's band weights on ROOT's training songs (a four-stem bundle)
-and stores them in the manifest; without a source it does only that, to the existing bundle -o names.
+and stores them in the manifest, with the power spread --refinement-spread gives (e.g. other=3); without a source
+it does only that, to the existing bundle -o names.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import typer
 
 from unmix.runtime.engine_cache import EngineCacheError, gpu_info, import_tensorrt
 from unmix.runtime.manifest import STEMS, BundleError
+from unmix.runtime.refinement import check_spread
 from unmix.train.config import resolve_config
 
 from .audio import calibration_chunks, load_parity_audio
@@ -89,6 +91,9 @@ def main(
     ),
     refinement_seconds: float = typer.Option(15.0, "--refinement-seconds", min=1.0, help="seconds from each middle"),
     refinement_bands: int = typer.Option(16, "--refinement-bands", min=1, help="log-spaced frequency bands"),
+    refinement_spread: str = typer.Option(
+        "", "--refinement-spread", help="STEM=BINS,...: average those stems' powers over BINS (odd) bins, e.g. other=3"
+    ),
 ) -> None:
     """Export separators to a deploy bundle and prove it computes what PyTorch computes."""
     try:
@@ -96,7 +101,8 @@ def main(
         if refinement_data is not None:
             first, stop = parse_song_range(refinement_songs)
             refinement = {"data": refinement_data, "first": first, "count": stop - first,
-                          "seconds": refinement_seconds, "bands": refinement_bands}
+                          "seconds": refinement_seconds, "bands": refinement_bands,
+                          "spread": parse_spread(refinement_spread)}
             if not checkpoint and not vqvae:  # refit an existing bundle
                 _refit(out, refinement)
                 return
@@ -175,6 +181,19 @@ def parse_song_range(spec: str) -> tuple[int, int]:
     if not colon or not 0 <= first < last:
         raise ExportError(f"--refinement-songs {spec!r}: give START:STOP with 0 ≤ START < STOP, e.g. 20:44")
     return first, last
+
+
+def parse_spread(spec: str) -> dict[str, int]:
+    """`STEM=BINS,...` → {stem: bins} (empty for an empty spec)."""
+    spread = {}
+    for item in filter(None, spec.split(",")):
+        stem, _, bins = item.partition("=")
+        try:
+            spread[stem] = check_spread(stem, int(bins))
+        except ValueError as error:
+            message = f"--refinement-spread {item!r}: give STEM=BINS with BINS odd, e.g. other=3"
+            raise ExportError(f"{message} ({error})") from None
+    return spread
 
 
 def _refit(bundle: Path, options: dict) -> None:

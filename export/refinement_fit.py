@@ -4,7 +4,8 @@
 powers. The refinement works bin by bin, so each band's error depends on that band's gains alone, and the fit
 goes band by band. It minimises Σ_j E_j(band) / E_j: stem j's error energy in the band over its error energy in
 all bands at 0 dB, a first-order step on the sum of the stems' SDRs that lets no stem buy the others' loss. The
-reference stem stays at 0 dB, since only ratios matter.
+reference stem stays at 0 dB, since only ratios matter. A power spread (`unmix.runtime.refinement.spread_power`)
+is given, not fitted: the gains are fitted for the spread powers the runtime will use.
 
 Two shortcuts keep a fit to minutes. The spatial covariances are taken over each whole excerpt (the stream's
 running averages tend to them), and the errors are scored on every 4th frame (frames overlap by 3/4, so those
@@ -14,6 +15,7 @@ tile the signal once).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,9 @@ from scipy.optimize import minimize
 
 from unmix.runtime import Separator
 from unmix.runtime.manifest import MANIFEST_FILE, STEMS
-from unmix.runtime.refinement import MASKED_FIRST, WINDOW, BandWeights, hann, spatial_covariance, spectra, split
+from unmix.runtime.refinement import (
+    MASKED_FIRST, WINDOW, BandWeights, hann, spatial_covariance, spectra, split, spread_power,
+)
 
 from .audio import MIXTURE_FILE, read_segment
 from .checks import ExportError
@@ -84,7 +88,7 @@ class _Band:
         return total
 
 
-def _bands(excerpts: list[Excerpt], edges: np.ndarray, window: int) -> list[_Band]:
+def _bands(excerpts: list[Excerpt], edges: np.ndarray, window: int, spread: Mapping[str, int]) -> list[_Band]:
     taper = hann(window)
     lead = np.zeros((window - window // 4, excerpts[0].mixture.shape[1]), np.float32)
 
@@ -97,18 +101,19 @@ def _bands(excerpts: list[Excerpt], edges: np.ndarray, window: int) -> list[_Ban
         mixture = stft(excerpt.mixture)
         estimates = {stem: stft(excerpt.estimates[stem]) for stem in STEMS}
         truth = {stem: stft(excerpt.truth[stem]) for stem in STEMS}
+        powers = {stem: np.abs(spectrum) ** 2 for stem, spectrum in estimates.items()}
+        spread_powers = {stem: spread_power(power, spread.get(stem, 1)) for stem, power in powers.items()}
         for band, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
             part = {stem: spectrum[:, low:high] for stem, spectrum in estimates.items()}
-            powers = {stem: np.abs(spectrum) ** 2 for stem, spectrum in part.items()}
             covariances = [
                 spatial_covariance(np.einsum("tba,tbc->bac", part[stem], part[stem].conj()),
-                                   powers[stem].mean(axis=-1).sum(axis=0))
+                                   powers[stem][:, low:high].mean(axis=-1).sum(axis=0))
                 for stem in filtered
             ]
             scored = slice(None, None, SCORED_EVERY)  # copies, so that the whole spectra can be freed
             bands[band].append((
                 mixture[scored, low:high].copy(),
-                [powers[stem][scored].copy() for stem in STEMS],
+                [spread_powers[stem][scored, low:high].copy() for stem in STEMS],
                 covariances,
                 [truth[stem][scored, low:high].copy() for stem in STEMS],
             ))
@@ -116,14 +121,16 @@ def _bands(excerpts: list[Excerpt], edges: np.ndarray, window: int) -> list[_Ban
 
 
 def fit_band_weights(
-    excerpts: list[Excerpt], sample_rate: int, bands: int = 16, window: int = WINDOW
+    excerpts: list[Excerpt], sample_rate: int, bands: int = 16, window: int = WINDOW,
+    spread: Mapping[str, int] | None = None,
 ) -> tuple[BandWeights, dict]:
-    """The gains that minimise the normalised error band by band; returns them and a fit report (each stem's
-    error change on these excerpts, and the objective per band before and after)."""
+    """The gains that minimise the normalised error band by band, for powers spread as `spread` says (stem → bins,
+    as the runtime's refinement will spread them); returns them and a fit report (each stem's error change on
+    these excerpts, and the objective per band before and after)."""
     if not excerpts:
         raise ExportError("no excerpts to fit the refinement's band weights on")
     edges = band_edges(bands, window)
-    fitted = _bands(excerpts, edges, window)
+    fitted = _bands(excerpts, edges, window, spread or {})
     ones = np.ones(len(STEMS))
     before = np.array([band.errors(ones) for band in fitted])  # bands × stems
     totals = before.sum(axis=0)
@@ -159,19 +166,21 @@ def fit_band_weights(
 
 def refit_bundle(
     bundle: str | Path, data: str | Path, *, first: int = 0, count: int = 24, seconds: float = 15.0, bands: int = 16,
-    threads: int | None = None,
+    spread: Mapping[str, int] | None = None, threads: int | None = None,
 ) -> dict:
-    """Fit band weights for `bundle` (all four stems, fp32 estimates) on `data`'s training songs and store them in
-    its manifest. Returns the manifest's new `refinement` entry."""
+    """Fit band weights for `bundle` (all four stems, fp32 estimates) on `data`'s training songs, for powers spread
+    as `spread` says, and store both in its manifest. Returns the manifest's new `refinement` entry."""
     separator = Separator.from_bundle(bundle, precision="fp32", refine=False, threads=threads)
     if set(separator.stems) != set(STEMS):
         raise ExportError(f"{bundle}: the refinement needs all four stems, the bundle has {', '.join(separator.stems)}")
     rate = separator.manifest.sample_rate
     excerpts = training_excerpts(data, lambda mixture: separator.separate(mixture, rate), rate,
                                  first=first, count=count, seconds=seconds)
-    weights, report = fit_band_weights(excerpts, rate, bands)
+    spread = {stem: bins for stem, bins in (spread or {}).items() if bins > 1}
+    weights, report = fit_band_weights(excerpts, rate, bands, spread=spread)
     entry = {
         "band_weights": weights.to_dict(),
+        "spread_bins": spread,
         "fitted": {
             "data": str(data),
             "songs": f"training songs {first} to {first + len(excerpts) - 1} (by name), the middle {seconds:g} s",

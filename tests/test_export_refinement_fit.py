@@ -55,14 +55,16 @@ def test_export_refits_an_existing_bundle_and_the_runtime_uses_the_weights(tmp_p
     bundle = Path(shutil.copytree(tiny_bundle(tmp_path_factory, STEMS), tmp_path / "bundle"))
     data = make_corpus(tmp_path / "data", songs=3, seconds=2.0)
     result = _export("-o", bundle, "--refinement-data", data, "--refinement-songs", "1:3",
-                     "--refinement-seconds", 1.5, "--refinement-bands", 3)
+                     "--refinement-seconds", 1.5, "--refinement-bands", 3, "--refinement-spread", "other=3,bass=1")
     assert result.exit_code == 0, result.output
     assert "refinement band weights stored" in result.output
     manifest = read_manifest(bundle)  # still verifies: the graphs are untouched
     entry = manifest.refinement
     assert len(entry["band_weights"]["edges_hz"]) == 4 and set(entry["band_weights"]["gains_db"]) == set(STEMS)
     assert entry["fitted"]["songs"].startswith("training songs 1 to 2") and entry["fitted"]["bands"] == 3
+    assert entry["spread_bins"] == {"other": 3}  # one bin is no spread
     separator = Separator.from_bundle(bundle)
+    assert separator.refinement_spread == {"other": 3}
     assert all(np.any(gains != 1) for stem, gains in separator.refinement_weights.items() if stem != "other")
     assert not list(bundle.glob("*.tmp"))  # written by rename, nothing left over
 
@@ -72,6 +74,9 @@ def test_bad_refinement_options_fail_in_one_line(tmp_path):
     assert result.exit_code == 2 and "START:STOP" in result.output
     result = _export("-o", tmp_path / "x", "--stem", "bass", "--checkpoint", tmp_path, "--refinement-data", tmp_path)
     assert result.exit_code == 2 and "needs all four stems" in result.output
+    for spec in ("other=2", "piano=3", "other"):
+        result = _export("-o", tmp_path / "none", "--refinement-data", tmp_path, "--refinement-spread", spec)
+        assert result.exit_code == 2 and "--refinement-spread" in result.output, spec
     result = _export("-o", tmp_path / "none", "--refinement-data", tmp_path)
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and "no such bundle" in errors[0]
