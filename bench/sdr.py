@@ -308,7 +308,8 @@ def song_estimates(
         estimates = separator.separate(song.mixture, song.sample_rate)
         yield method, estimates
         if methods.refined:
-            yield refined_method(method), refine(song.mixture, estimates, weights=separator.refinement_weights)
+            yield refined_method(method), refine(song.mixture, estimates, weights=separator.refinement_weights,
+                                                 spread=separator.refinement_spread)
         del estimates
         if precision in methods.graphs:  # the graphs themselves: the codes the runtime keeps to itself
             for stem, (audio, codes) in methods.graphs[precision](excerpt).items():

@@ -29,7 +29,9 @@ def refinement_lines(model: dict) -> list[str]:
         return ["- Refinement: the estimates' plain powers (the bundle has no band weights)"]
     fitted = model["refinement"].get("fitted", {})
     origin = f"{fitted['songs']} of {fitted['data']}" if "songs" in fitted else fitted.get("data", "unstated songs")
-    return [f"- Refinement: the bundle's band weights, fitted on {origin}"]
+    spread = model["refinement"].get("spread_bins", {})
+    spread_text = "".join(f", {stem}'s power spread over {bins} bins" for stem, bins in spread.items() if bins > 1)
+    return [f"- Refinement: the bundle's band weights, fitted on {origin}{spread_text}"]
 
 
 def sdr_markdown(report: dict) -> str:

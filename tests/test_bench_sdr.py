@@ -108,8 +108,8 @@ def test_sdr_command_end_to_end(trained, tmp_path):
 
 
 def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(trained, tmp_path_factory, tmp_path):
-    """The refined row is what `unmix separate` returns by default, with the bundle's band weights; the raw row
-    is the paper's output."""
+    """The refined row is what `unmix separate` returns by default, with the bundle's band weights and power
+    spread; the raw row is the paper's output."""
     import shutil
 
     from runtime_bundle import tiny_bundle
@@ -120,7 +120,8 @@ def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(train
 
     bundle = shutil.copytree(tiny_bundle(tmp_path_factory, STEMS), tmp_path / "bundle")
     weights = BandWeights((0.0, 3000.0, 22050.0), {"drums": (-6.0, 6.0), "vocals": (3.0, -20.0)})
-    store_refinement(bundle, {"band_weights": weights.to_dict(), "fitted": {"data": "D", "songs": "songs 1 to 2"}})
+    store_refinement(bundle, {"band_weights": weights.to_dict(), "spread_bins": {"other": 5},
+                              "fitted": {"data": "D", "songs": "songs 1 to 2"}})
     settings = SdrSettings(data=trained / "data", bundle=str(bundle), songs=1, precisions=("fp32",), baselines=False)
     report = evaluate_sdr(settings, progress=False)
     methods = {row["method"]: row for row in report["methods"]}
@@ -131,7 +132,7 @@ def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(train
         for stem in STEMS:
             expected = sdr(song.stems[stem], estimates[stem])
             assert methods[method]["songs"][song.name][stem] == pytest.approx(expected, abs=1e-4), (method, stem)
-    assert "band weights, fitted on songs 1 to 2 of D" in sdr_markdown(report)
+    assert "band weights, fitted on songs 1 to 2 of D, other's power spread over 5 bins" in sdr_markdown(report)
     two_stems = evaluate_sdr(replace(settings, bundle=str(trained / "bundle")), progress=False)
     assert any("refinement: not run" in line for line in two_stems["skipped"])
 
