@@ -15,7 +15,7 @@ tile the signal once).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +47,8 @@ class Excerpt:
 
 
 def training_excerpts(
-    root: str | Path, separate, sample_rate: int, *, first: int, count: int, seconds: float
+    root: str | Path, separate: Callable[[np.ndarray], dict[str, np.ndarray]], sample_rate: int, *, first: int,
+    count: int, seconds: float,
 ) -> list[Excerpt]:
     """The middle `seconds` of training songs first..first+count of a MUSDB-layout folder, with `separate`'s
     estimates (a function (frames, channels) → {stem: (frames, channels)}: the bundle's raw output)."""
