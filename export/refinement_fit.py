@@ -25,7 +25,7 @@ from scipy.optimize import minimize
 from unmix.runtime import Separator
 from unmix.runtime.manifest import MANIFEST_FILE, STEMS
 from unmix.runtime.refinement import (
-    MASKED_FIRST, WINDOW, BandWeights, hann, spatial_covariance, spectra, split, spread_power,
+    MASKED_FIRST, WINDOW, BandWeights, check_spread, hann, spatial_covariance, spectra, split, spread_power,
 )
 
 from .audio import MIXTURE_FILE, read_segment
@@ -174,10 +174,11 @@ def refit_bundle(
     separator = Separator.from_bundle(bundle, precision="fp32", refine=False, threads=threads)
     if set(separator.stems) != set(STEMS):
         raise ExportError(f"{bundle}: the refinement needs all four stems, the bundle has {', '.join(separator.stems)}")
+    # checked before the estimates are made; a spread of 1 is none
+    spread = {stem: bins for stem, bins in (spread or {}).items() if check_spread(stem, bins) > 1}
     rate = separator.manifest.sample_rate
     excerpts = training_excerpts(data, lambda mixture: separator.separate(mixture, rate), rate,
                                  first=first, count=count, seconds=seconds)
-    spread = {stem: bins for stem, bins in (spread or {}).items() if bins > 1}
     weights, report = fit_band_weights(excerpts, rate, bands, spread=spread)
     entry = {
         "band_weights": weights.to_dict(),
