@@ -18,8 +18,10 @@ import onnxruntime as ort
 from .errors import BackendError
 from .manifest import Manifest
 
-BACKENDS = ("auto", "ort", "trt")
-PRECISIONS = ("fp32", "int8", "fp16")
+BACKENDS = ("auto", "ort", "openvino", "trt")
+PRECISIONS = ("auto", "fp32", "int8", "fp16", "bf16")
+# Precisions that run a bundle's fp32 graphs at another arithmetic (the backend converts them as it loads).
+COMPUTED_PRECISIONS = {"bf16": "fp32"}
 GPU_INSTALL_HINT = "pip uninstall -y onnxruntime && pip install 'unmix[gpu]' (onnxruntime-gpu with CUDA 12 and cuDNN 9)"
 
 
@@ -60,15 +62,27 @@ def open_engine(
     threads: int | None,
     spinning: bool,
 ) -> Engine:
-    """The engine for `stems` of the bundle at `precision` on `device` through `backend`."""
+    """The engine for `stems` of the bundle at `precision` on `device` through `backend`.
+
+    backend "auto" is OpenVINO on a CPU where it is installed, else ONNX Runtime; precision "auto" is bf16 where
+    that backend computes it natively (`default_precision`), else fp32.
+    """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    if precision not in manifest.models:
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    backend = resolve_backend(backend, device, precision)
+    if precision == "auto":
+        precision = default_precision(backend)
+    stored = COMPUTED_PRECISIONS.get(precision, precision)
+    if precision in COMPUTED_PRECISIONS and backend != "openvino":
+        raise BackendError(f"{precision} runs on the openvino backend (--backend openvino), not on {backend}")
+    if stored not in manifest.models:
         raise BackendError(
-            f"the bundle has no {precision} models (it has {', '.join(manifest.precisions)}); choose --precision accordingly"
+            f"the bundle has no {stored} models (it has {', '.join(manifest.precisions)}); choose --precision accordingly"
         )
-    models = manifest.models[precision]
-    if device.kind == "cpu" and backend != "trt":
+    models = manifest.models[stored]
+    if device.kind == "cpu" and backend == "ort":
         # The exporter's offline-optimised copies (CPU, EXTENDED level) load faster; parity-checked like the rest.
         models = models | manifest.ort_optimized.get(precision, {})
     paths = {stem: bundle / models[stem] for stem in stems}
@@ -78,8 +92,34 @@ def open_engine(
         from .tensorrt import TensorRTEngine  # imported only when asked for: tensorrt is an optional extra
 
         return TensorRTEngine(bundle, manifest, paths, device=device, precision=precision)
-    # "auto" is ONNX Runtime while the TensorRT path is untested on real hardware (see tensorrt.py).
+    if backend == "openvino":
+        if device.kind != "cpu":
+            raise BackendError("the openvino backend runs on the CPU: use --device cpu")
+        from .openvino_backend import OpenVinoEngine  # an optional extra, imported only when used
+
+        return OpenVinoEngine(paths, manifest, threads=threads, precision=precision)
     return OrtEngine(paths, manifest, device=device, threads=threads, spinning=spinning, precision=precision)
+
+
+def resolve_backend(backend: str, device: Device, precision: str = "auto") -> str:
+    """`auto` → "openvino" on a CPU where OpenVINO is installed, for the precisions it runs (it runs the graphs
+    faster there, see the README's Speed section), else "ort"; any other name as it is. TensorRT is never
+    chosen for you while untested."""
+    if backend != "auto":
+        return backend
+    from .openvino_backend import PRECISIONS as OPENVINO_PRECISIONS, available
+
+    runs_it = precision == "auto" or precision in OPENVINO_PRECISIONS
+    return "openvino" if device.kind == "cpu" and runs_it and available() else "ort"
+
+
+def default_precision(backend: str) -> str:
+    """bf16 on the openvino backend where the CPU computes it natively (AMX, AVX512-BF16), else fp32."""
+    if backend == "openvino":
+        from .openvino_backend import native_bf16
+
+        return "bf16" if native_bf16() else "fp32"
+    return "fp32"
 
 
 @functools.cache

@@ -65,10 +65,10 @@ def separate(
         DEFAULT_FILENAME, help="Output path under -o; fields {track}, {trackext}, {stem}, {ext}."
     ),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    backend: str = typer.Option("auto", help="auto (ONNX Runtime), ort or trt (TensorRT, untested)."),
+    backend: str = typer.Option("auto", help="auto (OpenVINO on a CPU where it is installed, else ONNX Runtime), ort, openvino or trt (TensorRT, untested)."),
     threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
     chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 20 s)."),
-    precision: str = typer.Option("fp32", help="fp32, int8 or fp16, as the bundle provides."),
+    precision: str = typer.Option("fp32", help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16."),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(
         None, "--refine/--no-refine",

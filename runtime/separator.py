@@ -138,11 +138,13 @@ class Separator:
     ) -> "Separator":
         """Load `bundle` (a folder, or "default") for `device` ("cpu", "cuda", "cuda:N").
 
-        backend: "auto" (ONNX Runtime), "ort" or "trt" (TensorRT engines; needs a CUDA device).
+        backend: "auto" (OpenVINO on a CPU where it is installed, else ONNX Runtime), "ort", "openvino" or "trt"
+            (TensorRT engines; needs a CUDA device).
         threads: CPU threads per run (default: ONNX Runtime's, the physical cores).
         stems: the stems to compute (default: all in the bundle); the others cost nothing.
         chunk: output samples per window at the model's rate, a multiple of its hop (default 20 s).
-        precision: which of the bundle's models to run ("fp32", "int8", "fp16").
+        precision: "auto" (bf16 where OpenVINO computes it natively, else fp32), "fp32", "bf16" (the fp32 graphs
+            in bfloat16 on the openvino backend), or the bundle's "int8" / "fp16" graphs.
         batch_samples: samples per engine call: windows × channels go as one batch up to this many
             (default 2**21 on CPU, 2**22 on GPU; at least one window's channel per call).
         spinning: let idle ONNX Runtime threads spin (faster on a dedicated machine, off when embedded).

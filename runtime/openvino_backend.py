@@ -1,0 +1,216 @@
+"""The OpenVINO backend: a bundle's fp32 graphs on the CPU, in fp32 or in bfloat16 where the CPU computes it natively.
+
+OpenVINO reads the bundle's ONNX files as they are; at load each stem graph is cut into its three parts:
+
+    mixture encoder (ME)  →  nearest code (the `/vq/` block)  →  stem decoder (SD)
+
+The encoder and decoder run at the chosen precision: `bf16` puts their convolutions on AMX or AVX512-BF16 units.
+The nearest-code search always runs in fp32 (a rounded distance would change which code wins) and in tiles of
+`TILE_FRAMES` latent frames, so its distance matrix (8 kB per frame) stays small whatever the window. Two
+rewrites keep every heavy op on the fast kernels: each transposed convolution (kernel 4, stride 2, padding 1)
+becomes one convolution with twice the output channels followed by an interleave, the same arithmetic, and the
+argmin becomes min / equal / first index instead of a top-k, with the same first-index rule on ties.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BackendError
+from .manifest import Manifest
+
+PRECISIONS = ("fp32", "bf16")
+INSTALL_HINT = "pip install 'unmix[openvino]'"
+TILE_FRAMES = 4096  # latent frames per nearest-code call: 32 MiB of fp32 distances with 2048 codes
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+# Node names the exporter gives the nearest-code block (export/graph.py, `NearestCode`).
+_VQ_IN, _VQ_OUT, _VQ_MATMUL, _VQ_SCALE, _VQ_SUB = (
+    "/vq/Transpose", "/vq/Transpose_1", "/vq/MatMul", "/vq/Mul", "/vq/Sub"
+)
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise BackendError(f"the openvino backend needs OpenVINO: {INSTALL_HINT}") from None
+    return openvino
+
+
+def available() -> bool:
+    """Whether OpenVINO can be imported here."""
+    try:
+        _openvino()
+    except BackendError:
+        return False
+    return True
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bfloat16 natively on this CPU (AMX or AVX512-BF16)."""
+    return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@dataclass(frozen=True)
+class StemParts:
+    """One stem graph cut for OpenVINO: encoder (N, 1, T) → (N, C, T/hop); the codebook; decoder back to (N, 1, T)."""
+
+    encoder: object  # openvino.Model
+    codebook_t: np.ndarray  # (C, K) float32
+    code_norms: np.ndarray  # (K,) float32
+    scale: np.ndarray  # the graph's factor 2 in ‖e‖² − 2·x·e, as stored
+    decoder: object  # openvino.Model
+
+
+def split_stem_graph(path: str | Path) -> StemParts:
+    """Read an exported stem graph and cut it at its `/vq/` block (see the module docstring).
+
+    Raises BackendError for a graph without that block (not written by unmix-export).
+    """
+    ov = _openvino()
+    core = ov.Core()
+    encoder_graph = core.read_model(str(path))
+    nodes = {op.get_friendly_name(): op for op in encoder_graph.get_ops()}
+    missing = [name for name in (_VQ_IN, _VQ_OUT, _VQ_MATMUL, _VQ_SCALE, _VQ_SUB) if name not in nodes]
+    if missing:
+        raise BackendError(f"{Path(path).name}: no nearest-code block ({', '.join(missing)}) for the openvino backend")
+    embeddings = nodes[_VQ_IN].input_value(0)
+    encoder = ov.Model([embeddings], list(encoder_graph.get_parameters()), "mixture_encoder")
+    codebook_t = _constant(nodes[_VQ_MATMUL].input_value(1), path)
+    scale = _constant(nodes[_VQ_SCALE].input_value(1), path)
+    code_norms = _constant(nodes[_VQ_SUB].input_value(0), path)
+
+    decoder_graph = core.read_model(str(path))  # a second copy to cut: the two parts must not share nodes
+    nodes = {op.get_friendly_name(): op for op in decoder_graph.get_ops()}
+    vectors = ov.opset13.parameter([-1, codebook_t.shape[0], -1], np.float32, name="code_vectors")
+    nodes[_VQ_OUT].output(0).replace(vectors.output(0))
+    stem = [result for result in decoder_graph.get_results() if "codes" not in result.get_friendly_name()]
+    decoder = ov.Model([result.input_value(0) for result in stem], [vectors], "stem_decoder")
+    _transposed_convolutions_as_convolutions(decoder)
+    return StemParts(encoder, codebook_t, code_norms, scale, decoder)
+
+
+def _constant(output, path) -> np.ndarray:
+    node = output.get_node()
+    if node.get_type_name() != "Constant":
+        raise BackendError(f"{Path(path).name}: expected a constant at {node.get_friendly_name()}")
+    return np.array(node.get_data(), np.float32)
+
+
+def _transposed_convolutions_as_convolutions(model) -> None:
+    """Rewrite each ConvTranspose(k=4, s=2, p=1) in place as Conv(k=3, p=1) to 2·C channels + interleave.
+
+    Output frame 2m is x[m]·W₁ + x[m−1]·W₃ and frame 2m+1 is x[m+1]·W₀ + x[m]·W₂ (W_k the kernel tap k), so one
+    3-tap convolution computes both phases as two channel groups, and a reshape/transpose interleaves them.
+    OpenVINO runs ConvTranspose on a slower non-AMX kernel; other shapes are left as they are.
+    """
+    ops = _openvino().opset13
+    for op in list(model.get_ordered_ops()):
+        if op.get_type_name() != "ConvolutionBackpropData" or op.get_input_size() != 2:
+            continue
+        attributes = op.get_attributes()
+        weights_node = op.input_value(1).get_node()
+        if (
+            weights_node.get_type_name() != "Constant"
+            or attributes["strides"] != [2]
+            or attributes["pads_begin"] != [1]
+            or attributes["pads_end"] != [1]
+            or attributes["dilations"] != [1]
+            or list(attributes.get("output_padding", [0])) != [0]
+        ):
+            continue
+        weights = np.array(weights_node.get_data(), np.float32)  # (C_in, C_out, 4)
+        if weights.ndim != 3 or weights.shape[2] != 4:
+            continue
+        c_out = weights.shape[1]
+        taps = np.zeros((2 * c_out, weights.shape[0], 3), np.float32)
+        taps[:c_out, :, 0], taps[:c_out, :, 1] = weights[:, :, 3].T, weights[:, :, 1].T  # even output frames
+        taps[c_out:, :, 1], taps[c_out:, :, 2] = weights[:, :, 2].T, weights[:, :, 0].T  # odd output frames
+        phases = ops.convolution(op.input_value(0), ops.constant(taps), [1], [1], [1], [1])
+        phases = ops.reshape(phases, ops.constant(np.array([0, 2, c_out, -1], np.int64)), special_zero=True)
+        interleaved = ops.transpose(phases, ops.constant(np.array([0, 2, 3, 1], np.int64)))
+        merged = ops.reshape(interleaved, ops.constant(np.array([0, c_out, -1], np.int64)), special_zero=True)
+        op.output(0).replace(merged.output(0))
+
+
+def nearest_code_model(parts: StemParts):
+    """(N, C, T') embeddings → (N, C, T') code vectors, the exported graph's arithmetic in fp32.
+
+    distances = ‖e‖² − (x·Eᵀ)·2 as the graph computes them; the code is the first index where they reach their
+    minimum (ArgMin's rule), found by min / equal / select / min, which OpenVINO vectorises (its top-k does not).
+    """
+    ov = _openvino()
+    ops = ov.opset13
+    channels, codes = parts.codebook_t.shape
+    embeddings = ops.parameter([-1, channels, -1], np.float32, name="embeddings")
+    rows = ops.transpose(embeddings, ops.constant(np.array([0, 2, 1], np.int64)))
+    products = ops.matmul(rows, ops.constant(parts.codebook_t), False, False)
+    distances = ops.subtract(ops.constant(parts.code_norms), ops.multiply(products, ops.constant(parts.scale)))
+    nearest = ops.reduce_min(distances, ops.constant(np.array([-1], np.int64)), keep_dims=True)
+    index = ops.select(
+        ops.equal(distances, nearest),
+        ops.constant(np.arange(codes, dtype=np.int32)),
+        ops.constant(np.array(codes, np.int32)),
+    )
+    first = ops.reduce_min(index, ops.constant(np.array([-1], np.int64)), keep_dims=False)  # (N, T')
+    vectors = ops.gather(ops.constant(parts.codebook_t), first, ops.constant(np.array(1, np.int64)))  # (C, N, T')
+    out = ops.transpose(vectors, ops.constant(np.array([1, 0, 2], np.int64)))
+    return ov.Model([out], [embeddings], "nearest_code")
+
+
+class OpenVinoEngine:
+    """Per stem: encoder and decoder at `precision`, the nearest code in fp32 tiles, all on OpenVINO's CPU plugin."""
+
+    def __init__(self, paths: dict[str, Path], manifest: Manifest, *, threads: int | None, precision: str):
+        ov = _openvino()
+        if precision not in PRECISIONS:
+            raise BackendError(f"the openvino backend runs {' or '.join(PRECISIONS)}, not {precision}")
+        if precision == "bf16" and not native_bf16():
+            raise BackendError("this CPU has no native bfloat16 (AMX or AVX512-BF16); use --precision fp32")
+        if threads is not None and threads < 1:
+            raise BackendError(f"threads must be at least 1, got {threads}")
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.stems = tuple(paths)
+        self._parts = {}
+        for stem, path in paths.items():
+            try:
+                parts = split_stem_graph(path)
+                compiled = (
+                    core.compile_model(parts.encoder, "CPU", config | {"INFERENCE_PRECISION_HINT": _HINTS[precision]}),
+                    core.compile_model(nearest_code_model(parts), "CPU", config | {"INFERENCE_PRECISION_HINT": "f32"}),
+                    core.compile_model(parts.decoder, "CPU", config | {"INFERENCE_PRECISION_HINT": _HINTS[precision]}),
+                )
+            except BackendError:
+                raise
+            except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+                raise BackendError(f"{Path(path).name}: OpenVINO cannot load it: {str(error).splitlines()[0]}") from None
+            self._parts[stem] = compiled
+        detail = f", {threads} threads" if threads else ""
+        self.description = f"openvino {ov.get_version().split('-')[0]} CPU{detail}, {precision}"
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = {}
+        for stem, (encoder, nearest, decoder) in self._parts.items():
+            embeddings = _infer(encoder, batch)
+            vectors = np.empty_like(embeddings)
+            for first in range(0, embeddings.shape[2], TILE_FRAMES):
+                tile = np.ascontiguousarray(embeddings[:, :, first : first + TILE_FRAMES])
+                vectors[:, :, first : first + TILE_FRAMES] = _infer(nearest, tile)
+            del embeddings
+            outputs[stem] = _infer(decoder, vectors)
+        return outputs
+
+
+def _infer(compiled, array: np.ndarray) -> np.ndarray:
+    """One call on a fresh request, so no request keeps a window's working memory between calls."""
+    request = compiled.create_infer_request()
+    request.infer({0: array})
+    return np.array(request.get_output_tensor(0).data, copy=True)
