@@ -5,6 +5,8 @@ OpenVINO reads the bundle's ONNX files as they are; at load each stem graph is c
     mixture encoder (ME)  →  nearest code (the `/vq/` block)  →  stem decoder (SD)
 
 The encoder and decoder run at the chosen precision: `bf16` puts their convolutions on AMX or AVX512-BF16 units.
+All stems' encoders are compiled as one model (they share the mixture input) and all decoders as another, so
+the stems share one working memory instead of holding one each (OpenVINO keeps a compiled model's buffers).
 The nearest-code search always runs in fp32 (a rounded distance would change which code wins) and in tiles of
 `TILE_FRAMES` latent frames, so its distance matrix (8 kB per frame) stays small whatever the window. Two
 rewrites keep every heavy op on the fast kernels: each transposed convolution (kernel 4, stride 2, padding 1)
@@ -25,7 +27,7 @@ from .manifest import Manifest
 
 PRECISIONS = ("fp32", "bf16")
 INSTALL_HINT = "pip install 'unmix[openvino]'"
-TILE_FRAMES = 4096  # latent frames per nearest-code call: 32 MiB of fp32 distances with 2048 codes
+TILE_FRAMES = 1024  # latent frames per nearest-code call: 8 MiB of fp32 distances with 2048 codes, per stem
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 # Node names the exporter gives the nearest-code block (export/graph.py, `NearestCode`).
 _VQ_IN, _VQ_OUT, _VQ_MATMUL, _VQ_SCALE, _VQ_SUB = (
@@ -164,7 +166,8 @@ def nearest_code_model(parts: StemParts):
 
 
 class OpenVinoEngine:
-    """Per stem: encoder and decoder at `precision`, the nearest code in fp32 tiles, all on OpenVINO's CPU plugin."""
+    """The chosen stems' encoders as one model at `precision`, each stem's nearest code in fp32 tiles, and the
+    decoders as one model at `precision`, on OpenVINO's CPU plugin."""
 
     def __init__(self, paths: dict[str, Path], manifest: Manifest, *, threads: int | None, precision: str):
         ov = _openvino()
@@ -175,42 +178,54 @@ class OpenVinoEngine:
         if threads is not None and threads < 1:
             raise BackendError(f"threads must be at least 1, got {threads}")
         core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
+        compute = config | {"INFERENCE_PRECISION_HINT": _HINTS[precision]}
         self.stems = tuple(paths)
-        self._parts = {}
-        for stem, path in paths.items():
-            try:
-                parts = split_stem_graph(path)
-                compiled = (
-                    core.compile_model(parts.encoder, "CPU", config | {"INFERENCE_PRECISION_HINT": _HINTS[precision]}),
-                    core.compile_model(nearest_code_model(parts), "CPU", config | {"INFERENCE_PRECISION_HINT": "f32"}),
-                    core.compile_model(parts.decoder, "CPU", config | {"INFERENCE_PRECISION_HINT": _HINTS[precision]}),
-                )
-            except BackendError:
-                raise
-            except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-                raise BackendError(f"{Path(path).name}: OpenVINO cannot load it: {str(error).splitlines()[0]}") from None
-            self._parts[stem] = compiled
+        try:
+            parts = {stem: split_stem_graph(path) for stem, path in paths.items()}
+            mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name=manifest.input_name)
+            for stem_parts in parts.values():  # one input for every encoder
+                stem_parts.encoder.get_parameters()[0].output(0).replace(mixture.output(0))
+            encoders = ov.Model([p.encoder.get_results()[0].input_value(0) for p in parts.values()], [mixture], "encoders")
+            decoders = ov.Model(
+                [p.decoder.get_results()[0].input_value(0) for p in parts.values()],
+                [p.decoder.get_parameters()[0] for p in parts.values()],
+                "decoders",
+            )
+            # one request each, kept: a request holds its model's working memory, so fresh ones would add up
+            self._encoders = core.compile_model(encoders, "CPU", compute).create_infer_request()
+            self._decoders = core.compile_model(decoders, "CPU", compute).create_infer_request()
+            exact = config | {"INFERENCE_PRECISION_HINT": "f32"}
+            self._nearest = [
+                core.compile_model(nearest_code_model(p), "CPU", exact).create_infer_request() for p in parts.values()
+            ]
+        except BackendError:
+            raise
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+            names = ", ".join(path.name for path in paths.values())
+            raise BackendError(f"{names}: OpenVINO cannot load them: {str(error).splitlines()[0]}") from None
         detail = f", {threads} threads" if threads else ""
         self.description = f"openvino {ov.get_version().split('-')[0]} CPU{detail}, {precision}"
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = {}
-        for stem, (encoder, nearest, decoder) in self._parts.items():
-            embeddings = _infer(encoder, batch)
-            vectors = np.empty_like(embeddings)
-            for first in range(0, embeddings.shape[2], TILE_FRAMES):
-                tile = np.ascontiguousarray(embeddings[:, :, first : first + TILE_FRAMES])
-                vectors[:, :, first : first + TILE_FRAMES] = _infer(nearest, tile)
-            del embeddings
-            outputs[stem] = _infer(decoder, vectors)
-        return outputs
+        embeddings = _infer(self._encoders, [batch], copy=False)  # read before the encoders run again
+        vectors = [_nearest(nearest, stem_embeddings) for nearest, stem_embeddings in zip(self._nearest, embeddings)]
+        del embeddings
+        return dict(zip(self.stems, _infer(self._decoders, vectors)))
 
 
-def _infer(compiled, array: np.ndarray) -> np.ndarray:
-    """One call on a fresh request, so no request keeps a window's working memory between calls."""
-    request = compiled.create_infer_request()
-    request.infer({0: array})
-    return np.array(request.get_output_tensor(0).data, copy=True)
+def _nearest(request, embeddings: np.ndarray) -> np.ndarray:
+    """The code vectors of (N, C, T') embeddings, `TILE_FRAMES` frames a call."""
+    vectors = np.empty(embeddings.shape, np.float32)
+    for first in range(0, embeddings.shape[2], TILE_FRAMES):
+        tile = np.ascontiguousarray(embeddings[:, :, first : first + TILE_FRAMES])
+        vectors[:, :, first : first + TILE_FRAMES] = _infer(request, [tile], copy=False)[0]
+    return vectors
+
+
+def _infer(request, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndarray]:
+    """One call on `inputs` (shared, not copied). The outputs are OpenVINO's own buffers, which the request's next
+    call overwrites, unless `copy`."""
+    request.infer(dict(enumerate(inputs)), share_inputs=True)
+    outputs = [request.get_output_tensor(index).data for index in range(len(request.model_outputs))]
+    return [np.array(output, copy=True) for output in outputs] if copy else outputs
