@@ -122,10 +122,11 @@ def sdr(
         "default", help="the bundle to score: a folder, 'default' (the one shipped) or 'none' (baselines only)"
     ),
     precision: str = typer.Option(
-        None, help="comma list of the bundle's precisions (default fp32,int8 on CPU, fp32,fp16 on CUDA)"
+        None, help="comma list of precisions: the bundle's, or bf16 on openvino (default fp32,int8 on CPU, fp32,fp16 on CUDA)"
     ),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
-    backend: str = typer.Option("auto", help="auto, ort or trt"),
+    backend: str = typer.Option("auto", help="auto, ort, openvino or trt"),
+    stereo: str = typer.Option("mid", help="how the refined rows separate stereo: mid (as unmix separate) or per-channel"),
     threads: int = typer.Option(None, help="CPU threads (default: the usable cores)"),
     separator: list[str] = typer.Option(
         None,
@@ -172,6 +173,7 @@ def sdr(
         precisions=split_list(precision),
         device=device,
         backend=backend,
+        stereo=stereo,
         threads=threads,
         separator=tuple(separator or ()),
         checkpoint=tuple(checkpoint or ()),

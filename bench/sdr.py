@@ -67,6 +67,7 @@ class SdrSettings:
     baselines: bool = True
     stems: tuple[str, ...] | None = None  # a subset to score (default: the bundle's, or all four)
     provenance_pytorch: bool = True  # the PyTorch row from the checkpoints the bundle's provenance names
+    stereo: str = "mid"  # how the refined rows separate a stereo song: as `unmix separate` (mid) or per channel
 
 
 def method_kind(name: str) -> str:
@@ -79,12 +80,16 @@ def method_kind(name: str) -> str:
     }.get(name, "model")
 
 
+BACKEND_NAMES = {"trt": "TensorRT", "openvino": "OpenVINO", "ort": "ONNX Runtime"}
+
+
 def model_method(precision: str, backend: str) -> str:
-    return f"unmix {precision} ({'TensorRT' if backend == 'trt' else 'ONNX Runtime'})"
+    return f"unmix {precision} ({BACKEND_NAMES[backend]})"
 
 
-def refined_method(method: str) -> str:
-    return f"{method} + refinement"
+def refined_method(method: str, stereo: str = "mid") -> str:
+    """The refined twin of `method`'s row; `stereo` says how the model saw a stereo song (`Separator`'s modes)."""
+    return f"{method} + refinement" + (" (per-channel)" if stereo == "per-channel" else "")
 
 
 def load_torch_models(specs: tuple[str, ...], stems: list[str], *, vqvae: bool, trust_pickle: bool) -> dict:
@@ -197,6 +202,13 @@ class FidelityExcerpts:
         return {stem: sums.figures() for stem, sums in self.sums.get(method, {}).items()}
 
 
+def backend_of(settings: SdrSettings, precision: str) -> str:
+    """The backend `settings.backend` stands for at `precision` (auto resolves as the runtime resolves it)."""
+    from unmix.runtime.backends import parse_device, resolve_backend
+
+    return resolve_backend(settings.backend, parse_device(settings.device), precision)
+
+
 def default_precisions(available: list[str], device: str) -> tuple[str, ...]:
     wanted = ("fp32", "fp16") if device.startswith("cuda") else ("fp32", "int8")
     return tuple(p for p in wanted if p in available)
@@ -206,7 +218,8 @@ def default_precisions(available: list[str], device: str) -> tuple[str, ...]:
 class Methods:
     """What runs besides the baselines: the bundle per precision, the PyTorch model, the ceiling."""
 
-    runtime: dict  # precision → unmix.runtime.Separator
+    runtime: dict  # precision → unmix.runtime.Separator (raw, per channel)
+    refiners: dict  # precision → unmix.runtime.Separator refining as `unmix separate` does (stereo "mid" only)
     graphs: dict  # precision → BundleGraphs (ONNX Runtime backends: the codes for the fidelity figures)
     pytorch: dict  # stem → StemSeparator (the model in PyTorch)
     ceiling: dict  # stem → StemSeparator whose encoder is SE (phase-1 VQ-VAE)
@@ -221,7 +234,7 @@ class Methods:
 
     def count(self, settings: SdrSettings) -> int:
         paper_style = bool(self.pytorch) and settings.paper_style
-        runtime = len(self.runtime) * (1 + self.refined)
+        runtime = len(self.runtime) * (1 + self.refined) + len(self.refiners)
         return runtime + bool(self.pytorch) + paper_style + bool(self.ceiling) + 2 * settings.baselines
 
 
@@ -239,7 +252,7 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
     from unmix.runtime import BackendError, Separator, read_manifest, resolve_bundle
 
     skipped: list[str] = []
-    runtime, bundle, model = {}, None, {"bundle": None, "precisions": [], "provenance": {}}
+    runtime, refiners, bundle, model = {}, {}, None, {"bundle": None, "precisions": [], "provenance": {}}
     stems = list(STEMS)
     if settings.bundle is not None:
         bundle = resolve_bundle(settings.bundle)
@@ -262,10 +275,15 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
                     threads=threads,
                     precision=precision,
                     stems=stems,
-                    refine=False,  # the raw estimates; their refined twin is computed from them
+                    refine=False,  # the raw estimates (the per-channel refined twin is computed from them)
                 )
+                if settings.stereo == "mid" and covers_the_mixture(stems):
+                    refiners[precision] = Separator.from_bundle(
+                        bundle, device=settings.device, backend=settings.backend, threads=threads,
+                        precision=precision, stems=stems, refine=True, stereo="mid",
+                    )
             except BackendError as error:
-                skipped.append(f"{model_method(precision, settings.backend)}: unavailable — {error}")
+                skipped.append(f"{model_method(precision, backend_of(settings, precision))}: unavailable — {error}")
     load = lambda specs, vqvae: load_torch_models(specs, stems, vqvae=vqvae, trust_pickle=settings.trust_pickle)  # noqa: E731
     separator_specs, model["pytorch_weights"] = settings.separator, "--separator" if settings.separator else None
     from_provenance = not separator_specs and bundle is not None and settings.provenance_pytorch
@@ -289,7 +307,7 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
     compared = len(runtime) > 1 or pytorch  # one precision and no PyTorch model: nothing to hold it against
     if settings.backend in ("auto", "ort") and compared:
         graphs = {precision: BundleGraphs(bundle, precision, stems, settings.device, threads) for precision in runtime}
-    methods = Methods(runtime, graphs, pytorch, ceiling, bundle, stems, skipped)
+    methods = Methods(runtime, refiners, graphs, pytorch, ceiling, bundle, stems, skipped)
     if runtime and not methods.refined:
         skipped.append("unmix … + refinement: not run — refinement needs all four stems scored")
     if not methods.count(settings):
@@ -304,13 +322,17 @@ def song_estimates(
     estimates), recording the fidelity excerpts on the way."""
     excerpt = song.mixture[:PAPER_CHUNK].T  # (channels, frames)
     for precision, separator in methods.runtime.items():
-        method = model_method(precision, settings.backend)
+        method = model_method(precision, backend_of(settings, precision))
         estimates = separator.separate(song.mixture, song.sample_rate)
         yield method, estimates
         if methods.refined:
-            yield refined_method(method), refine(song.mixture, estimates, weights=separator.refinement_weights,
-                                                 spread=separator.refinement_spread)
+            stereo = "per-channel" if precision in methods.refiners else "mid"  # mid: what a mono song gets anyway
+            yield refined_method(method, stereo), refine(
+                song.mixture, estimates, weights=separator.refinement_weights, spread=separator.refinement_spread
+            )
         del estimates
+        if precision in methods.refiners:
+            yield refined_method(method), methods.refiners[precision].separate(song.mixture, song.sample_rate)
         if precision in methods.graphs:  # the graphs themselves: the codes the runtime keeps to itself
             for stem, (audio, codes) in methods.graphs[precision](excerpt).items():
                 excerpts.add(method, stem, audio, codes)
@@ -344,7 +366,7 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
     threads = settings.threads or usable_cores()
     folders = song_folders(settings.data, settings.subset)[: settings.songs]
     methods, model = load_methods(settings, threads)
-    scores, excerpts = Scores(), FidelityExcerpts(fidelity_reference(bool(methods.pytorch), settings.backend))
+    scores, excerpts = Scores(), FidelityExcerpts(fidelity_reference(bool(methods.pytorch), settings))
     museval_error, seconds = None, 0.0
     with tqdm(total=len(folders) * methods.count(settings), disable=not progress, unit="method", desc="sdr") as bar:
         for folder in folders:
@@ -384,17 +406,18 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
         "metric": "the paper's SDR (eq. 2), global over each whole song and both channels (as the MDX 2021 SDR); "
         "mean over songs; total = mean over stems",
         "methods": table,
-        "fidelity": sdr_fidelity(table, excerpts, methods.runtime, settings.backend),
+        "fidelity": sdr_fidelity(table, excerpts, {p: model_method(p, backend_of(settings, p)) for p in methods.runtime}),
         "skipped": skipped,
     }
 
 
-def fidelity_reference(have_pytorch: bool, backend: str) -> str:
+def fidelity_reference(have_pytorch: bool, settings: SdrSettings) -> str:
     """The method the fidelity figures compare against: the PyTorch model when given, else the bundle's fp32."""
-    return PYTORCH if have_pytorch else model_method("fp32", backend)
+    return PYTORCH if have_pytorch else model_method("fp32", backend_of(settings, "fp32"))
 
 
-def sdr_fidelity(table: list[dict], excerpts: FidelityExcerpts, runtime: dict, backend: str) -> dict:
+def sdr_fidelity(table: list[dict], excerpts: FidelityExcerpts, runtime: dict[str, str]) -> dict:
+    """`runtime`: precision → its method's name."""
     """Per precision: code agreement and SNR on the excerpts, and the whole-song SDR change, against
     `excerpts.reference`."""
     means = {row["method"]: row["mean"] for row in table}
@@ -404,8 +427,7 @@ def sdr_fidelity(table: list[dict], excerpts: FidelityExcerpts, runtime: dict, b
         return {"reference": "—", "rows": rows, "note": "No bundle was scored, so there is nothing to compare"}
     if against not in means:
         return {"reference": against, "rows": rows, "note": "No fidelity figures: the comparison method did not run"}
-    for precision in runtime:
-        method = model_method(precision, backend)
+    for method in runtime.values():
         if method == against or method not in means:
             continue
         figures = excerpts.compare(method)

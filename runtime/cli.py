@@ -75,6 +75,10 @@ def separate(
         help="Filter the mixture with the stems' estimates (default: on for four-stem bundles; "
         "--no-refine gives the paper's raw decoder output and runs only the stems asked for).",
     ),
+    stereo: str | None = typer.Option(
+        None, help="How stereo is separated: mid (once, on (L+R)/2; the refinement places each stem; the default "
+        "with refinement) or per-channel (the default without)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo tracks whose stems already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -93,6 +97,7 @@ def separate(
             chunk=chunk,
             precision=precision,
             refine=refine,
+            stereo=stereo,
             spinning=True,  # a command-line run owns the machine
         )
     except (UnmixError, BundleError, ValueError) as error:

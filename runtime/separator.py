@@ -3,8 +3,10 @@
 Audio of any rate and channel count goes in; each channel is separated on its own (channels are batch
 items of the mono model), at the model's rate (soxr resamples in and back out), in overlap-save windows
 that make the result independent of the chunk length; with all four stems, their estimates are then turned
-into filters over the mixture (`refinement.Refiner`, on the same streaming terms). Every path (array, stream,
-file) runs the same `Stream`, so they give identical results.
+into filters over the mixture (`refinement.Refiner`, on the same streaming terms). A stereo input being refined
+is by default separated once, on its mid channel (L + R) / 2: the refinement's spatial filter places each stem in
+the stereo field from the mixture itself (`STEREO_MODES`). Every path (array, stream, file) runs the same
+`Stream`, so they give identical results.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ DEFAULT_CHUNK_SECONDS = 20.0  # kept samples per window: the 2 × 2.08 s of cont
 # so a CPU runs one channel of one 24 s window at a time (2.7 GB peak RSS, bench/results/runtime_memory.md;
 # batching gains a CPU nothing); a GPU takes a few per call.
 DEFAULT_BATCH_SAMPLES = {"cpu": 1 << 21, "cuda": 1 << 22}
+# How a refined stereo input is separated: "mid" runs the model once, on (L + R) / 2, and lets the refinement's
+# spatial filter place each stem (half the model work; see the README for its SDR); "per-channel" runs it on each.
+STEREO_MODES = ("mid", "per-channel")
 MAX_CHANNELS = 64  # far above any real layout; catches (channels, frames) arrays passed the wrong way round
 ARRAY_BLOCK_FRAMES = 1 << 18  # arrays are fed in blocks so the working copies stay small
 
@@ -98,6 +103,7 @@ class Separator:
         bundle: Path,
         stems: Sequence[str] | None = None,
         refine: bool = False,
+        stereo: str = "per-channel",
     ):
         if batch_samples < 1:
             raise ValueError(f"batch_samples must be positive, got {batch_samples}")
@@ -109,9 +115,14 @@ class Separator:
                 f"refinement splits the mixture between all of {', '.join(STEMS)}, and this engine computes only "
                 f"{', '.join(engine.stems)}; separate without it (refine=False, --no-refine)"
             )
+        if stereo not in STEREO_MODES:
+            raise ValueError(f"unknown stereo mode {stereo!r}; use one of {', '.join(STEREO_MODES)}")
+        if stereo == "mid" and not refine:
+            raise ValueError("stereo 'mid' needs the refinement to place each stem in the stereo field; use per-channel")
         self.manifest = manifest
         self.engine = engine
         self.refine = refine
+        self.stereo = stereo
         # also for refining raw output later (`refine(mixture, estimates, weights=…, spread=…)`)
         self.refinement_weights = _refinement_weights(manifest, bundle)
         self.refinement_spread = _refinement_spread(manifest, bundle)
@@ -135,6 +146,7 @@ class Separator:
         spinning: bool = False,
         verify: bool = True,
         refine: bool | None = None,
+        stereo: str | None = None,
     ) -> "Separator":
         """Load `bundle` (a folder, or "default") for `device` ("cpu", "cuda", "cuda:N").
 
@@ -153,12 +165,17 @@ class Separator:
             mixture's spectrogram (a power mask for drums, a spatial Wiener filter for the rest). Default: on
             when the bundle has all four stems, which then all run even when `stems` asks for fewer. False gives
             the paper's output, each decoder's waveform.
+        stereo: how a stereo input is separated (`STEREO_MODES`): "mid" (the default with refinement) runs the
+            model once on (L + R) / 2 and the refinement places each stem from the mixture's stereo image;
+            "per-channel" (the default without) runs it on each channel.
         """
         path = resolve_bundle(bundle)
         manifest = read_manifest(path, verify=verify)
         chosen = choose_stems(manifest, stems)
         if refine is None:
             refine = covers_the_mixture(manifest.stems)
+        if stereo is None:
+            stereo = "mid" if refine else "per-channel"
         where: Device = parse_device(device)
         hop = manifest.hop_length
         if chunk is None:
@@ -178,7 +195,8 @@ class Separator:
         )
         batch_samples = DEFAULT_BATCH_SAMPLES[where.kind] if batch_samples is None else batch_samples
         return cls(
-            manifest, engine, chunk=chunk, batch_samples=batch_samples, bundle=path, stems=chosen, refine=refine
+            manifest, engine, chunk=chunk, batch_samples=batch_samples, bundle=path, stems=chosen, refine=refine,
+            stereo=stereo,
         )
 
     @property
@@ -194,7 +212,8 @@ class Separator:
     @property
     def description(self) -> str:
         chunking = f"chunk {self.plan.chunk} + 2 × {self.plan.context} context samples"
-        return f"{self.engine.description}; {chunking}{'; Wiener refinement' if self.refine else ''}"
+        refinement = f"; Wiener refinement, stereo {self.stereo}" if self.refine else ""
+        return f"{self.engine.description}; {chunking}{refinement}"
 
     def stream(
         self,
@@ -277,12 +296,16 @@ class Stream:
         self._resample_out = {
             stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
         } if resampling else None
-        self._buffer = SignalBuffer(channels)
+        # the model's channels: the mid channel alone, or each channel
+        mid = separator.stereo == "mid" and channels == 2
+        self._model_channels = 1 if mid else channels
+        self._buffer = SignalBuffer(self._model_channels)
         self._refiner = Refiner(
-            separator.engine.stems, channels, weights=separator.refinement_weights, spread=separator.refinement_spread
+            separator.engine.stems, channels, weights=separator.refinement_weights, spread=separator.refinement_spread,
+            spatial="mixture" if mid else "estimates",
         ) if separator.refine else None
         window = self._plan.window_length
-        self._windows_per_call = max(1, separator.batch_samples // (window * channels))
+        self._windows_per_call = max(1, separator.batch_samples // (window * self._model_channels))
         self._next_window = 0  # full windows run so far
         self._model_done = 0  # model-rate output samples produced
         self._frames_in = 0
@@ -344,7 +367,7 @@ class Stream:
 
     def _append(self, block: np.ndarray) -> None:
         """Add model-rate input to the window buffer and, with refinement, to the refiner's mixture."""
-        self._buffer.append(block)
+        self._buffer.append(block.mean(axis=1, keepdims=True) if self._model_channels != self.channels else block)
         if self._refiner:
             self._refiner.add_mixture(block)
 
@@ -368,9 +391,11 @@ class Stream:
             for stem, output in self._separator.engine.run(part).items():
                 results[stem][chosen] = output
         for stem, result in results.items():
-            per_window = result.reshape(len(windows), self.channels, length).transpose(0, 2, 1)
+            per_window = result.reshape(len(windows), self._model_channels, length).transpose(0, 2, 1)
             for window, output in zip(windows, per_window, strict=True):
-                outputs[stem].append(output[window.keep_start - window.start : window.keep_stop - window.start])
+                kept = output[window.keep_start - window.start : window.keep_stop - window.start]
+                # the mid channel's estimate stands for every channel; the refinement takes the image from the mixture
+                outputs[stem].append(np.repeat(kept, self.channels, axis=1) if len(kept.T) != self.channels else kept)
         self._model_done = windows[-1].keep_stop
         self._buffer.discard_before(windows[-1].start)  # a final flush-right window may start this early
         if self._progress:

@@ -19,7 +19,17 @@ from unmix.bench.graphs import BundleGraphs
 from unmix.bench.models import random_separator
 from unmix.bench.musdb import DatasetError, read_song, write_synthetic_songs
 from unmix.bench.scores import sdr
-from unmix.bench.sdr import IRM, SCALED_MIXTURE, ExcerptSums, FidelityExcerpts, SdrSettings, evaluate_sdr
+from unmix.bench.sdr import (
+    IRM,
+    SCALED_MIXTURE,
+    ExcerptSums,
+    FidelityExcerpts,
+    SdrSettings,
+    backend_of,
+    evaluate_sdr,
+    model_method,
+    refined_method,
+)
 from unmix.export import export_bundle
 from unmix.export.audio import synthetic_audio
 from unmix.export.sources import separator_from_run
@@ -28,6 +38,8 @@ from unmix.train.checkpoint import write_checkpoint
 from unmix.train.config import TINY
 from unmix.train.model import VQVAE
 
+# the row name of the bundle's fp32 graphs on the backend "auto" picks here (OpenVINO where installed)
+RUNTIME_FP32 = model_method("fp32", backend_of(SdrSettings(data=None), "fp32"))
 RATE = 44100
 MODEL_STEMS = ("bass", "vocals")  # two stems keep the export quick
 
@@ -79,7 +91,7 @@ def test_sdr_command_end_to_end(trained, tmp_path):
     assert "provenance" in report["model"]["pytorch_weights"]
     methods = {row["method"]: row for row in report["methods"]}
     assert set(methods) == {
-        "unmix fp32 (ONNX Runtime)",
+        RUNTIME_FP32,
         "PyTorch fp32 (exact)",
         "PyTorch fp32 (paper-style chunks)",
         "VQ-VAE ceiling (SE → SD on the true stem)",
@@ -125,10 +137,15 @@ def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(train
     settings = SdrSettings(data=trained / "data", bundle=str(bundle), songs=1, precisions=("fp32",), baselines=False)
     report = evaluate_sdr(settings, progress=False)
     methods = {row["method"]: row for row in report["methods"]}
-    assert set(methods) == {"unmix fp32 (ONNX Runtime)", "unmix fp32 (ONNX Runtime) + refinement"}
+    raw = model_method("fp32", backend_of(settings, "fp32"))
+    assert set(methods) == {raw, refined_method(raw), refined_method(raw, "per-channel")}
     song = read_song(trained / "data" / "test" / report["data"]["songs"][0])
-    for refine, method in ((False, "unmix fp32 (ONNX Runtime)"), (True, "unmix fp32 (ONNX Runtime) + refinement")):
-        estimates = Separator.from_bundle(bundle, refine=refine).separate(song.mixture, song.sample_rate)
+    for options, method in (
+        ({"refine": False}, raw),
+        ({"refine": True}, refined_method(raw)),  # what unmix separate gives: the model once, on the mid channel
+        ({"refine": True, "stereo": "per-channel"}, refined_method(raw, "per-channel")),
+    ):
+        estimates = Separator.from_bundle(bundle, **options).separate(song.mixture, song.sample_rate)
         for stem in STEMS:
             expected = sdr(song.stems[stem], estimates[stem])
             assert methods[method]["songs"][song.name][stem] == pytest.approx(expected, abs=1e-4), (method, stem)
@@ -247,7 +264,7 @@ def test_compare_tables_several_reports_beside_one_set_of_baselines(trained, tmp
 def test_provenance_pytorch_row_can_be_left_out(trained):
     settings = SdrSettings(data=trained / "data", bundle=str(trained / "bundle"), songs=1, provenance_pytorch=False)
     report = evaluate_sdr(settings, progress=False)
-    assert [row["method"] for row in report["methods"]] == ["unmix fp32 (ONNX Runtime)", SCALED_MIXTURE, IRM]
+    assert [row["method"] for row in report["methods"]] == [RUNTIME_FP32, SCALED_MIXTURE, IRM]
     assert report["model"]["pytorch_weights"] is None
 
 
