@@ -41,10 +41,12 @@ def rtf(
     ctx: typer.Context,
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
     backend: str = typer.Option(
-        "auto", help="comma list of ort, trt, pytorch (the CUDA PyTorch variants); auto = all for the device"
+        "auto",
+        help="comma list of ort, openvino, trt, pytorch (the CUDA PyTorch variants), defaults (unmix separate's), "
+        "peers (HT-Demucs, Open-Unmix: pip install 'unmix[peers]'); auto = all for the device",
     ),
     precision: str = typer.Option(
-        None, help="comma list of fp32, int8, fp16 (default fp32,int8 on CPU, fp32,fp16 on CUDA)"
+        None, help="comma list of fp32, int8, fp16, bf16 (openvino) (default fp32,int8,bf16 on CPU, fp32,fp16 on CUDA)"
     ),
     threads: int = typer.Option(None, help="CPU threads for every row (default: the usable cores)"),
     bundle: Path = typer.Option(
@@ -95,8 +97,8 @@ def rtf(
         per_stem=per_stem,
         fidelity=fidelity,
     )
-    unknown = set(settings.backends) - {"auto", "ort", "trt", "pytorch"}
-    if unknown or not set(settings.chosen_precisions()) <= {"fp32", "int8", "fp16"}:
+    unknown = set(settings.backends) - {"auto", "ort", "openvino", "trt", "pytorch", "defaults", "peers"}
+    if unknown or not set(settings.chosen_precisions()) <= {"fp32", "int8", "fp16", "bf16"}:
         fail(f"unknown backend or precision: --backend {backend!r} --precision {precision!r}")
     try:
         from unmix.export.sources import paths_per_stem

@@ -1,8 +1,9 @@
 """Real-time factor, side by side with the paper-style PyTorch reference measured in the same run.
 
 Rows: the reference (PyTorch eager fp32, paper-style: per stem, mono, non-overlapping 393216-sample
-chunks, batch 1), on CUDA also PyTorch fp16 eager / CUDA graphs / torch.compile, and the runtime's
-backends (ONNX Runtime, TensorRT) at each bundle precision. Each runs four workloads:
+chunks, batch 1), on CUDA also PyTorch fp16 eager / CUDA graphs / torch.compile, the runtime's
+backends (ONNX Runtime, OpenVINO, TensorRT) at each precision they run, `unmix separate`'s defaults, and
+the peers HT-Demucs and Open-Unmix UMX-L (`peers.py`, the stereo track × 4 stems only). Each runs four workloads:
 
   chunk × 1 stem    the paper's 393216-sample mono chunk, one stem (the paper's RTF 0.082 is this)
   chunk × 4 stems   the same chunk, all four stems
@@ -42,7 +43,10 @@ from .worker import Job
 PAPER_RTF = 0.082  # per stem: 0.73 s of CPU time for an 8.91 s chunk (paper, §3)
 REFERENCE = ("pytorch", "eager-fp32")
 WORKLOADS = (("chunk", 1), ("chunk", 4), ("track", 1), ("track", 4))
-RUNTIME_BACKENDS = ("ort", "trt")
+RUNTIME_BACKENDS = ("ort", "openvino", "trt")
+BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16")}  # what a backend runs (others: the bundle's precisions)
+DEFAULTS = ("auto", "auto")  # the row that runs `unmix separate`'s defaults: backend and precision "auto"
+PEER_WORKLOAD = ("track", 4)
 RUN_DEFAULTS = {
     "cpu": {"repeats": 3, "warmup": 1, "track_seconds": 30.0, "track_repeats": 1},
     "cuda": {"repeats": 20, "warmup": 3, "track_seconds": 180.0, "track_repeats": 3},
@@ -62,9 +66,21 @@ class Row:
     def is_reference(self) -> bool:
         return (self.backend, self.variant) == REFERENCE
 
+    def runs(self, workload: tuple[str, int]) -> bool:
+        """Peers run the stereo track with all stems only (they separate all four at once)."""
+        return self.backend != "peer" or workload == PEER_WORKLOAD
+
     def label(self, device: str) -> str:
         if self.is_reference:
             return "PyTorch eager fp32 (paper-style reference)"
+        if (self.backend, self.variant) == DEFAULTS:
+            return "unmix separate defaults (backend and precision auto, stereo mid)"
+        if self.backend == "peer":
+            from .peers import peer_label
+
+            return peer_label(self.variant)
+        if self.backend == "openvino":
+            return f"OpenVINO CPU {self.variant}"
         if self.backend == "pytorch":
             mode, precision = self.variant.split("-")
             return f"PyTorch {dict(eager='eager', cudagraph='CUDA graph', compile='torch.compile')[mode]} {precision}"
@@ -76,7 +92,8 @@ class Row:
 @dataclass
 class RtfSettings:
     device: str = "cpu"
-    backends: tuple[str, ...] = ("auto",)  # "auto", "ort", "trt", "pytorch" (the CUDA PyTorch variants)
+    # "auto", "ort", "openvino", "trt", "pytorch" (the CUDA PyTorch variants), "defaults", "peers"
+    backends: tuple[str, ...] = ("auto",)
     precisions: tuple[str, ...] | None = None  # default: fp32,int8 on CPU; fp32,fp16 on CUDA
     threads: int | None = None
     # None: the device's default (RUN_DEFAULTS); a CPU runs the full-size reference at about 0.7 × real time
@@ -100,19 +117,26 @@ class RtfSettings:
         return self.device.startswith("cuda")
 
     def chosen_precisions(self) -> tuple[str, ...]:
-        return self.precisions or (("fp32", "fp16") if self.on_cuda else ("fp32", "int8"))
+        return self.precisions or (("fp32", "fp16") if self.on_cuda else ("fp32", "int8", "bf16"))
 
     def rows(self) -> list[Row]:
-        """The reference first, then the PyTorch CUDA variants, then the runtime backends."""
+        """The reference first, then the PyTorch CUDA variants, the runtime backends, the defaults, the peers."""
         wanted = set(self.backends)
         if "auto" in wanted:
-            wanted |= {"ort", "trt", "pytorch"} if self.on_cuda else {"ort"}
+            wanted |= {"ort", "trt", "pytorch"} if self.on_cuda else {"ort", "openvino", "defaults", "peers"}
         rows = [Row(*REFERENCE)]
         if self.on_cuda and "pytorch" in wanted:
             rows += [Row("pytorch", variant) for variant in TORCH_VARIANTS if variant != REFERENCE[1]]
         for backend in RUNTIME_BACKENDS:
             if backend in wanted:
-                rows += [Row(backend, precision) for precision in self.chosen_precisions()]
+                runs = BACKEND_PRECISIONS.get(backend)
+                rows += [Row(backend, p) for p in self.chosen_precisions() if (runs is None and p != "bf16") or (runs and p in runs)]
+        if "defaults" in wanted:
+            rows.append(Row(*DEFAULTS))
+        if "peers" in wanted and not self.on_cuda:
+            from .peers import PEERS
+
+            rows += [Row("peer", name) for name in PEERS]
         return rows
 
 
@@ -235,7 +259,7 @@ def measure(
     (folder / "out").mkdir(exist_ok=True)
     for row in settings.rows():
         unavailable = None  # a row that cannot run here cannot run any workload: spawn no more processes for it
-        for scope, count in settings.workloads:
+        for scope, count in filter(row.runs, settings.workloads):
             stems = list(source.stems) if count > 1 else [settings.per_stem]
             track = scope == "track"
             name = f"{row.backend}-{row.variant}-{scope}-{count}"
@@ -290,12 +314,13 @@ def measure(
 
 
 def progress_total(settings: RtfSettings) -> int:
-    per_row = sum(
-        settings.warmup + (settings.track_repeats if scope == "track" else settings.repeats)
-        for scope, _ in settings.workloads
-    )
-    captures = settings.fidelity and FIDELITY_WORKLOAD in settings.workloads
-    return (per_row + captures) * len(settings.rows())
+    total = 0
+    for row in settings.rows():
+        workloads = list(filter(row.runs, settings.workloads))
+        total += sum(settings.warmup + (settings.track_repeats if scope == "track" else settings.repeats)
+                     for scope, _ in workloads)
+        total += settings.fidelity and FIDELITY_WORKLOAD in workloads
+    return total
 
 
 def settings_dict(settings: RtfSettings) -> dict:

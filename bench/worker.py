@@ -32,8 +32,8 @@ class Unavailable(RuntimeError):
 
 @dataclass
 class Job:
-    backend: str  # "pytorch", "ort" or "trt"
-    variant: str  # a PyTorch variant (reference.TORCH_VARIANTS) or a bundle precision
+    backend: str  # "pytorch", "ort", "openvino", "trt", "auto" (unmix separate's defaults) or "peer"
+    variant: str  # a PyTorch variant (reference.TORCH_VARIANTS), a precision ("auto" too), or a peer's name
     device: str  # "cpu", "cuda" or "cuda:N"
     scope: str  # "chunk": the mono paper chunk in memory; "track": a stereo file, decode → separate → write
     stems: list[str]
@@ -160,6 +160,24 @@ def runtime_workload(job: Job) -> Workload:
     )
 
 
+# ---- peers (HT-Demucs, Open-Unmix) ------------------------------------------------------------
+
+
+def peer_workload(job: Job) -> Workload:
+    """(run, warm-up, capture) of a peer separator on the stereo track file (`peers.py`)."""
+    from .peers import PeerUnavailable, peer_separator, separate_track
+
+    try:
+        separate = peer_separator(job.variant, job.threads)
+    except PeerUnavailable as error:
+        raise Unavailable(str(error)) from None
+    return (
+        lambda: separate_track(separate, job.track_file, job.scratch),
+        lambda: separate_track(separate, job.warmup_file, job.scratch),
+        lambda chunk: {},
+    )
+
+
 # ---- the job -----------------------------------------------------------------------------------
 
 
@@ -168,7 +186,8 @@ def run_job(job: Job) -> dict:
     tick = lambda: emit({"tick": 1})  # noqa: E731
     device_index = int(job.device.split(":")[1]) if ":" in job.device else 0
     with GpuMemorySampler(device_index) as gpu:
-        run, warmup, capture = torch_workload(job) if job.backend == "pytorch" else runtime_workload(job)
+        workload = {"pytorch": torch_workload, "peer": peer_workload}.get(job.backend, runtime_workload)
+        run, warmup, capture = workload(job)
         seconds, cpu_seconds = timed_runs(run, job.repeats, warmup=warmup, warmup_runs=job.warmup, tick=tick)
     result = {
         "seconds": seconds,

@@ -10,5 +10,5 @@ VENV="${VENV:-.venv}"
 python -m pip install --quiet --upgrade pip
 # The CPU build of torch first, so no extra below pulls a CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[train,export,bench,openvino,dev]"
+python -m pip install --quiet -e ".[train,export,bench,openvino,peers,dev]"
 python -m pytest "$@"

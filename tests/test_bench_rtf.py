@@ -17,8 +17,14 @@ from unmix.bench.rtf import PAPER_RTF, RtfSettings
 
 def test_rows_per_device():
     cpu = RtfSettings(device="cpu").rows()
-    assert [(row.backend, row.variant) for row in cpu] == [("pytorch", "eager-fp32"), ("ort", "fp32"), ("ort", "int8")]
+    assert [(row.backend, row.variant) for row in cpu] == [
+        ("pytorch", "eager-fp32"), ("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
+        ("auto", "auto"), ("peer", "htdemucs"), ("peer", "umxl"),
+    ]
     assert cpu[0].is_reference and cpu[0].label("cpu") == "PyTorch eager fp32 (paper-style reference)"
+    assert "defaults" in cpu[5].label("cpu") and cpu[6].label("cpu").startswith("HT-Demucs")
+    assert [row.runs(("track", 4)) for row in cpu[5:]] == [True] * 3  # peers run the four-stem track only
+    assert [row.runs(("chunk", 4)) for row in cpu[5:]] == [True, False, False]
     cuda = [(row.backend, row.variant) for row in RtfSettings(device="cuda").rows()]
     torch_variants = ["eager-fp32", "eager-fp16", "cudagraph-fp16", "compile-fp16"]
     runtime = [("ort", "fp32"), ("ort", "fp16"), ("trt", "fp32"), ("trt", "fp16")]
@@ -110,3 +116,21 @@ def test_render_rewrites_markdown_and_plot_from_the_json(report, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"schema": "something/else"}))
     result = CliRunner().invoke(app, ["render", str(tmp_path / "other.json")])
     assert result.exit_code == 2 and "not an unmix-bench report" in result.output
+
+
+def test_openvino_defaults_and_peers_rows_run_the_track(tmp_path):
+    """The rows added beside ONNX Runtime: OpenVINO, `unmix separate`'s defaults, HT-Demucs and Open-Unmix."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "rtf.json"
+    args = ["--device", "cpu", "--config", "tiny", "--backend", "openvino,defaults,peers", "--precision", "fp32"]
+    args += ["--workloads", "track", "--track-seconds", "2", "--track-repeats", "1", "--warmup", "0"]
+    args += ["--threads", "1", "--no-progress", "--no-fidelity"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {(m["backend"], m["variant"], m["scope"], m["stems"]): m for m in json.loads(out.read_text())["measurements"]}
+    assert rows[("openvino", "fp32", "track", 4)]["status"] == "ok"
+    assert rows[("auto", "auto", "track", 4)]["status"] == "ok"
+    for peer in ("htdemucs", "umxl"):
+        assert rows[("peer", peer, "track", 4)]["status"] in ("ok", "unavailable")  # an optional extra
+        assert ("peer", peer, "track", 1) not in rows
+    assert "Open-Unmix" in out.with_suffix(".md").read_text()
