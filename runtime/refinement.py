@@ -27,6 +27,11 @@ computes exactly what a whole-signal run does. A bin where every estimate is sil
 Mono and stereo are filtered as described; with more channels each is refined on its own, as mono. A bundle may
 carry `BandWeights`, gains on each stem's power per frequency band, and a spread per stem, a number of neighbouring
 bins its power is averaged over (`spread_power`); both steps then use those powers in place of the plain ones.
+
+R_j is measured on stem j's estimate. Estimates without a stereo image of their own (one mono estimate, of the
+mixture's mid channel, on both channels) make every R_j alike and step 2 a power mask; `spatial="mixture"` measures
+R_j on the mixture instead, masked by the stem's share of the powers, Y_j = w_j / Σ_k w_k ⊙ X per channel (w the
+weighted, spread powers both steps use), as norbert starts its EM when it has only magnitudes.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .manifest import STEMS
 WINDOW = 16384  # samples per STFT frame (0.37 s at 44.1 kHz)
 BLOCK_FRAMES = 16  # frames per covariance update: 65536 samples at the default window; bounds working memory
 MASKED_FIRST = "drums"  # the stem taken out by its power mask before the spatial filter splits the rest
+SPATIAL = ("estimates", "mixture")  # what the filtered stems' spatial covariances may be measured on (`Refiner`)
 _TINY = 1e-30  # keeps a bin where all estimates are silent at an equal split instead of 0 / 0
 _LOADING = 1e-3  # added to each covariance's diagonal (its trace is the channel count): keeps Σ v_k R_k
 # invertible when every stem sits on one line of the stereo field, e.g. a mono recording stored as stereo
@@ -110,15 +116,20 @@ class Refiner:
     """
 
     def __init__(self, stems: tuple[str, ...], channels: int, window: int = WINDOW, block_frames: int = BLOCK_FRAMES,
-                 weights: Mapping[str, np.ndarray] | None = None, spread: Mapping[str, int] | None = None):
+                 weights: Mapping[str, np.ndarray] | None = None, spread: Mapping[str, int] | None = None, *,
+                 spatial: str = "estimates"):
         """`weights`: a power gain per bin (window // 2 + 1 of them) for any stem (default 1; `BandWeights.per_bin`);
-        `spread`: an odd number of bins to average any stem's power over (default 1: none; `spread_power`)."""
+        `spread`: an odd number of bins to average any stem's power over (default 1: none; `spread_power`);
+        `spatial`: what each filtered stem's spatial covariance is measured on: "estimates", its estimate, or
+        "mixture", the mixture masked by the stem's share of the powers (for estimates without a stereo image of
+        their own, such as one mono estimate on both channels; norbert starts its EM from the same)."""
         if not covers_the_mixture(stems):
             raise ValueError(f"refinement splits the mixture between all of {', '.join(STEMS)}, got {stems}")
         if window <= 0 or window % 4:
             raise ValueError(f"the STFT window must be a positive multiple of 4 samples, got {window}")
         if block_frames <= 0:
             raise ValueError(f"a covariance block needs at least one frame, got {block_frames}")
+        self.spatial = check_spatial(spatial)
         self._spread = [check_spread(stem, (spread or {}).get(stem, 1)) for stem in stems]
         self.stems = tuple(stems)
         self.window, self.hop, self.block_frames = window, window // 4, block_frames
@@ -133,7 +144,8 @@ class Refiner:
         # since a covariance per bin over many channels costs their square in memory and says little more.
         size = channels if channels <= 2 else 1
         self._groups = [slice(first, first + size) for first in range(0, channels, size)]
-        # Running sums over every frame filtered so far, per group, filtered stem and bin: Σ Ŝ Ŝᴴ and Σ v.
+        # Running sums over every frame filtered so far, per group, filtered stem and bin: Σ S Sᴴ and Σ v, S the
+        # spectrum the covariances are measured on (`spatial`).
         self._outer = [np.zeros((len(self._filtered), bins, size, size), np.complex128) for _ in self._groups]
         self._power = [np.zeros((len(self._filtered), bins), np.float64) for _ in self._groups]
         lead = window - self.hop
@@ -208,9 +220,13 @@ class Refiner:
             weighted = [p * w[:, None] for p, w in zip(weighted, self._weights)]
         covariances = []
         for slot, index in enumerate(self._filtered):
-            spatial = estimates[index]
+            if self.spatial == "mixture":  # Y_j = X · w_j / Σ_k w_k per channel
+                spatial = weighted[index] / sum(weighted) * mixture
+                power = np.abs(spatial) ** 2 + _TINY
+            else:
+                spatial, power = estimates[index], powers[index]
             self._outer[group][slot] += (spatial[..., :, None] * spatial[..., None, :].conj()).sum(axis=0)
-            self._power[group][slot] += powers[index].mean(axis=-1).sum(axis=0)
+            self._power[group][slot] += power.mean(axis=-1).sum(axis=0)
             covariances.append(spatial_covariance(self._outer[group][slot], self._power[group][slot]))
         return dict(zip(self.stems, split(mixture, weighted, covariances, self._masked)))
 
@@ -232,6 +248,13 @@ def check_spread(stem: str, bins) -> int:
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1 or bins % 2 == 0:
         raise ValueError(f"{stem}: a power spread is an odd number of bins, got {bins!r}")
     return int(bins)
+
+
+def check_spatial(spatial) -> str:
+    """`spatial` as what the spatial covariances are measured on (one of `SPATIAL`), or ValueError."""
+    if not isinstance(spatial, str) or spatial not in SPATIAL:
+        raise ValueError(f"spatial covariances are measured on {' or '.join(map(repr, SPATIAL))}, got {spatial!r}")
+    return spatial
 
 
 def spread_power(power: np.ndarray, bins: int) -> np.ndarray:
@@ -305,9 +328,10 @@ def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
 
 def refine(
     mixture: np.ndarray, estimates: Mapping[str, np.ndarray], window: int = WINDOW, block_frames: int = BLOCK_FRAMES,
-    weights: Mapping[str, np.ndarray] | None = None, spread: Mapping[str, int] | None = None,
+    weights: Mapping[str, np.ndarray] | None = None, spread: Mapping[str, int] | None = None, *,
+    spatial: str = "estimates",
 ) -> dict[str, np.ndarray]:
     """Refine whole (frames, channels) estimates against their mixture in one pass (what a stream gives)."""
-    refiner = Refiner(tuple(estimates), mixture.shape[1], window, block_frames, weights, spread)
+    refiner = Refiner(tuple(estimates), mixture.shape[1], window, block_frames, weights, spread, spatial=spatial)
     refiner.add_mixture(mixture)
     return refiner.refine(estimates, final=True)

@@ -208,6 +208,81 @@ def test_estimates_cannot_run_ahead_of_the_mixture_and_every_stem_is_needed():
         refiner.refine({stem: np.zeros((len(stem), 1), np.float32) for stem in STEMS})
 
 
+
+def _mono(estimates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each estimate's mid channel on both channels: what a model run once on (L + R) / 2 hands the refinement."""
+    return {stem: np.repeat(audio.mean(axis=1, keepdims=True), audio.shape[1], axis=1) for stem, audio in estimates.items()}
+
+
+def test_the_spatial_covariances_come_from_the_estimates_or_the_mixture_and_nothing_else():
+    mixture, stems = _signals(1000)
+    for spatial in ("both", "", None, "Mixture"):
+        with pytest.raises(ValueError, match="spatial covariances are measured on 'estimates' or 'mixture'") as error:
+            Refiner(STEMS, 2, spatial=spatial)
+        assert "\n" not in str(error.value)
+        with pytest.raises(ValueError, match="spatial covariances"):
+            refine(mixture, stems, spatial=spatial)
+    assert Refiner(STEMS, 2).spatial == "estimates"
+
+
+def test_covariances_from_the_mixture_put_mono_estimates_back_in_their_channels():
+    """Other hard left, vocals hard right, each alone for two covariance blocks and then together, estimated by
+    their mid channel on both channels. Covariances of such estimates hold no stereo image, and the filter can only
+    split each bin by the powers; measured on the mixture masked by the stems' shares, they learn where each stem
+    sits (from the stretches where it sounds alone) and put it back in its own channel where both sound."""
+    rng = np.random.default_rng(8)
+    block = WINDOW // 4 * BLOCK_FRAMES
+
+    def source(*blocks: tuple[int, int]) -> np.ndarray:
+        audio = np.zeros(6 * block, np.float32)
+        for start, stop in blocks:
+            audio[start * block : stop * block] = 0.2 * rng.standard_normal((stop - start) * block)
+        return audio
+
+    left, right, silent = source((0, 2), (4, 6)), source((2, 6)), np.zeros(6 * block, np.float32)
+    stems = {"drums": np.stack([silent] * 2, 1), "bass": np.stack([silent] * 2, 1),
+             "other": np.stack([left, silent], 1), "vocals": np.stack([silent, right], 1)}
+    mixture = sum(stems.values())
+    both = slice(4 * block, 6 * block)
+    for spatial, least_sdr, most_elsewhere in [("mixture", 12, 0.03), ("estimates", None, None)]:
+        refined = refine(mixture, _mono(stems), spatial=spatial)
+        np.testing.assert_allclose(sum(refined.values()), mixture, rtol=0, atol=1e-5)
+        for stem, channel in (("other", 0), ("vocals", 1)):
+            energy = np.sum(refined[stem][both] ** 2, axis=0)
+            elsewhere = energy[1 - channel] / energy.sum()  # the share of the stem's output in the wrong channel
+            score = sdr(stems[stem][both], refined[stem][both])
+            if spatial == "mixture":
+                assert score > least_sdr and elsewhere < most_elsewhere, f"{stem}: {score:.1f} dB, {elsewhere:.3f}"
+            else:  # the power masks alone: each bin split between both stems in both channels
+                assert score < 8 and elsewhere > 0.1, f"{stem}: {score:.1f} dB, {elsewhere:.3f}"
+
+
+@pytest.mark.parametrize("window, block_frames", [(WINDOW, BLOCK_FRAMES), (512, 3)])
+def test_covariances_from_the_mixture_refine_in_pieces_as_in_one_pass(window, block_frames):
+    block = window // 4 * block_frames
+    mixture, stems = _signals(2 * block + 5 * window + 123, seed=9)
+    noisy = _mono({stem: audio + 0.3 * np.roll(audio, 500, axis=0) for stem, audio in stems.items()})
+    whole = _refine(mixture, noisy, window=window, block_frames=block_frames, spatial="mixture")
+    assert not np.allclose(whole["vocals"], _refine(mixture, noisy, window=window, block_frames=block_frames)["vocals"],
+                           atol=1e-3)  # the covariances did change
+    for cuts in ([1, 2, 3], sorted([window - 1, block, block + 1, 2 * block + 5]),
+                 list(range(97, len(mixture), len(mixture) // 23))):
+        pieces = _refine(mixture, noisy, cuts, window=window, block_frames=block_frames, spatial="mixture")
+        for stem in STEMS:
+            np.testing.assert_array_equal(pieces[stem], whole[stem])
+
+
+@pytest.mark.parametrize("length, channels", [(1, 2), (WINDOW + 1, 2), (3 * WINDOW + 17, 2), (2 * WINDOW, 1),
+                                              (2 * WINDOW, 3)])
+def test_covariances_from_the_mixture_still_split_it_exactly(length, channels):
+    mixture, stems = _signals(length, channels, seed=10)
+    refined = _refine(mixture, _mono({stem: audio + np.float32(0.1) for stem, audio in stems.items()}),
+                      spatial="mixture")
+    for audio in refined.values():
+        assert audio.shape == mixture.shape and audio.dtype == np.float32 and np.isfinite(audio).all()
+    np.testing.assert_allclose(sum(refined.values()), mixture, rtol=0, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def four_stems(tmp_path_factory):
     return tiny_bundle(tmp_path_factory, STEMS)
