@@ -32,6 +32,11 @@ R_j is measured on stem j's estimate. Estimates without a stereo image of their 
 mixture's mid channel, on both channels) make every R_j alike and step 2 a power mask; `spatial="mixture"` measures
 R_j on the mixture instead, masked by the stem's share of the powers, Y_j = w_j / Σ_k w_k ⊙ X per channel (w the
 weighted, spread powers both steps use), as norbert starts its EM when it has only magnitudes.
+
+The arithmetic is single precision throughout, arranged so that the spatial filter, whose matrices can be as
+ill-conditioned as the loading allows, loses nothing to it (`_spatial_filter`).
+The masked stem is taken in the time domain, as the mixture less the filtered stems: the same in exact arithmetic,
+and one inverse STFT fewer.
 """
 
 from __future__ import annotations
@@ -136,31 +141,40 @@ class Refiner:
         self._masked = self.stems.index(MASKED_FIRST)
         self._filtered = [index for index in range(len(self.stems)) if index != self._masked]
         self._taper = hann(window)
+        self._synthesis = self._taper / np.float32(1.5)  # the squared windows sum to 1.5 at every sample
         bins = window // 2 + 1
-        # None without weights: the hot path then skips multiplying every power by ones
-        self._weights = [np.broadcast_to(np.asarray(weights.get(stem, 1.0), float), (bins,))
-                         for stem in self.stems] if weights else None
+        # A spread power is taken as a sum over its bins times weight / bins, one product; None where that factor is
+        # one, so the hot path skips multiplying every power by ones.
+        self._gains = [
+            None if not weights and width == 1 else
+            np.broadcast_to(np.asarray((weights or {}).get(stem, 1.0), float) / width, (bins,)).astype(np.float32)
+            for stem, width in zip(self.stems, self._spread)
+        ]
         # Channels filtered together: mono or stereo as one group; more (surround) one by one, as mono signals,
         # since a covariance per bin over many channels costs their square in memory and says little more.
         size = channels if channels <= 2 else 1
         self._groups = [slice(first, first + size) for first in range(0, channels, size)]
-        # Running sums over every frame filtered so far, per group, filtered stem and bin: Σ S Sᴴ and Σ v, S the
-        # spectrum the covariances are measured on (`spatial`).
-        self._outer = [np.zeros((len(self._filtered), bins, size, size), np.complex128) for _ in self._groups]
-        self._power = [np.zeros((len(self._filtered), bins), np.float64) for _ in self._groups]
+        # Running sums over every frame filtered so far, per group, filtered stem and bin, for the spatial covariances:
+        # Σ |S_c|² per channel, Σ S₀ S̄₁ (stereo), and Σ v = Σ mean_c |S_c|² (+ _TINY a frame), S the spectrum they
+        # are measured on (`spatial`).
+        filtered = len(self._filtered)
+        self._diagonal = [np.zeros((filtered, size, bins)) for _ in self._groups]
+        self._cross = [np.zeros((filtered, bins), np.complex128) for _ in self._groups]
+        self._power = [np.zeros((filtered, bins)) for _ in self._groups]
         lead = window - self.hop
-        # Buffers start at the next frame's first sample (`_origin`, absolute; the first frame starts `lead`
-        # samples before the signal, in zeros). `_sums` holds the overlap-add of the frames done so far.
+        # Buffers, (channels, samples), start at the next frame's first sample (`_origin`, absolute; the first frame
+        # starts `lead` samples before the signal, in zeros). `_sums` holds the overlap-add of the frames done so far,
+        # for the filtered stems: the masked one is the mixture less those (see `refine`).
         self._origin = -lead
-        self._mixture = np.zeros((lead, channels), np.float32)
-        self._estimates = {stem: np.zeros((lead, channels), np.float32) for stem in self.stems}
-        self._sums = {stem: np.zeros((lead, channels), np.float32) for stem in self.stems}
+        self._mixture = np.zeros((channels, lead), np.float32)
+        self._estimates = {stem: np.zeros((channels, lead), np.float32) for stem in self.stems}
+        self._sums = {self.stems[index]: np.zeros((channels, lead), np.float32) for index in self._filtered}
         self._length = 0  # estimate samples received
         self._emitted = 0  # refined samples returned
 
     def add_mixture(self, block: np.ndarray) -> None:
         """Append (frames, channels) of the mixture."""
-        self._mixture = np.concatenate([self._mixture, np.asarray(block, np.float32)])
+        self._mixture = np.concatenate([self._mixture, np.asarray(block, np.float32).T], axis=1)
 
     def refine(self, estimates: Mapping[str, np.ndarray], final: bool = False) -> dict[str, np.ndarray]:
         """Append each stem's next (frames, channels) samples; return the refined samples now final."""
@@ -168,77 +182,86 @@ class Refiner:
         if len(lengths) != 1:
             raise ValueError(f"the stems' estimates differ in length: {sorted(lengths)}")
         for stem in self.stems:
-            self._estimates[stem] = np.concatenate([self._estimates[stem], np.asarray(estimates[stem], np.float32)])
+            self._estimates[stem] = np.concatenate(
+                [self._estimates[stem], np.asarray(estimates[stem], np.float32).T], axis=1)
         self._length += lengths.pop()
-        if self._origin + len(self._mixture) < self._length:
+        if self._origin + self._mixture.shape[1] < self._length:
             raise ValueError("the estimates are ahead of the mixture they refine")
         known = self._length - self._origin  # buffered samples of the signal
         if final:  # every frame that starts inside the signal, over the same zeros a one-shot run sees
             frames = -(-known // self.hop) if known > 0 else 0
-            rows = max(known, (frames - 1) * self.hop + self.window)
-            self._mixture = _pad_rows(self._mixture[:known], rows)
+            samples = max(known, (frames - 1) * self.hop + self.window)
+            self._mixture = _pad_samples(self._mixture[:, :known], samples)
             for stem in self.stems:
-                self._estimates[stem] = _pad_rows(self._estimates[stem], rows)
+                self._estimates[stem] = _pad_samples(self._estimates[stem], samples)
         else:  # every whole block whose samples have all arrived (the origin stays on the block grid)
             frames = (known - self.window) // self.hop + 1 if known >= self.window else 0
             frames -= frames % self.block_frames
         if frames:  # room in the sums for every frame about to be added, made once
-            rows = (frames - 1) * self.hop + self.window
-            self._sums = {stem: _pad_rows(sums, max(rows, len(sums))) for stem, sums in self._sums.items()}
+            samples = (frames - 1) * self.hop + self.window
+            self._sums = {stem: _pad_samples(sums, max(samples, sums.shape[1])) for stem, sums in self._sums.items()}
         for first in range(0, frames, self.block_frames):
             self._filter_block(first, min(frames, first + self.block_frames))
         done = self._length if final else max(0, self._origin + frames * self.hop)
-        out = {
-            stem: sums[self._emitted - self._origin : done - self._origin] / np.float32(1.5)  # Σ of squared windows
-            for stem, sums in self._sums.items()
-        }
+        span = slice(self._emitted - self._origin, done - self._origin)
+        out = {stem: sums[:, span] for stem, sums in self._sums.items()}
+        # Every sample is in four frames whose squared windows sum to 1.5 and the filters split each frame's
+        # spectrum exactly, so the masked stem is the mixture less the others: one inverse STFT fewer.
+        out[self.stems[self._masked]] = self._mixture[:, span] - _sum(list(out.values()))
         self._emitted = done
         self._advance(frames * self.hop)
-        return out
+        return {stem: np.ascontiguousarray(out[stem].T) for stem in self.stems}
 
     def _filter_block(self, first: int, stop: int) -> None:
         """Filter frames [first, stop) (counted from the buffers' origin) and add them into the sums."""
         begin, end = first * self.hop, (stop - 1) * self.hop + self.window
         for group, channels in enumerate(self._groups):
-            mixture = spectra(self._mixture[begin:end, channels], self._taper)
-            estimates = [spectra(self._estimates[stem][begin:end, channels], self._taper) for stem in self.stems]
-            outputs = self._filter(group, mixture, estimates)
-            for stem, spectrum in outputs.items():
-                frames = np.fft.irfft(spectrum.transpose(0, 2, 1), n=self.window, axis=-1) * self._taper
-                sums = self._sums[stem]
-                for index, frame in enumerate(frames.astype(np.float32)):
-                    start = begin + index * self.hop
-                    sums[start : start + self.window, channels] += frame.T
+            mixture = _stft(self._mixture[channels, begin:end], self._taper)
+            estimates = [_stft(self._estimates[stem][channels, begin:end], self._taper) for stem in self.stems]
+            for index, spectrum in zip(self._filtered, self._filter(group, mixture, estimates)):
+                frames = np.fft.irfft(spectrum, n=self.window, axis=-1)
+                _overlap_add(frames, self._synthesis, self._sums[self.stems[index]][channels, begin:end])
 
-    def _filter(self, group: int, mixture: np.ndarray, estimates: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """One group's refined spectra, (frames, bins, channels) per stem; updates its running covariances."""
-        powers = [np.abs(estimate) ** 2 + _TINY for estimate in estimates]
-        # The weights and spreads shape the powers the filters share the mixture by; the spatial covariances are
-        # normalised by the plain powers, since a stem's place in the stereo field does not depend on how loud it is.
-        weighted = [spread_power(p, bins) for p, bins in zip(powers, self._spread)]
-        if self._weights is not None:
-            weighted = [p * w[:, None] for p, w in zip(weighted, self._weights)]
-        covariances = []
-        for slot, index in enumerate(self._filtered):
-            if self.spatial == "mixture":  # Y_j = X · w_j / Σ_k w_k per channel
-                spatial = weighted[index] / sum(weighted) * mixture
-                power = np.abs(spatial) ** 2 + _TINY
-            else:
-                spatial, power = estimates[index], powers[index]
-            self._outer[group][slot] += (spatial[..., :, None] * spatial[..., None, :].conj()).sum(axis=0)
-            self._power[group][slot] += power.mean(axis=-1).sum(axis=0)
-            covariances.append(spatial_covariance(self._outer[group][slot], self._power[group][slot]))
-        return dict(zip(self.stems, split(mixture, weighted, covariances, self._masked)))
+    def _filter(self, group: int, mixture: np.ndarray, estimates: list[np.ndarray]) -> list[np.ndarray]:
+        """One group's refined spectra of the filtered stems, (channels, frames, bins) each; updates its running
+        covariances."""
+        powers = [_squared_magnitude(estimate) for estimate in estimates]
+        if self.spatial == "estimates":
+            for slot, index in enumerate(self._filtered):
+                self._accumulate(group, slot, powers[index], _cross(estimates[index]))
+        # The weights and spreads shape the powers the filters share the mixture by (in place: the plain powers are
+        # done with); the spatial covariances are normalised by the plain powers, since a stem's place in the stereo
+        # field does not depend on how loud it is.
+        weighted = [_weigh(power, bins, gain) for power, bins, gain in zip(powers, self._spread, self._gains)]
+        if self.spatial == "mixture":  # Y_j = X · w_j / Σ_k w_k per channel
+            total, power, cross = _sum(weighted), _squared_magnitude(mixture), _cross(mixture)
+            for slot, index in enumerate(self._filtered):
+                mask = weighted[index] / total
+                self._accumulate(group, slot, power * np.square(mask),
+                                 None if cross is None else cross * (mask[0] * mask[1]))
+        return _spatial_filter(_rest(mixture, weighted, self._masked),
+                               _variances([weighted[index] for index in self._filtered]),
+                               _covariance_entries(self._diagonal[group], self._cross[group], self._power[group]))
+
+    def _accumulate(self, group: int, slot: int, power: np.ndarray, cross: np.ndarray | None) -> None:
+        """Add one block of a filtered stem's spatial statistics to its running sums: |S|² (channels, frames, bins)
+        and, for stereo, S₀ S̄₁ (frames, bins), S the spectrum they are measured on."""
+        sums = power.sum(axis=1)  # (channels, bins)
+        self._diagonal[group][slot] += sums
+        if cross is not None:
+            self._cross[group][slot] += cross.sum(axis=0)
+        self._power[group][slot] += sums.mean(axis=0, dtype=np.float64) + power.shape[1] * _TINY
 
     def _advance(self, shift: int) -> None:
         """Move the origin `shift` samples on, dropping what no later frame reads or adds to."""
         if not shift:
             return
         self._origin += shift
-        self._mixture = self._mixture[shift:].copy()  # copies, so the dropped heads are freed
+        self._mixture = self._mixture[:, shift:].copy()  # copies, so the dropped heads are freed
         for stem in self.stems:
-            self._estimates[stem] = self._estimates[stem][shift:].copy()
-            self._sums[stem] = self._sums[stem][shift:].copy()
+            self._estimates[stem] = self._estimates[stem][:, shift:].copy()
+        for stem, sums in self._sums.items():
+            self._sums[stem] = sums[:, shift:].copy()
 
 
 def check_spread(stem: str, bins) -> int:
@@ -269,22 +292,94 @@ def spread_power(power: np.ndarray, bins: int) -> np.ndarray:
     """
     if bins == 1:
         return power
-    half = bins // 2
-    padded = np.pad(power, ((0, 0), (half, half), (0, 0)), mode="edge")
-    return sum(padded[:, offset : offset + power.shape[1]] for offset in range(bins)) / bins
+    return np.moveaxis(_spread_sum(np.moveaxis(power, 1, -1), bins), -1, 1) / bins
+
+
+def _spread_sum(power: np.ndarray, bins: int) -> np.ndarray:
+    """`power` (..., bins) summed over each bin and its `bins` // 2 neighbours on either side, the edge bins repeated
+    past the ends: a new array (`power` itself for one bin)."""
+    if bins == 1:
+        return power
+    total = power.copy()
+    for offset in range(1, bins // 2 + 1):
+        total[..., offset:] += power[..., :-offset]  # the neighbour below
+        total[..., :-offset] += power[..., offset:]  # and above
+        total[..., :offset] += power[..., :1]  # past the ends, the edge bins
+        total[..., -offset:] += power[..., -1:]
+    return total
 
 
 def spectra(signal: np.ndarray, taper: np.ndarray) -> np.ndarray:
-    """The STFT of (samples, channels) on the refinement's frame grid (hop len(taper) / 4): (frames, bins, channels)."""
+    """The STFT of (samples, channels) on the refinement's frame grid (hop len(taper) / 4): (frames, bins, channels),
+    complex128 for callers that analyse it further."""
+    return _stft(np.asarray(signal).T, taper).transpose(1, 2, 0).astype(np.complex128)
+
+
+def _stft(signal: np.ndarray, taper: np.ndarray) -> np.ndarray:
+    """The STFT of (channels, samples) on the refinement's frame grid: (channels, frames, bins), complex64."""
     window = len(taper)
-    framed = np.lib.stride_tricks.sliding_window_view(signal, window, axis=0)[:: window // 4]
-    spectrum = np.fft.rfft(framed * taper, axis=-1).transpose(0, 2, 1)
-    return spectrum.astype(np.complex128)  # a silent bin's determinant (~1e-66) underflows complex64
+    frames = np.lib.stride_tricks.sliding_window_view(signal, window, axis=-1)[:, :: window // 4]
+    # With its default normalisation numpy (2.x) passes rfft an integer scale, which picks the double-precision loop
+    # (the frames cast up, the spectrum cast back down); "forward" passes a float32 scale, 1 / window, which the
+    # taper scaled by the window undoes (exactly, for a power of two).
+    spectrum = np.fft.rfft(frames * (taper * np.float32(window)), axis=-1, norm="forward")
+    return spectrum.astype(np.complex64, copy=False)
+
+
+def _overlap_add(frames: np.ndarray, taper: np.ndarray, sums: np.ndarray) -> None:
+    """Add (channels, frames, window) `frames` times `taper` into `sums` (channels, (frames + 3) · window / 4) at
+    hops of a quarter window: the frames' quarters are added in four strided steps, not frame by frame."""
+    channels, count, window = frames.shape
+    hop = window // 4
+    frames = np.multiply(frames, taper, out=frames if frames.dtype == taper.dtype else None)
+    quarters = frames.reshape(channels, count, 4, hop)
+    blocks = sums.reshape(channels, count + 3, hop)  # a view: `sums` is contiguous along its samples
+    for quarter in range(4):
+        blocks[:, quarter : quarter + count] += quarters[:, :, quarter]
+
+
+def _squared_magnitude(spectrum: np.ndarray) -> np.ndarray:
+    """|spectrum|², float32 (the modulus squared in place: half the passes of real² + imag²)."""
+    power = np.abs(spectrum)
+    return np.multiply(power, power, out=power)
+
+
+def _cross(spectrum: np.ndarray) -> np.ndarray | None:
+    """S₀ S̄₁ (frames, bins) of a stereo (2, frames, bins) spectrum; None for mono."""
+    return spectrum[0] * spectrum[1].conj() if len(spectrum) == 2 else None
+
+
+def _weigh(power: np.ndarray, bins: int, gain: np.ndarray | None) -> np.ndarray:
+    """A stem's power as the filters take it, (power spread over `bins` + _TINY) · weight, with `gain` = weight /
+    `bins` per bin (None for 1); `power` (..., bins) may be overwritten."""
+    weighted = _spread_sum(power, bins)
+    weighted += np.float32(bins * _TINY)
+    if gain is not None:
+        weighted *= gain
+    return weighted
+
+
+def _sum(arrays: list[np.ndarray]) -> np.ndarray:
+    """The sum of equally shaped arrays, as one new array."""
+    total = arrays[0].copy()
+    for array in arrays[1:]:
+        total += array
+    return total
 
 
 def spatial_covariance(outer: np.ndarray, power: np.ndarray) -> np.ndarray:
     """R (bins, ch, ch) from Σ Ŝ Ŝᴴ (bins, ch, ch) and Σ v (bins) over the same frames, diagonally loaded."""
     return outer / power[:, None, None] + _LOADING * np.eye(outer.shape[-1])
+
+
+def _covariance_entries(diagonal: np.ndarray, cross: np.ndarray, power: np.ndarray) -> tuple:
+    """`spatial_covariance` of several stems from their running sums, diagonal (stems, ch, bins), cross (stems, bins)
+    and power (stems, bins), as entries: R₀₀ (stems, bins) and, for stereo, R₁₁ and R₀₁ (double precision)."""
+    scale = 1 / power
+    entries = [diagonal[:, channel] * scale + _LOADING for channel in range(diagonal.shape[1])]
+    if len(entries) == 2:
+        entries.append(cross * scale)
+    return tuple(entries)
 
 
 def split(
@@ -293,37 +388,118 @@ def split(
     """Both steps on one block of bins: each stem's spectrum (frames, bins, channels), in the order of `powers`.
 
     mixture: X (frames, bins, channels); powers: each stem's (weighted) power, X's shape; covariances: R_j of
-    every stem but the `masked` one, in order. Looping over the stems, rather than broadcasting across them,
-    keeps the temporaries at one stem's size.
+    every stem but the `masked` one, in order. The arithmetic is the Refiner's, in single precision.
     """
-    taken = powers[masked] / sum(powers) * mixture
-    rest = mixture - taken
+    first = np.moveaxis(mixture, -1, 0).astype(np.complex64)  # channels first, as the Refiner holds its spectra
+    powers = [np.moveaxis(power, -1, 0).astype(np.float32) for power in powers]
+    covariances = np.stack(covariances)
+    entries = [covariances[:, :, channel, channel].real for channel in range(len(first))]
+    if len(first) == 2:
+        entries.append(covariances[:, :, 0, 1])
     filtered = [index for index in range(len(powers)) if index != masked]
-    variances = [powers[index].mean(axis=-1) for index in filtered]  # v_j (frames, bins)
-    # Σ_j v_j R_j z = X − D, then stem j = v_j R_j z: the stems add up to X − D.
-    shared = _solve(sum(v[..., None, None] * r for v, r in zip(variances, covariances, strict=True)), rest)
-    outputs = [taken] * len(powers)
-    for index, v, r in zip(filtered, variances, covariances):
-        outputs[index] = v[..., None] * (r * shared[..., None, :]).sum(axis=-1)
-    return outputs
+    rest = _rest(first, powers, masked)
+    outputs = [first - rest] * len(powers)
+    parts = _spatial_filter(rest, _variances([powers[index] for index in filtered]), tuple(entries))
+    for index, part in zip(filtered, parts):
+        outputs[index] = part
+    return [np.moveaxis(output, 0, -1) for output in outputs]
 
 
-def _solve(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """x with matrices @ x = vectors, for stacks of 1×1 or 2×2 matrices, in closed form (numpy's batched
-    solve calls LAPACK once per matrix, which took longer than the rest of the refinement)."""
-    if matrices.shape[-1] == 1:
-        return vectors / matrices[..., 0]
-    a, b, c, d = matrices[..., 0, 0], matrices[..., 0, 1], matrices[..., 1, 0], matrices[..., 1, 1]
-    first, second = vectors[..., 0], vectors[..., 1]
-    determinant = a * d - b * c
-    return np.stack([d * first - b * second, a * second - c * first], axis=-1) / determinant[..., None]
+def _rest(mixture: np.ndarray, powers: list[np.ndarray], masked: int) -> np.ndarray:
+    """X − D, the mixture less the `masked` stem's power-ratio share, per channel: (channels, frames, bins)."""
+    others = _sum([power for index, power in enumerate(powers) if index != masked])
+    return mixture * (others / (others + powers[masked]))
 
 
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
-    """`array` cut or zero-padded to `rows` rows."""
-    if len(array) >= rows:
-        return array[:rows]
-    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
+def _variances(powers: list[np.ndarray]) -> list[np.ndarray]:
+    """The filtered stems' v_j (frames, bins) from their (channels, frames, bins) powers, up to a common factor per
+    bin and frame (only their ratios matter): normalised to sum to one, so that the determinants of Σ v_j R_j stay
+    far from float32's underflow however faint the bin."""
+    variances = [power[0] + power[1] if len(power) == 2 else power[0].copy() for power in powers]
+    scale = np.reciprocal(_sum(variances))
+    for variance in variances:
+        variance *= scale
+    return variances
+
+
+def _spatial_filter(rest: np.ndarray, variances: list[np.ndarray], entries: tuple) -> list[np.ndarray]:
+    """Stem j's v_j R_j (Σ_k v_k R_k)⁻¹ (X − D), per frame and bin: `rest` X − D (channels, frames, bins) complex64,
+    `variances` v_j (frames, bins) summing to one, `entries` the covariances' as `_covariance_entries` gives them;
+    each stem's (channels, frames, bins), complex64. The stems add up to X − D.
+
+    Stereo as v_j Σ_k v_k P_jk (X − D) / det Σ v R, with P_jk = R_j adj(R_k) (the adjugate is linear on 2 × 2
+    matrices): single precision in every product over frames, yet as accurate as a double-precision solve. Where
+    every stem sits near one line of the stereo field (mono estimates, the low bins of most mixes) Σ v R is nearly
+    singular, its smaller eigenvalue down to the loading's 1e-3, and solving it in single precision would carry
+    rounding up to 1e3-fold into the stems; here the cancellation happens per bin, in double precision, inside
+    P_jk, and det Σ v R = ½ Σ_jk v_j v_k tr P_jk is a sum of terms ≥ 0.
+    """
+    if len(rest) == 1:  # a sum of positive terms: nothing cancels
+        gains = [v * r for v, r in zip(variances, entries[0].astype(np.float32), strict=True)]
+        shared = rest[0] / _sum(gains)
+        return [(gain * shared)[None] for gain in gains]
+    stems = len(variances)
+    products, traces = _adjugate_products(*entries)
+    determinant = None
+    for j, v in enumerate(variances):  # Σ_j v_j (½ v_j tr P_jj + Σ_(k>j) v_k tr P_jk)
+        inner = v * (traces[j, j] / 2)
+        for k in range(j + 1, stems):
+            inner += variances[k] * traces[j, k]
+        inner *= v
+        determinant = inner if determinant is None else np.add(determinant, inner, out=determinant)
+    weights = [v.astype(np.complex64) for v in variances]  # complex once, so that the products below are complex
+    x0, x1 = rest
+    outputs, first, second, scratch = [], np.empty_like(x0), np.empty_like(x0), np.empty_like(x0)
+    for j in range(stems - 1):
+        output = rest * np.multiply(variances[j], traces[j, j] / 2).astype(np.complex64)  # v_j P_jj = v_j det R_j
+        for k in range(stems):
+            if k == j:
+                continue
+            (p00, p01), (p10, p11) = products[j][k]
+            np.multiply(p00, x0, out=first)  # P_jk (X − D), then times v_k
+            first += np.multiply(p01, x1, out=scratch)
+            np.multiply(p10, x0, out=second)
+            second += np.multiply(p11, x1, out=scratch)
+            output[0] += np.multiply(first, weights[k], out=first)
+            output[1] += np.multiply(second, weights[k], out=second)
+        output *= np.divide(variances[j], determinant).astype(np.complex64)
+        outputs.append(output)
+    last = rest - outputs[0]  # the stems add up to X − D: the last is what the others leave
+    for output in outputs[1:]:
+        last -= output
+    return outputs + [last]
+
+
+def _adjugate_products(r00: np.ndarray, r11: np.ndarray, r01: np.ndarray) -> tuple[list, np.ndarray]:
+    """P_jk = R_j adj(R_k) for Hermitian 2 × 2 R_j given by their entries (stems, bins), formed in double
+    precision: P[j][k] = ((P₀₀, P₀₁), (P₁₀, P₁₁)) (bins) in single precision for every j but the last and k ≠ j (the
+    filter needs no more), and tr P_jk (stems, stems, bins), float32: the mixed discriminants, symmetric, ≥ 0 for
+    positive definite R, with tr P_jj = 2 det R_j."""
+    stems = len(r00)
+    c10 = r01.conj()
+    products, traces = [], np.empty((stems, stems, r00.shape[1]), np.float32)
+    for j in range(stems):
+        row = []
+        for k in range(stems):
+            if k >= j:
+                trace = r00[j] * r11[k] + r11[j] * r00[k] - 2 * (r01[j] * c10[k]).real
+                traces[j, k] = traces[k, j] = np.maximum(trace, 0)
+            if j == stems - 1 or k == j:
+                row.append(None)
+                continue
+            entries = (r00[j] * r11[k] - r01[j] * c10[k], r01[j] * r00[k] - r00[j] * r01[k],
+                       c10[j] * r11[k] - r11[j] * c10[k], r11[j] * r00[k] - c10[j] * r01[k])
+            p00, p01, p10, p11 = (entry.astype(np.complex64) for entry in entries)
+            row.append(((p00, p01), (p10, p11)))
+        products.append(row)
+    return products, traces
+
+
+def _pad_samples(array: np.ndarray, samples: int) -> np.ndarray:
+    """(channels, samples) `array` cut or zero-padded to `samples` samples."""
+    if array.shape[1] >= samples:
+        return array[:, :samples]
+    return np.concatenate([array, np.zeros((len(array), samples - array.shape[1]), array.dtype)], axis=1)
 
 
 def refine(

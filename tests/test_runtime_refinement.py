@@ -211,7 +211,8 @@ def test_estimates_cannot_run_ahead_of_the_mixture_and_every_stem_is_needed():
 
 def _mono(estimates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each estimate's mid channel on both channels: what a model run once on (L + R) / 2 hands the refinement."""
-    return {stem: np.repeat(audio.mean(axis=1, keepdims=True), audio.shape[1], axis=1) for stem, audio in estimates.items()}
+    return {stem: np.repeat(audio.mean(axis=1, keepdims=True), audio.shape[1], axis=1)
+            for stem, audio in estimates.items()}
 
 
 def test_the_spatial_covariances_come_from_the_estimates_or_the_mixture_and_nothing_else():
