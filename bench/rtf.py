@@ -46,6 +46,7 @@ WORKLOADS = (("chunk", 1), ("chunk", 4), ("track", 1), ("track", 4))
 RUNTIME_BACKENDS = ("ort", "openvino", "trt")
 BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16")}  # what a backend runs (others: the bundle's precisions)
 DEFAULTS = ("auto", "auto")  # the row that runs `unmix separate`'s defaults: backend and precision "auto"
+PREVIOUS_DEFAULT = ("ort", "fp32/per-channel")  # what `unmix separate` ran before OpenVINO and the mid channel
 PEER_WORKLOAD = ("track", 4)
 RUN_DEFAULTS = {
     "cpu": {"repeats": 3, "warmup": 1, "track_seconds": 30.0, "track_repeats": 1},
@@ -75,6 +76,8 @@ class Row:
             return "PyTorch eager fp32 (paper-style reference)"
         if (self.backend, self.variant) == DEFAULTS:
             return "unmix separate defaults (backend and precision auto, stereo mid)"
+        if (self.backend, self.variant) == PREVIOUS_DEFAULT:
+            return "ONNX Runtime CPU fp32, stereo per-channel (the previous defaults)"
         if self.backend == "peer":
             from .peers import peer_label
 
@@ -132,7 +135,7 @@ class RtfSettings:
                 runs = BACKEND_PRECISIONS.get(backend)
                 rows += [Row(backend, p) for p in self.chosen_precisions() if (runs is None and p != "bf16") or (runs and p in runs)]
         if "defaults" in wanted:
-            rows.append(Row(*DEFAULTS))
+            rows += [Row(*PREVIOUS_DEFAULT)] * (not self.on_cuda) + [Row(*DEFAULTS)]
         if "peers" in wanted and not self.on_cuda:
             from .peers import PEERS
 
@@ -262,7 +265,7 @@ def measure(
         for scope, count in filter(row.runs, settings.workloads):
             stems = list(source.stems) if count > 1 else [settings.per_stem]
             track = scope == "track"
-            name = f"{row.backend}-{row.variant}-{scope}-{count}"
+            name = f"{row.backend}-{row.variant.replace('/', '-')}-{scope}-{count}"
             capture = settings.fidelity and (scope, count) == FIDELITY_WORKLOAD
             job = Job(
                 backend=row.backend,

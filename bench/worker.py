@@ -119,6 +119,7 @@ def runtime_workload(job: Job) -> Workload:
     """(run, warm-up, capture) through the lean runtime's `Separator`, as users run it."""
     from unmix.runtime import BackendError, Separator
 
+    precision, _, stereo = job.variant.partition("/")  # "fp32/per-channel": a precision and a stereo mode
     try:
         separator = Separator.from_bundle(
             job.bundle,
@@ -126,10 +127,11 @@ def runtime_workload(job: Job) -> Workload:
             backend=job.backend,
             threads=job.threads,
             stems=job.stems,
-            precision=job.variant,
+            precision=precision,
             # all stems: refined, as `unmix separate` runs them; one stem: that graph alone (refinement would
             # run all four), the paper's per-stem path
             refine=None if len(job.stems) > 1 else False,
+            stereo=(stereo or None) if len(job.stems) > 1 else None,
         )
     except BackendError as error:
         raise Unavailable(str(error)) from None
@@ -140,7 +142,7 @@ def runtime_workload(job: Job) -> Workload:
         if job.backend == "ort":
             from .graphs import BundleGraphs
 
-            graphs = BundleGraphs(job.bundle, job.variant, job.stems, job.device, job.threads)
+            graphs = BundleGraphs(job.bundle, precision, job.stems, job.device, job.threads)
             outputs = graphs(chunk[None])
             return {
                 f"{kind}/{stem}": value[0]

@@ -19,12 +19,13 @@ def test_rows_per_device():
     cpu = RtfSettings(device="cpu").rows()
     assert [(row.backend, row.variant) for row in cpu] == [
         ("pytorch", "eager-fp32"), ("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
-        ("auto", "auto"), ("peer", "htdemucs"), ("peer", "umxl"),
+        ("ort", "fp32/per-channel"), ("auto", "auto"), ("peer", "htdemucs"), ("peer", "umxl"),
     ]
     assert cpu[0].is_reference and cpu[0].label("cpu") == "PyTorch eager fp32 (paper-style reference)"
-    assert "defaults" in cpu[5].label("cpu") and cpu[6].label("cpu").startswith("HT-Demucs")
-    assert [row.runs(("track", 4)) for row in cpu[5:]] == [True] * 3  # peers run the four-stem track only
-    assert [row.runs(("chunk", 4)) for row in cpu[5:]] == [True, False, False]
+    assert "previous defaults" in cpu[5].label("cpu") and "defaults" in cpu[6].label("cpu")
+    assert cpu[7].label("cpu").startswith("HT-Demucs")
+    assert [row.runs(("track", 4)) for row in cpu[6:]] == [True] * 3  # peers run the four-stem track only
+    assert [row.runs(("chunk", 4)) for row in cpu[6:]] == [True, False, False]
     cuda = [(row.backend, row.variant) for row in RtfSettings(device="cuda").rows()]
     torch_variants = ["eager-fp32", "eager-fp16", "cudagraph-fp16", "compile-fp16"]
     runtime = [("ort", "fp32"), ("ort", "fp16"), ("trt", "fp32"), ("trt", "fp16")]
@@ -130,6 +131,7 @@ def test_openvino_defaults_and_peers_rows_run_the_track(tmp_path):
     rows = {(m["backend"], m["variant"], m["scope"], m["stems"]): m for m in json.loads(out.read_text())["measurements"]}
     assert rows[("openvino", "fp32", "track", 4)]["status"] == "ok"
     assert rows[("auto", "auto", "track", 4)]["status"] == "ok"
+    assert rows[("ort", "fp32/per-channel", "track", 4)]["status"] == "ok"
     for peer in ("htdemucs", "umxl"):
         assert rows[("peer", peer, "track", 4)]["status"] in ("ok", "unavailable")  # an optional extra
         assert ("peer", peer, "track", 1) not in rows
