@@ -18,7 +18,8 @@ PROBE = textwrap.dedent(
     from pathlib import Path
     from unmix.runtime import Separator
     from unmix.runtime.cli import app
-    import unmix.runtime.doctor, unmix.runtime.tensorrt  # every runtime module, the optional ones too
+    import unmix.runtime.doctor, unmix.runtime.tensorrt, unmix.runtime.streaming  # every runtime module, optional too
+    import unmix.runtime.openvino_backend
 
     source, out, bundle = map(Path, sys.argv[1:4])
     outputs = Separator.from_bundle(bundle).separate_file(source, out / "api").outputs
