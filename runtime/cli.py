@@ -67,7 +67,7 @@ def separate(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     backend: str = typer.Option("auto", help="auto (OpenVINO on a CPU where it is installed, else ONNX Runtime), ort, openvino or trt (TensorRT, untested)."),
     threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
-    chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 20 s)."),
+    chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 10 s on OpenVINO, 20 s elsewhere)."),
     precision: str = typer.Option("fp32", help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16."),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(

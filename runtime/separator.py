@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soxr
 
-from .backends import Device, Engine, open_engine, parse_device
+from .backends import Device, Engine, open_engine, parse_device, resolve_backend
 from .chunking import ChunkPlan, SignalBuffer, Window
 from .errors import AudioError, Cancelled
 from .manifest import MANIFEST_FILE, STEMS, BundleError, Manifest, read_manifest
@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from .files import FileResult
 
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
-DEFAULT_CHUNK_SECONDS = 20.0  # kept samples per window: the 2 × 2.08 s of context then cost 21 % extra
+# Kept samples per window. The 2 × 2.08 s of context cost 21 % extra at 20 s and 42 % at 10 s, but OpenVINO's
+# kernels slow down on long windows (bench/results) and its memory grows with them, so it takes 10 s.
+DEFAULT_CHUNK_SECONDS = {"openvino": 10.0}
+OTHER_CHUNK_SECONDS = 20.0
 # Samples per engine call (mono items × window length). Memory grows with it: the paper's model holds about
 # 2.5 kB per sample in flight on ONNX Runtime CPU (its 2048-code distance matrix, 8 kB per frame, dominates),
 # so a CPU runs one channel of one 24 s window at a time (2.7 GB peak RSS, bench/results/runtime_memory.md;
@@ -154,7 +157,8 @@ class Separator:
             (TensorRT engines; needs a CUDA device).
         threads: CPU threads per run (default: ONNX Runtime's, the physical cores).
         stems: the stems to compute (default: all in the bundle); the others cost nothing.
-        chunk: output samples per window at the model's rate, a multiple of its hop (default 20 s).
+        chunk: output samples per window at the model's rate, a multiple of its hop (default 10 s on OpenVINO,
+            20 s elsewhere).
         precision: "auto" (bf16 where OpenVINO computes it natively, else fp32), "fp32", "bf16" (the fp32 graphs
             in bfloat16 on the openvino backend), or the bundle's "int8" / "fp16" graphs.
         batch_samples: samples per engine call: windows × channels go as one batch up to this many
@@ -179,7 +183,8 @@ class Separator:
         where: Device = parse_device(device)
         hop = manifest.hop_length
         if chunk is None:
-            chunk = max(1, round(DEFAULT_CHUNK_SECONDS * manifest.sample_rate / hop)) * hop
+            seconds = DEFAULT_CHUNK_SECONDS.get(resolve_backend(backend, where, precision), OTHER_CHUNK_SECONDS)
+            chunk = max(1, round(seconds * manifest.sample_rate / hop)) * hop
         elif chunk <= 0 or chunk % hop:
             nearest = max(hop, round(chunk / hop) * hop)
             raise ValueError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
