@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "unmix-bundle"
@@ -70,14 +70,126 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
+        """The manifest in `data`; `BundleError` (one line) for anything malformed, see `validate`."""
+        if not isinstance(data, dict):
+            raise BundleError(f"malformed manifest: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
             raise BundleError(f"not an unmix bundle manifest (format={data.get('format')!r})")
         if data.get("version") != VERSION:
             raise BundleError(f"unsupported bundle version {data.get('version')!r}; this runtime reads {VERSION}")
         try:
-            return cls(**data)
+            manifest = cls(**data)
         except TypeError as error:
             raise BundleError(f"malformed manifest: {error}") from None
+        validate(manifest)
+        return manifest
+
+
+# Upper bounds that no real bundle comes near; they stop absurd values from allocating or looping for hours.
+MAX_SAMPLE_RATE = 1_000_000
+MAX_HOP = 1 << 16
+MAX_CONTEXT = 1 << 24  # samples per side: minutes of audio
+SHA256_LENGTH = 64
+
+
+def _fail(field_name: str, value, expected: str) -> None:
+    raise BundleError(f"malformed manifest: {field_name} is {_short(value)}, expected {expected}")
+
+
+def _short(value) -> str:
+    """`repr(value)` cut to one short line, so that a huge value cannot flood the error."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_int(field_name: str, value, low: int, high: int) -> None:
+    # bool is an int in Python, but `true` is no sample rate.
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        _fail(field_name, value, f"an integer from {low} to {high}")
+
+
+def _check_dict(field_name: str, value) -> None:
+    if not isinstance(value, dict):
+        _fail(field_name, value, "an object")
+
+
+def _check_path(field_name: str, value, files: dict) -> None:
+    """A graph path: a relative path inside the bundle, without '..', listed in `files` with its sha256."""
+    if not isinstance(value, str) or not value:
+        _fail(field_name, value, "a relative path")
+    path = PurePosixPath(value)
+    if path.is_absolute() or "\\" in value or ".." in path.parts:
+        _fail(field_name, value, "a relative path inside the bundle without '..'")
+    if value not in files:
+        raise BundleError(f"malformed manifest: {field_name} {value!r} is not listed in files with its sha256")
+
+
+def _check_stem_graphs(field_name: str, graphs, stems: list[str], files: dict, complete: bool) -> None:
+    """`graphs`: stem → path for known stems; with `complete`, one for every stem of the bundle."""
+    _check_dict(field_name, graphs)
+    for stem, path in graphs.items():
+        if stem not in stems:
+            raise BundleError(f"malformed manifest: {field_name} has a graph for {stem!r}, which is not one of its stems")
+        _check_path(f"{field_name}.{stem}", path, files)
+    if complete and (missing := [stem for stem in stems if stem not in graphs]):
+        raise BundleError(f"malformed manifest: {field_name} has no graph for {', '.join(map(repr, missing))}")
+
+
+def validate(manifest: Manifest) -> None:
+    """`BundleError` (one line naming the field and value) unless every field has a usable type and range.
+
+    Checked at load, so that a bad bundle fails once with a clear line instead of a traceback or a
+    failure per file later.
+    """
+    stems = manifest.stems
+    if not isinstance(stems, list) or not stems:
+        _fail("stems", stems, f"a non-empty list of {', '.join(STEMS)}")
+    for stem in stems:
+        if stem not in STEMS:
+            _fail("stems", stem, f"one of {', '.join(STEMS)}")
+    if len(set(stems)) < len(stems):
+        _fail("stems", stems, "each stem once")
+    _check_int("sample_rate", manifest.sample_rate, 1, MAX_SAMPLE_RATE)
+    _check_int("hop_length", manifest.hop_length, 1, MAX_HOP)
+    _check_int("context_samples", manifest.context_samples, 0, MAX_CONTEXT)
+    _check_int("encoder_receptive_field", manifest.encoder_receptive_field, 0, MAX_CONTEXT)
+    _check_int("decoder_receptive_field", manifest.decoder_receptive_field, 0, MAX_CONTEXT)
+    for name in ("files", "provenance", "refinement", "models", "ort_optimized", "fused"):
+        _check_dict(name, getattr(manifest, name))
+    for name, digest in manifest.files.items():
+        _check_path(f"files entry", name, {name: digest})
+        if not isinstance(digest, str) or len(digest) != SHA256_LENGTH or not _is_hex(digest):
+            _fail(f"files[{name!r}]", digest, "a sha256 of 64 hex digits")
+    if not manifest.models:
+        _fail("models", manifest.models, "at least one precision")
+    for precision, graphs in manifest.models.items():
+        _check_stem_graphs(f"models.{precision}", graphs, stems, manifest.files, complete=True)
+    for precision, graphs in manifest.ort_optimized.items():
+        _check_stem_graphs(f"ort_optimized.{precision}", graphs, stems, manifest.files, complete=False)
+    for precision, path in manifest.fused.items():
+        _check_path(f"fused.{precision}", path, manifest.files)
+    for name in ("input_name", "output_name", "codes_name"):
+        if not isinstance(getattr(manifest, name), str) or not getattr(manifest, name):
+            _fail(name, getattr(manifest, name), "a non-empty string")
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text.lower())
+
+
+def graph_paths(manifest: Manifest) -> list[str]:
+    """Every graph the manifest names (models, ort_optimized, fused), relative to the bundle folder."""
+    paths = [path for graphs in manifest.models.values() for path in graphs.values()]
+    paths += [path for graphs in manifest.ort_optimized.values() for path in graphs.values()]
+    return paths + list(manifest.fused.values())
+
+
+def check_inside(folder: Path, manifest: Manifest) -> None:
+    """`BundleError` unless every listed file resolves (symlinks followed) inside the bundle folder."""
+    root = folder.resolve()
+    for name in dict.fromkeys([*manifest.files, *graph_paths(manifest)]):
+        if not (folder / name).resolve().is_relative_to(root):
+            raise BundleError(f"{folder}: {name} resolves outside the bundle folder")
 
 
 def read_manifest(folder: str | Path, verify: bool = True) -> Manifest:
@@ -90,6 +202,11 @@ def read_manifest(folder: str | Path, verify: bool = True) -> Manifest:
         manifest = Manifest.from_dict(json.loads(path.read_text()))
     except json.JSONDecodeError as error:
         raise BundleError(f"{path}: invalid JSON: {error}") from None
+    except UnicodeDecodeError:
+        raise BundleError(f"{path}: not UTF-8 text") from None
+    except BundleError as error:
+        raise BundleError(f"{path}: {error}") from None
+    check_inside(folder, manifest)
     if verify:
         for name, expected in manifest.files.items():
             file = folder / name
