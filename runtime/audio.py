@@ -121,7 +121,9 @@ def output_format(name: str | None, info: AudioInfo) -> tuple[str, str, str]:
     else:
         raise OutputError(f"unknown output format {name!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     subtype = info.subtype if sf.check_format(fmt, info.subtype) else _FALLBACK_SUBTYPES.get(fmt, sf.default_subtype(fmt))
-    extension = info.path.suffix.lower().lstrip(".") if name is None and fmt == info.format else _FORMAT_EXTENSIONS[fmt]
+    # An input without a suffix keeps its format but would give "drums."; name the format instead.
+    kept = info.path.suffix.lower().lstrip(".") if name is None and fmt == info.format else ""
+    extension = kept or _FORMAT_EXTENSIONS[fmt]
     limit = _MAX_CHANNELS.get(fmt)
     if limit and info.channels > limit:
         raise OutputError(f"{fmt} holds at most {limit} channels, the input has {info.channels}; choose another --format")

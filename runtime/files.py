@@ -12,7 +12,7 @@ import string
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 from .audio import AUDIO_EXTENSIONS, AtomicWriter, AudioInfo, open_audio, output_format, read_blocks
@@ -43,25 +43,70 @@ class FileResult:
 
 
 def check_template(template: str) -> None:
-    """`OutputError` unless `template` uses only known fields and names each stem's file apart."""
+    """`OutputError` unless `template` is a relative path of plain known fields that names each stem apart.
+
+    Only `{track}`, `{trackext}`, `{stem}` and `{ext}` are allowed, with no conversion (`!r`) and no
+    format spec (`:>9`): a spec can raise, pad for minutes (`{stem:>999999999}`) or cut every stem's
+    name to nothing (`{stem:.0}`), so all four stems would go to one file.
+    """
     try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        parts = list(string.Formatter().parse(template))
     except ValueError as error:
         raise OutputError(f"bad --filename template {template!r}: {error}") from None
-    unknown = fields - TEMPLATE_FIELDS
-    if unknown:
-        raise OutputError(
-            f"--filename template uses unknown field(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(TEMPLATE_FIELDS))}"
-        )
+    fields = set()
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            raise OutputError(
+                f"--filename template {template!r} uses unknown field {{{name}}}; "
+                f"known: {', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}"
+            )
+        if spec or conversion:
+            shown = f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            raise OutputError(f"--filename template {template!r}: {shown} is not allowed; use plain {{{name}}}")
+        fields.add(name)
     if "stem" not in fields:
         raise OutputError("--filename template must contain {stem}, or every stem would go to the same file")
+    # The fields' own values are checked per track; here the template's literal text must stay under -o.
+    shape = PurePath(template.format(track="t", trackext="e", stem="s", ext="x"))
+    if shape.is_absolute() or ".." in shape.parts:
+        raise OutputError(f"--filename template {template!r} must be a relative path under -o without '..'")
+
+
+def track_name(input: Path) -> str:
+    """The `{track}` of `input`: its name without the suffix; `OutputError` when that is empty or only dots.
+
+    A file named `...wav` would otherwise give the track `..` and put its stems beside -o.
+    """
+    name = input.stem
+    if not name.strip(".").strip():
+        raise OutputError(f"{input}: its name gives the track name {name!r}, which is not a usable folder or file name; "
+                          "rename the file")
+    return name
 
 
 def output_paths(input: Path, output_dir: Path, template: str, stems: Iterable[str], extension: str) -> dict[str, Path]:
+    """Each stem's output path; `OutputError` unless every one lies inside `output_dir` and they all differ."""
     check_template(template)
-    names = {"track": input.stem, "trackext": input.suffix.lstrip("."), "ext": extension}
-    return {stem: output_dir / template.format(stem=stem, **names) for stem in stems}
+    names = {"track": track_name(input), "trackext": input.suffix.lstrip("."), "ext": extension}
+    paths = {stem: output_dir / template.format(stem=_safe_stem(stem), **names) for stem in stems}
+    root = output_dir.resolve()
+    for stem, path in paths.items():
+        # resolve() follows symlinks too, so a link under -o that points elsewhere is refused as well.
+        resolved = path.resolve()
+        if resolved == root or not resolved.is_relative_to(root):
+            raise OutputError(f"{input}: the {stem} output {path} would not lie inside the output folder {output_dir}")
+    if len({path.resolve() for path in paths.values()}) < len(paths):
+        raise OutputError(f"{input}: --filename {template!r} gives two stems the same output path")
+    return paths
+
+
+def _safe_stem(stem: str) -> str:
+    """`stem` when it is a plain file name; `OutputError` for one that is a path (`../../x`) or only dots."""
+    if not stem or "/" in stem or "\\" in stem or "\0" in stem or not stem.strip("."):
+        raise OutputError(f"stem name {stem!r} cannot be used in a file name")
+    return stem
 
 
 def separate_file(
