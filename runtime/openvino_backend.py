@@ -109,35 +109,106 @@ def _transposed_convolutions_as_convolutions(model) -> None:
 
     Output frame 2m is x[m]·W₁ + x[m−1]·W₃ and frame 2m+1 is x[m+1]·W₀ + x[m]·W₂ (W_k the kernel tap k), so one
     3-tap convolution computes both phases as two channel groups, and a reshape/transpose interleaves them.
-    OpenVINO runs ConvTranspose on a slower non-AMX kernel; other shapes are left as they are.
+    OpenVINO runs ConvTranspose on a slower non-AMX kernel; other shapes are left as they are. The last one, which
+    feeds the decoder's output convolution, is fused with it (`_output_on_phases`).
     """
     ops = _openvino().opset13
     for op in list(model.get_ordered_ops()):
-        if op.get_type_name() != "ConvolutionBackpropData" or op.get_input_size() != 2:
+        taps = _phase_taps(op)
+        if taps is None:
             continue
-        attributes = op.get_attributes()
-        weights_node = op.input_value(1).get_node()
-        if (
-            weights_node.get_type_name() != "Constant"
-            or attributes["strides"] != [2]
-            or attributes["pads_begin"] != [1]
-            or attributes["pads_end"] != [1]
-            or attributes["dilations"] != [1]
-            or list(attributes.get("output_padding", [0])) != [0]
-        ):
-            continue
-        weights = np.array(weights_node.get_data(), np.float32)  # (C_in, C_out, 4)
-        if weights.ndim != 3 or weights.shape[2] != 4:
-            continue
-        c_out = weights.shape[1]
-        taps = np.zeros((2 * c_out, weights.shape[0], 3), np.float32)
-        taps[:c_out, :, 0], taps[:c_out, :, 1] = weights[:, :, 3].T, weights[:, :, 1].T  # even output frames
-        taps[c_out:, :, 1], taps[c_out:, :, 2] = weights[:, :, 2].T, weights[:, :, 0].T  # odd output frames
         phases = ops.convolution(op.input_value(0), ops.constant(taps), [1], [1], [1], [1])
+        if _output_on_phases(op, phases):
+            continue
+        c_out = taps.shape[0] // 2
         phases = ops.reshape(phases, ops.constant(np.array([0, 2, c_out, -1], np.int64)), special_zero=True)
         interleaved = ops.transpose(phases, ops.constant(np.array([0, 2, 3, 1], np.int64)))
         merged = ops.reshape(interleaved, ops.constant(np.array([0, c_out, -1], np.int64)), special_zero=True)
         op.output(0).replace(merged.output(0))
+
+
+def _phase_taps(op) -> np.ndarray | None:
+    """The (2·C_out, C_in, 3) phase convolution of a ConvTranspose(k=4, s=2, p=1) node, or None for any other."""
+    if op.get_type_name() != "ConvolutionBackpropData" or op.get_input_size() != 2:
+        return None
+    attributes = op.get_attributes()
+    weights_node = op.input_value(1).get_node()
+    if (
+        weights_node.get_type_name() != "Constant"
+        or attributes["strides"] != [2]
+        or attributes["pads_begin"] != [1]
+        or attributes["pads_end"] != [1]
+        or attributes["dilations"] != [1]
+        or list(attributes.get("output_padding", [0])) != [0]
+    ):
+        return None
+    weights = np.array(weights_node.get_data(), np.float32)  # (C_in, C_out, 4)
+    if weights.ndim != 3 or weights.shape[2] != 4:
+        return None
+    c_out = weights.shape[1]
+    taps = np.zeros((2 * c_out, weights.shape[0], 3), np.float32)
+    taps[:c_out, :, 0], taps[:c_out, :, 1] = weights[:, :, 3].T, weights[:, :, 1].T  # even output frames
+    taps[c_out:, :, 1], taps[c_out:, :, 2] = weights[:, :, 2].T, weights[:, :, 0].T  # odd output frames
+    return taps
+
+
+def _output_on_phases(transposed, phases) -> bool:
+    """Fuse ConvTranspose → +bias → output Conv(k=3, p=1, C → 1) → +bias into convolutions on the phases.
+
+    The output convolution reads frames 2m−1, 2m, 2m+1: for an even output those are the odd phase at m−1, the
+    even at m and the odd at m; for an odd one the even at m, the odd at m, the even at m+1. So one 3-tap
+    convolution from the 2·C phase channels to 2 outputs (even, odd) replaces it, with the same zero padding at
+    both ends, and only that 2-channel result is interleaved: the full-rate C-channel tensor (the decoder's largest,
+    in fp32) never exists. Returns False, changing nothing, where the graph does not have that shape.
+    """
+    ops = _openvino().opset13
+    bias_add = _only_consumer(transposed, "Add")
+    output_conv = bias_add and _only_consumer(bias_add, "Convolution", ignore=("ShapeOf",))
+    output_add = output_conv and _only_consumer(output_conv, "Add", ignore=("ShapeOf",))
+    if not output_add:
+        return False
+    kernel = output_conv.input_value(1).get_node()
+    attributes = output_conv.get_attributes()
+    bias, out_bias = _bias(bias_add), _bias(output_add)
+    if (
+        kernel.get_type_name() != "Constant"
+        or attributes["strides"] != [1] or attributes["dilations"] != [1]
+        or attributes["pads_begin"] != [1] or attributes["pads_end"] != [1]
+        or bias is None or out_bias is None
+    ):
+        return False
+    weights = np.array(kernel.get_data(), np.float32)  # (1, C, 3)
+    if weights.shape[0] != 1 or weights.shape[2] != 3 or out_bias.size != 1:
+        return False
+    c = weights.shape[1]
+    if bias.size != c:
+        return False
+    taps = np.zeros((2, 2 * c, 3), np.float32)
+    taps[0, c:, 0], taps[0, :c, 1], taps[0, c:, 1] = weights[0, :, 0], weights[0, :, 1], weights[0, :, 2]  # even
+    taps[1, :c, 1], taps[1, c:, 1], taps[1, :c, 2] = weights[0, :, 0], weights[0, :, 1], weights[0, :, 2]  # odd
+    shape = np.array([1, -1, 1], np.int64)
+    phases = ops.add(phases, ops.reshape(ops.constant(np.concatenate([bias, bias])), ops.constant(shape), False))
+    outputs = ops.convolution(phases, ops.constant(taps), [1], [1], [1], [1])
+    outputs = ops.add(outputs, ops.constant(out_bias.reshape(1, 1, 1)))
+    interleaved = ops.transpose(outputs, ops.constant(np.array([0, 2, 1], np.int64)))  # (N, L, 2): even, odd
+    merged = ops.reshape(interleaved, ops.constant(np.array([0, 1, -1], np.int64)), special_zero=True)
+    output_add.output(0).replace(merged.output(0))
+    return True
+
+
+def _only_consumer(node, kind: str, ignore: tuple[str, ...] = ()):
+    """The single consumer of `node`'s output if it is a `kind` node (consumers of type `ignore` aside), else None."""
+    consumers = [target.get_node() for target in node.output(0).get_target_inputs()]
+    consumers = [c for c in consumers if c.get_type_name() not in ignore]
+    return consumers[0] if len(consumers) == 1 and consumers[0].get_type_name() == kind else None
+
+
+def _bias(add) -> np.ndarray | None:
+    """The constant vector an Add node adds (through the Reshape/Unsqueeze OpenVINO puts around it), or None."""
+    node = add.input_value(1).get_node()
+    while node.get_type_name() in ("Reshape", "Unsqueeze", "Convert"):
+        node = node.input_value(0).get_node()
+    return np.array(node.get_data(), np.float32).ravel() if node.get_type_name() == "Constant" else None
 
 
 def nearest_code_model(parts: StemParts):
