@@ -206,6 +206,10 @@ def read_manifest(folder: str | Path, verify: bool = True) -> Manifest:
         raise BundleError(f"{path}: not UTF-8 text") from None
     except BundleError as error:
         raise BundleError(f"{path}: {error}") from None
+    except (ValueError, RecursionError) as error:  # an int of 5000 digits, arrays nested 100000 deep
+        raise BundleError(f"{path}: unreadable JSON: {error}") from None
+    except OSError as error:
+        raise BundleError(f"{path}: cannot read: {error.strerror or error}") from None
     check_inside(folder, manifest)
     if verify:
         for name, expected in manifest.files.items():

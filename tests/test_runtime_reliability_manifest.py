@@ -175,3 +175,22 @@ def _default_bundle():
     from unmix.runtime.separator import DEFAULT_BUNDLE
 
     return DEFAULT_BUNDLE
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"sample_rate": ' + "9" * 5000 + "}", "\xff\xfe"])
+def test_hostile_json_is_one_line(bundle, tmp_path, text):
+    folder = _copy(bundle, tmp_path)
+    (folder / MANIFEST_FILE).write_bytes(text.encode("latin-1"))
+    with pytest.raises(BundleError) as error:
+        read_manifest(folder)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("case", ["stems-empty", "hop-zero", "model-dotdot", "refinement-list", "model-unlisted"])
+def test_from_dict_checks_as_read_manifest_does(good, case):
+    edit, words = EDITS[case]
+    with pytest.raises(BundleError, match=words):
+        Manifest.from_dict(_edited(good, edit))
+    for value in WHOLE.values():
+        with pytest.raises(BundleError, match="expected a JSON object"):
+            Manifest.from_dict(value)
