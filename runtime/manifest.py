@@ -86,6 +86,7 @@ class Manifest:
 
 
 # Upper bounds that no real bundle comes near; they stop absurd values from allocating or looping for hours.
+MIN_SAMPLE_RATE = 1000  # below this no audio model makes sense, and resampling to it fails late
 MAX_SAMPLE_RATE = 1_000_000
 MAX_HOP = 1 << 16
 MAX_CONTEXT = 1 << 24  # samples per side: minutes of audio
@@ -149,7 +150,7 @@ def validate(manifest: Manifest) -> None:
             _fail("stems", stem, f"one of {', '.join(STEMS)}")
     if len(set(stems)) < len(stems):
         _fail("stems", stems, "each stem once")
-    _check_int("sample_rate", manifest.sample_rate, 1, MAX_SAMPLE_RATE)
+    _check_int("sample_rate", manifest.sample_rate, MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
     _check_int("hop_length", manifest.hop_length, 1, MAX_HOP)
     _check_int("context_samples", manifest.context_samples, 0, MAX_CONTEXT)
     _check_int("encoder_receptive_field", manifest.encoder_receptive_field, 0, MAX_CONTEXT)

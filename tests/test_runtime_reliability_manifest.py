@@ -81,6 +81,8 @@ EDITS = {
     "sample-rate-string": (_set("sample_rate", "44100"), "sample_rate"),
     "sample-rate-zero": (_set("sample_rate", 0), "sample_rate"),
     "sample-rate-bool": (_set("sample_rate", True), "sample_rate"),
+    "sample-rate-tiny": (_set("sample_rate", 1), "sample_rate"),
+    "sample-rate-nan": (_set("sample_rate", float("nan")), "sample_rate"),
     "hop-zero": (_set("hop_length", 0), "hop_length"),
     "hop-negative": (_set("hop_length", -8), "hop_length"),
     "hop-float": (_set("hop_length", 8.0), "hop_length"),
