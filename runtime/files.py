@@ -70,6 +70,8 @@ def check_template(template: str) -> None:
         raise OutputError("--filename template must contain {stem}, or every stem would go to the same file")
     # The fields' own values are checked per track; here the template's literal text must stay under -o.
     shape = PurePath(template.format(track="t", trackext="e", stem="s", ext="x"))
+    if "\0" in template:  # no file name can hold it; the OS would refuse it only once a track is decoded
+        raise OutputError(f"--filename template {template!r} contains a NUL character")
     if shape.is_absolute() or ".." in shape.parts:
         raise OutputError(f"--filename template {template!r} must be a relative path under -o without '..'")
 

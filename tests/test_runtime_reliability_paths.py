@@ -78,6 +78,7 @@ BAD_TEMPLATES = {
     "../{stem}.{ext}": r"relative path under -o",
     "{track}/../../{stem}.{ext}": r"relative path under -o",
     "/tmp/unmix-escape/{stem}.{ext}": r"relative path under -o",
+    "{track}/{stem}\0.{ext}": r"NUL character",
 }
 
 
