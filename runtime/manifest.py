@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NoReturn
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "unmix-bundle"
@@ -93,7 +94,7 @@ MAX_CONTEXT = 1 << 24  # samples per side: minutes of audio
 SHA256_LENGTH = 64
 
 
-def _fail(field_name: str, value, expected: str) -> None:
+def _fail(field_name: str, value, expected: str) -> NoReturn:
     raise BundleError(f"malformed manifest: {field_name} is {_short(value)}, expected {expected}")
 
 
@@ -158,7 +159,7 @@ def validate(manifest: Manifest) -> None:
     for name in ("files", "provenance", "refinement", "models", "ort_optimized", "fused"):
         _check_dict(name, getattr(manifest, name))
     for name, digest in manifest.files.items():
-        _check_path(f"files entry", name, {name: digest})
+        _check_path("files entry", name, {name: digest})
         if not isinstance(digest, str) or len(digest) != SHA256_LENGTH or not _is_hex(digest):
             _fail(f"files[{name!r}]", digest, "a sha256 of 64 hex digits")
     if not manifest.models:
