@@ -16,6 +16,7 @@ argmin becomes min / equal / first index instead of a top-k, with the same first
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,8 +265,10 @@ class OpenVinoEngine:
                 "decoders",
             )
             # one request each, kept: a request holds its model's working memory, so fresh ones would add up
-            self._encoders = core.compile_model(encoders, "CPU", compute).create_infer_request()
-            self._decoders = core.compile_model(decoders, "CPU", compute).create_infer_request()
+            self._encoder_model = core.compile_model(encoders, "CPU", compute)
+            self._decoder_model = core.compile_model(decoders, "CPU", compute)
+            self._encoders = self._encoder_model.create_infer_request()
+            self._decoders = self._decoder_model.create_infer_request()
             exact = config | {"INFERENCE_PRECISION_HINT": "f32"}
             self._nearest = [
                 core.compile_model(nearest_code_model(p), "CPU", exact).create_infer_request() for p in parts.values()
@@ -279,10 +282,33 @@ class OpenVinoEngine:
         self.description = f"openvino {ov.get_version().split('-')[0]} CPU{detail}, {precision}"
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        embeddings = _infer(self._encoders, [batch], copy=False)  # read before the encoders run again
+        # Each part's working memory is released once it has run, so the peak is the larger part's, not both
+        # parts' (OpenVINO keeps a compiled model's buffers otherwise); allocating them again costs little.
+        embeddings = _infer(self._encoders, [batch], copy=False)
         vectors = [_nearest(nearest, stem_embeddings) for nearest, stem_embeddings in zip(self._nearest, embeddings)]
         del embeddings
-        return dict(zip(self.stems, _infer(self._decoders, vectors)))
+        self._encoder_model.release_memory()
+        _return_freed_memory()
+        outputs = dict(zip(self.stems, _infer(self._decoders, vectors)))
+        self._decoder_model.release_memory()
+        _return_freed_memory()
+        return outputs
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc keeps them otherwise, and the next part's buffers
+    land elsewhere, so the peak would hold both)."""
+    if trim := _malloc_trim():
+        trim(0)
 
 
 def _nearest(request, embeddings: np.ndarray) -> np.ndarray:
