@@ -6,13 +6,13 @@
     separator.separate_file("song.flac", "separated")       # separated/song/vocals.flac, …
 """
 
-from .errors import AudioError, BackendError, Cancelled, OutputError, UnmixError
+from .errors import AudioError, BackendError, Cancelled, OutputError, StreamFinished, UnmixError
 from .files import DEFAULT_FILENAME, FileResult, find_inputs, separate_file
 from .manifest import BundleError, Manifest, read_manifest
 from .separator import Separator, Stream, resolve_bundle
 
 __all__ = [
     "DEFAULT_FILENAME", "AudioError", "BackendError", "BundleError", "Cancelled", "FileResult", "Manifest",
-    "OutputError", "Separator", "Stream", "UnmixError", "find_inputs", "read_manifest", "resolve_bundle",
+    "OutputError", "Separator", "Stream", "StreamFinished", "UnmixError", "find_inputs", "read_manifest", "resolve_bundle",
     "separate_file",
 ]

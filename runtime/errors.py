@@ -19,5 +19,9 @@ class OutputError(UnmixError):
     """Outputs that cannot be written (unwritable folder, format that cannot hold the audio)."""
 
 
+class StreamFinished(UnmixError):
+    """`feed` or `finish` on a `Stream` whose `finish` was already called."""
+
+
 class Cancelled(Exception):
     """Raised between chunks when the caller's `cancel` says stop; nothing partial is kept."""

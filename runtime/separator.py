@@ -283,12 +283,19 @@ class Stream:
         cancel: Cancel | None,
         total_frames: int | None,
     ):
-        if int(sample_rate) != sample_rate or sample_rate <= 0:
-            raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate}")
+        # bool is an int (True == 1): refuse it, and NaN, inf, None, strings and fractions, with one line.
+        if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(sample_rate) or int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate!r}")
+        lowest, highest = 1_000, 1_000_000  # a 1 Hz rate would make soxr ask for gigabytes
+        if not lowest <= sample_rate <= highest:
+            raise AudioError(f"sample rate {int(sample_rate)} Hz is outside the supported {lowest}–{highest} Hz")
+        if isinstance(channels, (bool, np.bool_)) or not isinstance(channels, (int, np.integer)):
+            raise AudioError(f"channels must be a whole number, got {channels!r}")
         if not 1 <= channels <= MAX_CHANNELS:
             hint = " (is the array (channels, frames)? pass (frames, channels))" if channels > MAX_CHANNELS else ""
             raise AudioError(f"{channels} channels: between 1 and {MAX_CHANNELS} are supported{hint}")
-        self.sample_rate, self.channels = int(sample_rate), channels
+        self.sample_rate, self.channels = int(sample_rate), int(channels)
         self._separator = separator
         self._plan = separator.plan
         self._progress = progress
@@ -333,7 +340,9 @@ class Stream:
     def finish(self) -> dict[str, np.ndarray]:
         """End of input: the stems' remaining samples."""
         if self._finished:
-            raise RuntimeError("this stream is finished")
+            from .errors import StreamFinished
+
+            raise StreamFinished("this stream is finished; start a new one with separator.stream()")
         self._finished = True
         if self._resample_in:
             self._append(self._resample_in.resample_chunk(np.zeros((0, self.channels), np.float32), last=True))
@@ -355,10 +364,14 @@ class Stream:
 
     def _check(self, block: np.ndarray) -> np.ndarray:
         if self._finished:
-            raise RuntimeError("this stream is finished")
+            from .errors import StreamFinished
+
+            raise StreamFinished("this stream is finished; start a new one with separator.stream()")
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise AudioError(f"expected blocks of shape (frames, {self.channels}), got {block.shape}")
+        if not np.issubdtype(block.dtype, np.floating):  # as separate() refuses: int16 is not scaled, complex is not audio
+            raise AudioError(f"audio must be floating point in [-1, 1], got {block.dtype}")
         block = np.ascontiguousarray(block, dtype=np.float32)
         finite = np.isfinite(block)
         if not finite.all():

@@ -1,0 +1,67 @@
+"""Stream and separate misuse: every bad argument is one line with an `unmix.runtime` exception, as in separate()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime_bundle import tiny_bundle
+from unmix.runtime import AudioError, Separator, StreamFinished, UnmixError
+
+
+@pytest.fixture(scope="module")
+def separator(tmp_path_factory):
+    return Separator.from_bundle(tiny_bundle(tmp_path_factory), chunk=512, threads=1)
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    text = str(error.value)
+    assert text and "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("block", [
+    np.zeros((100, 2), np.int16),
+    np.zeros((100, 2), np.int32),
+    np.zeros((100, 2), np.complex64),
+    np.zeros((100, 2), bool),
+], ids=["int16", "int32", "complex", "bool"])
+def test_feed_refuses_what_separate_refuses(separator, block):
+    with pytest.raises(AudioError, match="floating point") as fed:
+        separator.stream(44100, 2).feed(block)
+    one_line(fed)
+    with pytest.raises(AudioError, match="floating point"):
+        separator.separate(block, 44100)
+
+
+@pytest.mark.parametrize("rate", [True, False, None, float("nan"), float("inf"), -float("inf"), "44100", 44100.5,
+                                  0, -44100, 1, 999, 1_000_001, 10**12, np.float64("nan")])
+def test_bad_sample_rates_are_one_line_audio_errors(separator, rate):
+    with pytest.raises(AudioError, match="sample rate") as stream:
+        separator.stream(rate, 2)
+    one_line(stream)
+    with pytest.raises(AudioError, match="sample rate"):
+        separator.separate(np.zeros((100, 2), np.float32), rate)
+
+
+@pytest.mark.parametrize("rate", [1000, 8000, 44100.0, np.int64(48000), 1_000_000])
+def test_usable_sample_rates_are_accepted(separator, rate):
+    assert separator.stream(rate, 1).sample_rate == int(rate)
+
+
+@pytest.mark.parametrize("channels", [0, -1, True, None, 2.5, "2", 65])
+def test_bad_channel_counts_are_one_line_audio_errors(separator, channels):
+    with pytest.raises(AudioError, match="channels") as error:
+        separator.stream(44100, channels)
+    one_line(error)
+
+
+def test_feed_and_finish_after_finish_raise_stream_finished(separator):
+    stream = separator.stream(44100, 2)
+    stream.feed(np.zeros((1000, 2), np.float32))
+    stream.finish()
+    for call in (lambda: stream.feed(np.zeros((10, 2), np.float32)), stream.finish):
+        with pytest.raises(StreamFinished, match="finished") as error:
+            call()
+        assert isinstance(error.value, UnmixError)
+        one_line(error)
