@@ -7,6 +7,7 @@ temporary file beside the target, renamed into place only by `commit`; `discard`
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -31,6 +32,7 @@ _FALLBACK_SUBTYPES = {"WAV": "FLOAT", "FLAC": "PCM_24", "OGG": "VORBIS", "MP3": 
 _MAX_CHANNELS = {"MP3": 2}
 # A WAV/AIFF header that promises more data than the file holds (ignoring streaming placeholders).
 _SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+READ_BACK_FRAMES = 1 << 16  # frames per read when a written stem is checked
 _SIZE_PLACEHOLDERS = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 1}
 
 
@@ -142,19 +144,55 @@ def _new_temporary(target: Path) -> Path:
             continue
 
 
+def disk_full(folder: Path, error: BaseException | None = None) -> bool:
+    """Whether `error` says ENOSPC, or the filesystem holding `folder` has (almost) no free space left."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if error is not None and "no space left" in str(error).lower():
+        return True
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < _FULL_BYTES
+
+
+# Free space below which a failed write is put down to a full disk: a few filesystem blocks.
+_FULL_BYTES = 64 * 1024
+
+
+def write_failure(path: Path, error: BaseException | str) -> OutputError:
+    """The one-line `OutputError` for a failed write of `path`, naming a full disk as such."""
+    if disk_full(path.parent, error if isinstance(error, BaseException) else None):
+        return OutputError(f"writing {path} failed: no space left on device")
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return OutputError(f"writing {path} failed: {(reason or type(error).__name__).splitlines()[0]}")
+
+
 class AtomicWriter:
-    """Streams audio into a hidden temporary file beside `path`; `commit` renames it into place."""
+    """Streams audio into a hidden temporary file beside `path`; `commit` renames it into place.
+
+    `finish` closes the temporary and reads it back (frame count, channels, and a full decode): libsndfile
+    reports nothing when a close fails, so a stem cut short by a full disk would otherwise be renamed into place.
+    """
 
     def __init__(self, path: Path, sample_rate: int, channels: int, fmt: str, subtype: str):
         self.path = path
+        self.channels = channels
+        self.frames = 0
+        self.finished = False
         try:
             self.temp = _new_temporary(path)
         except OSError as error:
+            if disk_full(path.parent, error):
+                raise OutputError(f"cannot write to {path.parent}: no space left on device") from None
             raise OutputError(f"cannot write to {path.parent}: {error.strerror or error}") from None
         try:
             self._file = sf.SoundFile(str(self.temp), "w", sample_rate, channels, subtype, format=fmt)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+        except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as error:
             self.temp.unlink(missing_ok=True)
+            if disk_full(path.parent, error):
+                raise OutputError(f"cannot write to {path.parent}: no space left on device") from None
             raise OutputError(
                 f"cannot write {fmt}/{subtype} with {channels} channels at {sample_rate} Hz: {_libsndfile_reason(error)}"
             ) from None
@@ -166,14 +204,61 @@ class AtomicWriter:
         """Append (frames, channels); soundfile clips to ±1 for integer formats (it sets SFC_SET_CLIPPING)."""
         try:
             self._file.write(block)
+        except (sf.LibsndfileError, RuntimeError, OSError) as error:
+            raise write_failure(self.path, error) from None
+        self.frames += len(block)
+
+    def finish(self) -> None:
+        """Close the temporary and check it holds what was written; `OutputError` (temporary removed) if not."""
+        if self.finished:
+            return
+        try:
+            self._file.close()
+            problem = self._verify()
+        except (sf.LibsndfileError, RuntimeError, OSError) as error:
+            problem = error
+        if problem is not None:
+            self.temp.unlink(missing_ok=True)
+            raise write_failure(self.path, problem) from None
+        self.finished = True
+
+    def _verify(self) -> str | None:
+        """None when the closed temporary decodes to exactly the frames and channels written, else what is wrong."""
+        try:
+            with sf.SoundFile(str(self.temp)) as check:
+                if check.channels != self.channels:
+                    return f"the file has {check.channels} channels, {self.channels} were written"
+                if check.format != "MP3" and check.frames != self.frames:
+                    return f"the file holds {check.frames} frames, {self.frames} were written"
+                decoded = 0
+                while True:
+                    block = check.read(READ_BACK_FRAMES, dtype="float32", always_2d=True)
+                    if not len(block):
+                        break
+                    decoded += len(block)
         except (sf.LibsndfileError, RuntimeError) as error:
-            raise OutputError(f"writing {self.path} failed: {error}") from None
+            return f"the written file does not decode ({_libsndfile_reason(error)})"
+        # MP3 encoders pad and estimate lengths: allow two MPEG frames either way.
+        slack = 2 * 1152 if self._format_is_mp3() else 0
+        if abs(decoded - self.frames) > slack:
+            return f"the written file decodes to {decoded} frames, {self.frames} were written"
+        return None
+
+    def _format_is_mp3(self) -> bool:
+        return self._file.format == "MP3"
 
     def commit(self) -> None:
-        self._file.close()
-        os.replace(self.temp, self.path)
+        self.finish()
+        try:
+            os.replace(self.temp, self.path)
+        except OSError as error:
+            self.temp.unlink(missing_ok=True)
+            raise write_failure(self.path, error) from None
 
     def discard(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                pass
         self.temp.unlink(missing_ok=True)

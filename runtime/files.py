@@ -183,6 +183,8 @@ class _Outputs:
             return
         committed = []
         try:
+            for writer in self.writers.values():  # every stem closed and read back before any is renamed
+                writer.finish()
             for writer in self.writers.values():
                 writer.commit()
                 committed.append(writer.path)

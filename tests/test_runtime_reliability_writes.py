@@ -1,0 +1,86 @@
+"""Writing stems: a full disk, outputs that are inputs, clashes in a batch, concurrent runs, stale temporaries, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from runtime_bundle import STEMS, tiny_bundle
+from runtime_inputs import write
+from unmix.runtime.cli import app
+
+FOUR = ("drums", "bass", "other", "vocals")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory, FOUR)
+
+
+def separate(bundle, *args):
+    return CliRunner().invoke(app, ["separate", "--bundle", str(bundle), "--chunk", "2048", "--quiet",
+                                    *[str(a) for a in args]])
+
+
+def errors(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def everything(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 344 KiB tmpfs: too small for four FLAC stems of a few seconds of noise."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=344k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(four, tmp_path, small_disk, fmt):
+    source = write(tmp_path / "song.wav", frames=44100 * 3)
+    result = separate(four, source, "-o", small_disk, "--format", fmt, "--refine", "--filename", "{stem}.{ext}")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    (line,) = errors(result)
+    assert "no space left" in line.lower(), line
+    assert everything(small_disk) == set(), sorted(everything(small_disk))
+
+
+def test_a_stem_that_does_not_read_back_is_not_renamed(bundle, tmp_path, monkeypatch):
+    """libsndfile does not report a failed close: the read-back check catches what it left."""
+    from unmix.runtime import audio
+
+    def truncate_on_close(self):
+        self._file.close()
+        with open(self.temp, "r+b") as handle:
+            handle.truncate(os.path.getsize(self.temp) // 2)
+        return original(self)
+
+    original = audio.AtomicWriter._verify
+    monkeypatch.setattr(audio.AtomicWriter, "_verify", truncate_on_close)
+    source = write(tmp_path / "song.wav", frames=44100)
+    result = separate(bundle, source, "-o", tmp_path / "out", "--format", "flac")
+    assert result.exit_code == 1
+    (line,) = errors(result)
+    assert "writing" in line and "failed" in line, line
+    assert not (tmp_path / "out").exists() or everything(tmp_path / "out") == set()
