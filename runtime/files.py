@@ -7,7 +7,10 @@ whole track is done, so an error, a cancellation or Ctrl-C leaves no partial out
 
 from __future__ import annotations
 
+import fcntl
 import glob
+import os
+import re
 import string
 import time
 from collections.abc import Iterable
@@ -160,12 +163,17 @@ class _Outputs:
         self.paths = paths
         self.format = (sample_rate, channels, fmt, subtype)
         self.writers: dict[str, AtomicWriter] = {}
+        self.locks: list[_Lock] = []
         self.created: list[Path] = []
 
     def __enter__(self) -> "_Outputs":
+        started = time.time()
         try:
-            for stem, path in self.paths.items():
+            for path in sorted(self.paths.values()):  # one order in every process: no lock-order deadlock
                 self._make_folder(path.parent)
+                self.locks.append(_lock(path))
+            for stem, path in self.paths.items():
+                remove_stale_temporaries(path, started)
                 self.writers[stem] = AtomicWriter(path, *self.format)
         except BaseException:
             self._abort()
@@ -193,6 +201,7 @@ class _Outputs:
                 path.unlink(missing_ok=True)
             self._abort()
             raise
+        self._unlock()
 
     def _make_folder(self, folder: Path) -> None:
         missing = [parent for parent in [folder, *folder.parents] if not parent.exists()]
@@ -202,14 +211,92 @@ class _Outputs:
             raise OutputError(f"cannot create {folder}: {error.strerror or error}") from None
         self.created.extend(missing)  # innermost first, so removal works from the inside out
 
+    def _unlock(self) -> None:
+        while self.locks:
+            self.locks.pop().release()
+
     def _abort(self) -> None:
         for writer in self.writers.values():
             writer.discard()
+        self._unlock()
         for folder in dict.fromkeys(self.created):
             try:
                 folder.rmdir()  # only if empty: never removes what someone else put there
             except OSError:
                 pass
+
+
+def lock_path(output: Path) -> Path:
+    """The hidden lock file beside `output` that a run holds while it writes `output`."""
+    return output.parent / f".{output.name}.unmix-lock"
+
+
+class _Lock:
+    """An exclusive `flock` on `lock_path(output)`; the file is removed when released."""
+
+    def __init__(self, path: Path, descriptor: int):
+        self.path, self.descriptor = path, descriptor
+
+    def release(self) -> None:
+        try:
+            self.path.unlink(missing_ok=True)  # while still held: a waiting process then sees a new inode
+        finally:
+            os.close(self.descriptor)
+
+
+def _lock(output: Path) -> _Lock:
+    """Lock `output` for this process; `OutputError` (one line) when another unmix process is writing it."""
+    path = lock_path(output)
+    while True:
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            raise OutputError(f"cannot write to {output.parent}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise OutputError(f"{output} is being written by another unmix process; wait for it or choose another -o")
+        except BaseException:
+            os.close(descriptor)
+            raise
+        try:
+            same = os.fstat(descriptor).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        except BaseException:
+            os.close(descriptor)
+            raise
+        if same:
+            return _Lock(path, descriptor)
+        os.close(descriptor)  # the holder removed the file between our open and flock: lock the new one
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.part")
+
+
+def remove_stale_temporaries(output: Path, before: float) -> list[Path]:
+    """Remove the hidden temporaries of `output` that a killed run left (made before `before`).
+
+    Call it only while holding `output`'s lock: a live run holds that lock as long as its temporary exists,
+    so any other temporary of `output` belongs to a run that is gone.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(output.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.fullmatch(entry.name)
+        if not match or match["name"] != output.name:
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime <= before:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
 
 
 def find_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[Path | AudioError]:

@@ -84,3 +84,45 @@ def test_a_stem_that_does_not_read_back_is_not_renamed(bundle, tmp_path, monkeyp
     (line,) = errors(result)
     assert "writing" in line and "failed" in line, line
     assert not (tmp_path / "out").exists() or everything(tmp_path / "out") == set()
+
+
+def test_a_track_being_written_by_another_process_is_refused(bundle, tmp_path):
+    """Another process holds the lock of one stem: one line naming it, nothing written, its lock left alone."""
+    import fcntl
+
+    source = write(tmp_path / "song.wav")
+    out = tmp_path / "out"
+    (out / "song").mkdir(parents=True)
+    lock = out / "song" / f".{STEMS[0]}.wav.unmix-lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
+                               f"f = open({str(lock)!r}, 'w'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True)\n"
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = separate(bundle, source, "-o", out)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        (line,) = errors(result)
+        assert "is being written by another unmix process" in line and f"{STEMS[0]}.wav" in line, line
+        assert everything(out) == {"song", f"song/{lock.name}"}
+    finally:
+        holder.kill()
+        holder.wait()
+    again = separate(bundle, source, "-o", out)  # the holder is gone: its lock file is taken over and removed
+    assert again.exit_code == 0, again.output
+    assert everything(out) == {"song"} | {f"song/{stem}.wav" for stem in STEMS}
+    with open(lock, "w") as free:  # and nobody holds it any more
+        fcntl.flock(free, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_stale_temporaries_of_the_stems_written_are_removed(bundle, tmp_path):
+    source = write(tmp_path / "song.wav")
+    folder = tmp_path / "out" / "song"
+    folder.mkdir(parents=True)
+    stale = [folder / f".{stem}.wav.0123abcd.part" for stem in STEMS]
+    other = folder / ".notes.wav.0123abcd.part"  # not a stem of this run: not ours to remove
+    for path in [*stale, other]:
+        path.write_bytes(b"RIFF half a stem")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    result = separate(bundle, source, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert everything(folder) == {other.name} | {f"{stem}.wav" for stem in STEMS}
