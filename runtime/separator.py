@@ -35,8 +35,9 @@ OTHER_CHUNK_SECONDS = 20.0
 # Samples per engine call (mono items × window length). Memory grows with it: the paper's model holds about
 # 2.5 kB per sample in flight on ONNX Runtime CPU (its 2048-code distance matrix, 8 kB per frame, dominates),
 # so a CPU runs one channel of one 24 s window at a time (2.7 GB peak RSS, bench/results/runtime_memory.md;
-# batching gains a CPU nothing); a GPU takes a few per call.
-DEFAULT_BATCH_SAMPLES = {"cpu": 1 << 21, "cuda": 1 << 22}
+# batching gains a CPU nothing); a GPU takes a few per call. OpenVINO's working memory is about 1 kB per sample
+# of the call, so it takes one mono window per call (1: at least one item).
+DEFAULT_BATCH_SAMPLES = {"cpu": 1 << 21, "cuda": 1 << 22, "openvino": 1}
 # How a refined stereo input is separated: "mid" runs the model once, on (L + R) / 2, and lets the refinement's
 # spatial filter place each stem (half the model work; see the README for its SDR); "per-channel" runs it on each.
 STEREO_MODES = ("mid", "per-channel")
@@ -162,7 +163,7 @@ class Separator:
         precision: "auto" (bf16 where OpenVINO computes it natively, else fp32), "fp32", "bf16" (the fp32 graphs
             in bfloat16 on the openvino backend), or the bundle's "int8" / "fp16" graphs.
         batch_samples: samples per engine call: windows × channels go as one batch up to this many
-            (default 2**21 on CPU, 2**22 on GPU; at least one window's channel per call).
+            (default 2**21 on CPU, 2**22 on GPU, one window's channel on OpenVINO; at least one per call).
         spinning: let idle ONNX Runtime threads spin (faster on a dedicated machine, off when embedded).
         verify: check every bundle file's sha256 against the manifest.
         refine: refinement (`unmix.runtime.refinement`): the stems' estimates become filters over the
@@ -182,8 +183,9 @@ class Separator:
             stereo = "mid" if refine else "per-channel"
         where: Device = parse_device(device)
         hop = manifest.hop_length
+        resolved = resolve_backend(backend, where, precision)
         if chunk is None:
-            seconds = DEFAULT_CHUNK_SECONDS.get(resolve_backend(backend, where, precision), OTHER_CHUNK_SECONDS)
+            seconds = DEFAULT_CHUNK_SECONDS.get(resolved, OTHER_CHUNK_SECONDS)
             chunk = max(1, round(seconds * manifest.sample_rate / hop)) * hop
         elif chunk <= 0 or chunk % hop:
             nearest = max(hop, round(chunk / hop) * hop)
@@ -198,7 +200,8 @@ class Separator:
             threads=threads,
             spinning=spinning,
         )
-        batch_samples = DEFAULT_BATCH_SAMPLES[where.kind] if batch_samples is None else batch_samples
+        if batch_samples is None:
+            batch_samples = DEFAULT_BATCH_SAMPLES.get(resolved, DEFAULT_BATCH_SAMPLES[where.kind])
         return cls(
             manifest, engine, chunk=chunk, batch_samples=batch_samples, bundle=path, stems=chosen, refine=refine,
             stereo=stereo,
