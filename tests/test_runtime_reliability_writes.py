@@ -126,3 +126,30 @@ def test_stale_temporaries_of_the_stems_written_are_removed(bundle, tmp_path):
     result = separate(bundle, source, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert everything(folder) == {other.name} | {f"{stem}.wav" for stem in STEMS}
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_an_output_that_is_an_input_is_refused_before_any_work(bundle, tmp_path, overwrite):
+    """`unmix separate song.wav out/drums.wav -o out --filename '{stem}.{ext}'` must not overwrite out/drums.wav."""
+    out = tmp_path / "out"
+    song = write(tmp_path / "song.wav")
+    victim = write(out / f"{STEMS[0]}.wav", frames=3000)
+    before = victim.read_bytes()
+    result = separate(bundle, song, victim, "-o", out, "--filename", "{stem}.{ext}", *overwrite)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = errors(result)
+    assert len(lines) == 2 and all("is an input of this run" in line for line in lines), lines
+    assert str(song) in lines[0] and str(victim) in lines[1]
+    assert victim.read_bytes() == before
+    assert everything(out) == {victim.name}
+
+
+def test_tracks_that_clash_are_refused_before_any_work(bundle, tmp_path):
+    first, second = write(tmp_path / "a" / "song.wav"), write(tmp_path / "b" / "song.flac", format="FLAC")
+    result = separate(bundle, first, second, "-o", tmp_path / "out", "--filename", "{stem}.wav", "--format", "wav")
+    assert result.exit_code == 1
+    (line,) = errors(result)
+    assert str(second) in line and str(first) in line and "{trackext}" in line
+    assert result.stderr.splitlines().index(line) == 0  # reported before the first track ran
+    assert everything(tmp_path / "out") == {f"{stem}.wav" for stem in STEMS}
+    assert "1 separated" in result.stdout and "1 failed" in result.stdout
