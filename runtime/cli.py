@@ -15,7 +15,7 @@ import typer
 from tqdm import tqdm
 
 from .audio import OUTPUT_FORMATS, open_audio, output_format
-from .errors import Cancelled, OutputError, UnmixError
+from .errors import Cancelled, OutputError, UnmixError, _interrupted_while_starting
 from .files import DEFAULT_FILENAME, check_template, find_inputs, output_paths
 from .manifest import BundleError
 from .separator import Separator
@@ -44,6 +44,8 @@ def _stop_cleanly_on_sigterm() -> None:
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:  # from here on, Ctrl-C unwinds the run
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _stopped_code(stop: KeyboardInterrupt) -> int:
@@ -68,7 +70,7 @@ def separate(
     backend: str = typer.Option("auto", help="auto (OpenVINO on a CPU where it is installed, else ONNX Runtime), ort, openvino or trt (TensorRT, untested)."),
     threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
     chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 10 s on OpenVINO, 20 s elsewhere)."),
-    precision: str = typer.Option("fp32", help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16."),
+    precision: str = typer.Option("auto", help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16."),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(
         None, "--refine/--no-refine",
@@ -83,8 +85,8 @@ def separate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Separate audio files into one file per stem."""
-    _stop_cleanly_on_sigterm()
     try:
+        _stop_cleanly_on_sigterm()
         check_template(filename)
         if format is not None and format.lower() not in OUTPUT_FORMATS:
             raise OutputError(f"unknown --format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
@@ -103,7 +105,8 @@ def separate(
     except (UnmixError, BundleError, ValueError) as error:
         raise _fail(str(error)) from None
     except KeyboardInterrupt as stop:
-        raise _fail("interrupted", _stopped_code(stop)) from None
+        typer.echo("interrupted: stopped while loading the model; nothing was written", err=True)
+        raise typer.Exit(_stopped_code(stop)) from None
     if not quiet:
         typer.echo(f"unmix: {', '.join(separator.stems)} with {separator.description}", err=True)
 

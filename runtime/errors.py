@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+
 
 class UnmixError(Exception):
     """Base class of the runtime's own errors (bad input, unavailable backend, unwritable output)."""
@@ -25,3 +30,30 @@ class StreamFinished(UnmixError):
 
 class Cancelled(Exception):
     """Raised between chunks when the caller's `cancel` says stop; nothing partial is kept."""
+
+
+def _interrupted_while_starting(number: int, frame: object) -> None:
+    """Ctrl-C while the command line imports its libraries: one line and 130, not a traceback from an import."""
+    # Exit at once: an exception raised here could be caught and wrapped by the import machinery (runpy turns it
+    # into an ImportError with a traceback), and nothing has been written yet that would need removing.
+    try:
+        sys.stderr.write("interrupted: stopped while starting; nothing was written\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(128 + number)
+
+
+def _is_command_line() -> bool:
+    """Whether this process is `unmix` (the console script) or `python -m unmix.runtime.cli`."""
+    if os.path.basename(sys.argv[0] if sys.argv else "") == "unmix":
+        return True
+    argv = list(getattr(sys, "orig_argv", []))
+    return any(a == "-m" and b == "unmix.runtime.cli" for a, b in zip(argv, argv[1:])) or "-munmix.runtime.cli" in argv
+
+
+# This module is the first of unmix.runtime to be imported: from here on, until the command sets up its own
+# handling (cli.separate), a Ctrl-C is one line. Only for the command line (a library leaves signals alone), and
+# only where SIGINT has Python's default handling (a background job that ignores SIGINT keeps ignoring it).
+if (_is_command_line() and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    signal.signal(signal.SIGINT, _interrupted_while_starting)

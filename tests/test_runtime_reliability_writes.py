@@ -153,3 +153,43 @@ def test_tracks_that_clash_are_refused_before_any_work(bundle, tmp_path):
     assert result.stderr.splitlines().index(line) == 0  # reported before the first track ran
     assert everything(tmp_path / "out") == {f"{stem}.wav" for stem in STEMS}
     assert "1 separated" in result.stdout and "1 failed" in result.stdout
+
+
+def _restore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal's Ctrl-C finds it (see test_runtime_cli)
+
+
+def _loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("library", ["numpy", "onnxruntime"], ids=["importing", "loading"])
+def test_ctrl_c_while_starting_is_one_line_and_130(bundle, tmp_path, library):
+    """Ctrl-C during the imports or the model's loading: `interrupted: …`, exit 130, no traceback, nothing written."""
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("needs /proc to see how far the process got")
+    source = write(tmp_path / "song.wav")
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "unmix.runtime.cli", "separate", str(source), "-o", str(out),
+                                "--bundle", str(bundle), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=_restore_sigint)
+    try:
+        deadline = time.monotonic() + 60
+        while not _loaded(process.pid, library) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if process.poll() is not None:
+            pytest.skip(f"the run ended before {library} was seen loading")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("interrupted: "), line
+    assert not out.exists()
