@@ -66,7 +66,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(four, tmp_path, small_disk, 
     assert everything(small_disk) == set(), sorted(everything(small_disk))
 
 
-def test_a_stem_that_does_not_read_back_is_not_renamed(bundle, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "mp3"])
+def test_a_stem_that_does_not_read_back_is_not_renamed(bundle, tmp_path, monkeypatch, fmt):
     """libsndfile does not report a failed close: the read-back check catches what it left."""
     from unmix.runtime import audio
 
@@ -79,7 +80,7 @@ def test_a_stem_that_does_not_read_back_is_not_renamed(bundle, tmp_path, monkeyp
     original = audio.AtomicWriter._verify
     monkeypatch.setattr(audio.AtomicWriter, "_verify", truncate_on_close)
     source = write(tmp_path / "song.wav", frames=44100)
-    result = separate(bundle, source, "-o", tmp_path / "out", "--format", "flac")
+    result = separate(bundle, source, "-o", tmp_path / "out", "--format", fmt)
     assert result.exit_code == 1
     (line,) = errors(result)
     assert "writing" in line and "failed" in line, line
@@ -193,3 +194,31 @@ def test_ctrl_c_while_starting_is_one_line_and_130(bundle, tmp_path, library):
     (line,) = stderr.strip().splitlines()
     assert line.startswith("interrupted: "), line
     assert not out.exists()
+
+
+def test_a_second_unmix_process_on_the_same_output_refuses(bundle, tmp_path):
+    """Two `unmix separate` runs into one -o: the second refuses with one line while the first writes."""
+    source = write(tmp_path / "long.wav", frames=44100 * 60)  # minutes of work at --chunk 256
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "unmix.runtime.cli", "separate", str(source), "-o", str(out),
+               "--bundle", str(bundle), "--threads", "1", "-q"]
+    first = subprocess.Popen([*command, "--chunk", "256"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.rglob(".*.part"))) < len(STEMS) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first.poll() is None, first.communicate()
+        second = subprocess.run([*command, "--chunk", "2048"], capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the first run ended before the second was refused"
+    finally:
+        first.kill()
+        first.communicate()
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    (line,) = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert "is being written by another unmix process" in line, line
+    assert not any(p.suffix in {".wav"} and not p.name.startswith(".") for p in out.rglob("*"))
+    # The first run was SIGKILLed: its temporaries and lock files stay, until the next run of that track.
+    assert len(list(out.rglob(".*.part"))) == len(STEMS)
+    again = subprocess.run([*command, "--chunk", "2048", "--overwrite"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert everything(out) == {"long"} | {f"long/{stem}.wav" for stem in STEMS}
