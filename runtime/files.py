@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
-from .audio import AUDIO_EXTENSIONS, AtomicWriter, AudioInfo, open_audio, output_format, read_blocks
+from .audio import AUDIO_EXTENSIONS, AtomicWriter, AudioInfo, disk_full, open_audio, output_format, read_blocks
 from .errors import AudioError, OutputError
 from .separator import Cancel, Progress
 
@@ -142,10 +142,13 @@ def separate_file(
         if not overwrite and all(path.exists() for path in paths.values()):
             return FileResult(input, paths, info.seconds, skipped=True, info=info)
         start = time.perf_counter()
-        with _Outputs(paths, info.sample_rate, info.channels, fmt, subtype) as outputs:
+        try:  # before any output is opened: a rate or layout the separator refuses writes nothing
             stream = separator.stream(
                 info.sample_rate, info.channels, progress=progress, cancel=cancel, total_frames=info.frames
             )
+        except AudioError as error:
+            raise AudioError(f"{input}: {error}") from None
+        with _Outputs(paths, info.sample_rate, info.channels, fmt, subtype) as outputs:
             for block in read_blocks(handle, info, READ_BLOCK_FRAMES):
                 try:
                     stems = stream.feed(block)
@@ -251,7 +254,8 @@ def _lock(output: Path) -> _Lock:
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o666)
         except OSError as error:
-            raise OutputError(f"cannot write to {output.parent}: {error.strerror or error}") from None
+            reason = "no space left on device" if disk_full(output.parent, error) else error.strerror or error
+            raise OutputError(f"cannot write to {output.parent}: {reason}") from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

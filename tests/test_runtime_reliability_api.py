@@ -65,3 +65,25 @@ def test_feed_and_finish_after_finish_raise_stream_finished(separator):
             call()
         assert isinstance(error.value, UnmixError)
         one_line(error)
+
+
+
+@pytest.mark.parametrize("rate", [1, 500, 2_000_000])
+def test_a_file_at_an_absurd_rate_is_refused_before_anything_is_written(tmp_path_factory, separator, tmp_path, rate):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from unmix.runtime.cli import app
+
+    source = tmp_path / "odd.wav"
+    sf.write(str(source), np.zeros((2000, 1), np.float32), rate)
+    with pytest.raises(AudioError, match="sample rate") as error:
+        separator.separate_file(source, tmp_path / "api")
+    assert str(source) in one_line(error)
+    assert not (tmp_path / "api").exists()
+    result = CliRunner().invoke(app, ["separate", "--bundle", str(tiny_bundle(tmp_path_factory)), "--quiet",
+                                      str(source), "-o", str(tmp_path / "cli")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert str(source) in line and "sample rate" in line
+    assert not (tmp_path / "cli").exists()
