@@ -306,7 +306,7 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
     graphs = {}
     compared = len(runtime) > 1 or pytorch  # one precision and no PyTorch model: nothing to hold it against
     if settings.backend in ("auto", "ort") and compared:
-        stored = manifest.models  # bf16 is computed from the fp32 graphs: its codes are OpenVINO's to keep
+        stored = manifest.models if bundle is not None else {}  # bf16 is computed from the fp32 graphs, on OpenVINO
         graphs = {p: BundleGraphs(bundle, p, stems, settings.device, threads) for p in runtime if p in stored}
     methods = Methods(runtime, refiners, graphs, pytorch, ceiling, bundle, stems, skipped)
     if runtime and not methods.refined:

@@ -67,7 +67,7 @@ def test_seams_chunked_equals_whole_signal(bundle, length, chunk, items_per_call
     with one channel of one window per engine call up to several windows × both channels."""
     audio = (0.3 * np.random.default_rng(length).standard_normal((length, 2))).astype(np.float32)
     window = chunk + 2 * read_manifest(bundle).context_samples
-    separator = Separator.from_bundle(bundle, chunk=chunk, batch_samples=items_per_call * window)
+    separator = Separator.from_bundle(bundle, chunk=chunk, batch_samples=items_per_call * window, backend="ort")
     stems = separator.separate(audio, separator.sample_rate)
     for stem, output in stems.items():
         expected = whole_signal(bundle, stem, audio)
@@ -80,7 +80,7 @@ def test_seams_chunked_equals_whole_signal(bundle, length, chunk, items_per_call
 def test_windows_are_batched_with_channels_as_items(bundle, items):
     """Chunks × channels go to the engine as batches of equal-length mono items, within the sample budget."""
     window = 256 + 2 * read_manifest(bundle).context_samples
-    separator = Separator.from_bundle(bundle, chunk=256, batch_samples=items * window)
+    separator = Separator.from_bundle(bundle, chunk=256, batch_samples=items * window, backend="ort")
     shapes = []
     run = separator.engine.run
     separator.engine.run = lambda batch: shapes.append(batch.shape) or run(batch)
