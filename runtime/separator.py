@@ -145,7 +145,7 @@ class Separator:
         threads: int | None = None,
         stems: Sequence[str] | None = None,
         chunk: int | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
         batch_samples: int | None = None,
         spinning: bool = False,
         verify: bool = True,
