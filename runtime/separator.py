@@ -20,8 +20,8 @@ import soxr
 
 from .backends import Device, Engine, open_engine, parse_device, resolve_backend
 from .chunking import ChunkPlan, SignalBuffer, Window
-from .errors import AudioError, Cancelled
-from .manifest import MANIFEST_FILE, STEMS, BundleError, Manifest, read_manifest
+from .errors import AudioError, Cancelled, StreamFinished
+from .manifest import MANIFEST_FILE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STEMS, BundleError, Manifest, read_manifest
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
 
 if TYPE_CHECKING:
@@ -290,7 +290,7 @@ class Stream:
         if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
                 or not np.isfinite(sample_rate) or int(sample_rate) != sample_rate or sample_rate <= 0:
             raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate!r}")
-        lowest, highest = 1_000, 1_000_000  # a 1 Hz rate would make soxr ask for gigabytes
+        lowest, highest = MIN_SAMPLE_RATE, MAX_SAMPLE_RATE  # a 1 Hz rate would make soxr ask for gigabytes
         if not lowest <= sample_rate <= highest:
             raise AudioError(f"sample rate {int(sample_rate)} Hz is outside the supported {lowest}–{highest} Hz")
         if isinstance(channels, (bool, np.bool_)) or not isinstance(channels, (int, np.integer)):
@@ -343,8 +343,6 @@ class Stream:
     def finish(self) -> dict[str, np.ndarray]:
         """End of input: the stems' remaining samples."""
         if self._finished:
-            from .errors import StreamFinished
-
             raise StreamFinished("this stream is finished; start a new one with separator.stream()")
         self._finished = True
         if self._resample_in:
@@ -367,8 +365,6 @@ class Stream:
 
     def _check(self, block: np.ndarray) -> np.ndarray:
         if self._finished:
-            from .errors import StreamFinished
-
             raise StreamFinished("this stream is finished; start a new one with separator.stream()")
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != self.channels:
