@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .audio import AUDIO_EXTENSIONS, AtomicWriter, AudioInfo, disk_full, open_audio, output_format, read_blocks
 from .errors import AudioError, OutputError
-from .separator import Cancel, Progress
+from .separator import MAX_CHANNELS, Cancel, Progress
 
 if TYPE_CHECKING:
     from .separator import Separator
@@ -141,6 +141,8 @@ def separate_file(
             raise OutputError(f"{input}: an output would overwrite the input; choose another -o or --filename")
         if not overwrite and all(path.exists() for path in paths.values()):
             return FileResult(input, paths, info.seconds, skipped=True, info=info)
+        if info.channels > MAX_CHANNELS:  # the stream's own message speaks of arrays passed the wrong way round
+            raise AudioError(f"{input}: {info.channels} channels; unmix separates 1 to {MAX_CHANNELS} channels")
         start = time.perf_counter()
         try:  # before any output is opened: a rate or layout the separator refuses writes nothing
             stream = separator.stream(
@@ -326,6 +328,8 @@ def find_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[Path
         elif glob.has_magic(argument):
             matches = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file() and keep(Path(p)))
             found.extend(matches or [AudioError(f"{argument}: no files match this pattern")])
+        elif path.exists():  # a FIFO, device or socket: it exists, but is nothing to seek through twice
+            found.append(AudioError(f"{path}: not a regular file or folder (a pipe, device or socket)"))
         else:
             found.append(AudioError(f"{path}: no such file or folder"))
     return found

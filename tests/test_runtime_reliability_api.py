@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from runtime_bundle import tiny_bundle
 from unmix.runtime import AudioError, Separator, StreamFinished, UnmixError
@@ -87,3 +90,21 @@ def test_a_file_at_an_absurd_rate_is_refused_before_anything_is_written(tmp_path
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(source) in line and "sample rate" in line
     assert not (tmp_path / "cli").exists()
+
+
+def test_a_fifo_is_named_as_what_it_is_not_as_missing(tmp_path):
+    from unmix.runtime.files import find_inputs
+
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    [error] = find_inputs([str(fifo)])
+    assert isinstance(error, AudioError) and "not a regular file" in str(error)
+
+
+def test_too_many_channels_in_a_file_name_the_file_and_no_array_hint(separator, tmp_path):
+    path = tmp_path / "wide.wav"
+    sf.write(path, np.zeros((800, 70), np.float32), 44100)
+    with pytest.raises(AudioError, match=r"wide\.wav: 70 channels; unmix separates 1 to 64") as caught:
+        separator.separate_file(path, tmp_path / "out")
+    assert "(channels, frames)" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
