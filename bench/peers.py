@@ -71,10 +71,11 @@ def _htdemucs():
     def separate(audio: np.ndarray, rate: int) -> dict[str, np.ndarray]:
         mix = torch.from_numpy(np.ascontiguousarray(audio.T))
         reference = mix.mean(0)
-        mix = (mix - reference.mean()) / reference.std()
+        scale = reference.std().clamp_min(1e-8)  # demucs' CLI divides by it; digital silence would give NaN
+        mix = (mix - reference.mean()) / scale
         with torch.no_grad():
             sources = apply_model(model, mix[None], shifts=1, split=True, overlap=0.25, progress=False)[0]
-        sources = sources * reference.std() + reference.mean()
+        sources = sources * scale + reference.mean()
         return {stem: sources[index].T.numpy() for index, stem in enumerate(model.sources)}
 
     return separate
