@@ -193,6 +193,7 @@ def sdr(
     except (DatasetError, ExportError, UnmixError, ValueError, OSError) as error:
         fail(str(error).splitlines()[0])
     path = output_path(json_path, "sdr", report["created"], Path(str(data).rstrip("/")).name, settings.subset)
+    write_outputs(report, sdr_markdown(report), None, path)  # the scores first: an hour's run survives a plot error
     announce(write_outputs(report, sdr_markdown(report), sdr_figure(report), path))
 
 

@@ -120,7 +120,7 @@ def sdr_figure(report: dict):
             width,
             label=row["method"],
             color=KIND_COLOURS.get(row["kind"], "tab:purple"),
-            alpha=1.0 - 0.25 * shade,
+            alpha=max(0.3, 1.0 - 0.2 * shade),  # the third and later rows of a kind stay visible
             edgecolor="black",
             linewidth=0.4,
         )
