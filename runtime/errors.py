@@ -33,11 +33,13 @@ class Cancelled(Exception):
 
 
 def _interrupted_while_starting(number: int, frame: object) -> None:
-    """Ctrl-C while the command line imports its libraries: one line and 130, not a traceback from an import."""
+    """Ctrl-C (or SIGTERM) while the command line imports its libraries: one line and 130 (143), not a traceback
+    from an import, nor a silent end."""
     # Exit at once: an exception raised here could be caught and wrapped by the import machinery (runpy turns it
     # into an ImportError with a traceback), and nothing has been written yet that would need removing.
     try:
-        sys.stderr.write("interrupted: stopped while starting; nothing was written\n")
+        word = "terminated" if number == signal.SIGTERM else "interrupted"
+        sys.stderr.write(f"{word}: stopped while starting; nothing was written\n")
         sys.stderr.flush()
     finally:
         os._exit(128 + number)
@@ -52,8 +54,10 @@ def _is_command_line() -> bool:
 
 
 # This module is the first of unmix.runtime to be imported: from here on, until the command sets up its own
-# handling (cli.separate), a Ctrl-C is one line. Only for the command line (a library leaves signals alone), and
-# only where SIGINT has Python's default handling (a background job that ignores SIGINT keeps ignoring it).
-if (_is_command_line() and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+# handling (cli.separate), a Ctrl-C or a SIGTERM is one line. Only for the command line (a library leaves signals
+# alone), and only where they have their default handling (a background job that ignores SIGINT keeps ignoring it).
+if _is_command_line() and threading.current_thread() is threading.main_thread():
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupted_while_starting)

@@ -167,9 +167,12 @@ def _loaded(pid: int, library: str) -> bool:
         return False
 
 
+@pytest.mark.parametrize("stop, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("library", ["numpy", "onnxruntime"], ids=["importing", "loading"])
-def test_ctrl_c_while_starting_is_one_line_and_130(bundle, tmp_path, library):
-    """Ctrl-C during the imports or the model's loading: `interrupted: …`, exit 130, no traceback, nothing written."""
+def test_ctrl_c_while_starting_is_one_line_and_130(bundle, tmp_path, library, stop, code, word):
+    """Ctrl-C (SIGTERM) during the imports or the model's loading: `interrupted: …` (`terminated: …`), exit 130
+    (143), no traceback, nothing written."""
     if not Path("/proc/self/maps").exists():
         pytest.skip("needs /proc to see how far the process got")
     source = write(tmp_path / "song.wav")
@@ -183,16 +186,16 @@ def test_ctrl_c_while_starting_is_one_line_and_130(bundle, tmp_path, library):
             time.sleep(0.002)
         if process.poll() is not None:
             pytest.skip(f"the run ended before {library} was seen loading")
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
     assert "Traceback" not in stderr
     (line,) = stderr.strip().splitlines()
-    assert line.startswith("interrupted: "), line
+    assert line.startswith(f"{word}: "), line
     assert not out.exists()
 
 
