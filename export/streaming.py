@@ -24,31 +24,16 @@ again, is left to the stateless graph on the last window (the runtime does that)
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unmix.runtime.phases import phase_taps
+from unmix.runtime.streaming import UNLIMITED, CachedLayer, StreamLayout
 from unmix.train.model import ResConv1DBlock, StemSeparator
 
 from .graph import NearestCode
-
-
-@dataclass(frozen=True)
-class StateSpec:
-    """One cached layer: its state input's name and channels, and the arithmetic a runtime needs to follow it.
-
-    length: the state's initial length (zeros: the layer's left padding); span: (kernel − 1)·dilation + 1;
-    stride; upsample: its output is interleaved (two frames per input frame).
-    """
-
-    name: str
-    channels: int
-    length: int
-    span: int
-    stride: int
-    upsample: bool = False
 
 
 class CachedConv(nn.Module):
@@ -81,17 +66,10 @@ def only_valid(out: Tensor, limit: Tensor) -> Tensor:
 
 
 def transposed_as_conv(conv: nn.ConvTranspose1d) -> CachedConv:
-    """ConvTranspose1d(k=4, s=2, p=1) as a 3-tap convolution to 2·C_out channels (even frames, then odd).
-
-    Output frame 2m is x[m]·W₁ + x[m−1]·W₃ and frame 2m+1 is x[m+1]·W₀ + x[m]·W₂ (W_k the kernel's tap k).
-    """
+    """ConvTranspose1d(k=4, s=2, p=1) as a 3-tap convolution to its two output phases (`unmix.runtime.phases`)."""
     if (conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.output_padding[0]) != (4, 2, 1, 0):
         raise ValueError(f"only ConvTranspose1d(k=4, s=2, p=1) streams here, got {conv}")
-    weight = conv.weight.detach()  # (C_in, C_out, 4)
-    c_out = weight.shape[1]
-    taps = weight.new_zeros(2 * c_out, weight.shape[0], 3)
-    taps[:c_out, :, 0], taps[:c_out, :, 1] = weight[:, :, 3].T, weight[:, :, 1].T
-    taps[c_out:, :, 1], taps[c_out:, :, 2] = weight[:, :, 2].T, weight[:, :, 0].T
+    taps = torch.from_numpy(phase_taps(conv.weight.detach().numpy()))
     bias = None if conv.bias is None else torch.cat([conv.bias.detach(), conv.bias.detach()])
     return CachedConv(taps, bias, stride=1, dilation=1, padding=1)
 
@@ -114,10 +92,7 @@ class CachedResBlock(nn.Module):
 
     def forward(self, x: Tensor, state: Tensor, limit: Tensor) -> tuple[Tensor, Tensor]:
         full = torch.cat([state, x], -1)
-        # ReLU on the parts, not on `full`: OpenVINO's CPU plugin would apply it in place on the buffer the skip
-        # path reads (its outputs went wrong that way)
-        rectified = torch.cat([F.relu(state), F.relu(x)], -1)
-        inner = F.conv1d(rectified, self.dilated.weight, self.dilated.bias, dilation=self.dilation)
+        inner = F.conv1d(F.relu(full), self.dilated.weight, self.dilated.bias, dilation=self.dilation)
         count = inner.shape[-1]
         out = full[..., self.dilation : self.dilation + count] + self.pointwise(F.relu(inner))
         return only_valid(out, limit), full[..., count:]
@@ -153,19 +128,20 @@ class StreamingStemGraph(nn.Module):
         self.decoder.append(CachedConv.of(separator.stem_decoder.out))
         self.delay = 0
 
-    def state_specs(self) -> list[StateSpec]:
+    def state_specs(self) -> list[CachedLayer]:
+        """Every cached layer in argument order: its state's name and channels and its arithmetic."""
         specs = []
         for part, layers in (("encoder", self.encoder), ("decoder", self.decoder)):
             for index, layer in enumerate(layers):
                 conv = layer.dilated if isinstance(layer, CachedResBlock) else layer
                 upsample = part == "decoder" and index in self.upsamplers
                 specs.append(
-                    StateSpec(f"state.{part}.{index}", conv.weight.shape[1], conv.padding, conv.span, conv.stride, upsample)
+                    CachedLayer(f"state.{part}.{index}", conv.weight.shape[1], conv.padding, conv.span, conv.stride, upsample)
                 )
         return specs
 
     def initial_states(self, batch: int = 1) -> list[Tensor]:
-        return [torch.zeros(batch, spec.channels, spec.length) for spec in self.state_specs()]
+        return [torch.from_numpy(state) for state in StreamLayout(self.state_specs()).initial_states(batch)]
 
     def forward(self, mixture: Tensor, limits: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         following = []
@@ -196,7 +172,7 @@ def measure_delay(graph: StreamingStemGraph, hop: int, context: int) -> int:
 
 def no_limits(graph: StreamingStemGraph) -> Tensor:
     """Limits for a call that ends nowhere near the signal's end."""
-    return torch.full((len(graph.state_specs()),), (1 << 31) - 1, dtype=torch.int64)
+    return torch.full((len(graph.state_specs()),), UNLIMITED, dtype=torch.int64)
 
 
 def export_streaming_graph(graph: StreamingStemGraph, path, metadata: dict[str, object] | None = None):

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import BackendError
 from .manifest import Manifest
+from .phases import phase_taps
 
 PRECISIONS = ("fp32", "bf16")
 INSTALL_HINT = "pip install 'unmix[openvino]'"
@@ -106,11 +107,9 @@ def _constant(output, path) -> np.ndarray:
 
 
 def _transposed_convolutions_as_convolutions(model) -> None:
-    """Rewrite each ConvTranspose(k=4, s=2, p=1) in place as Conv(k=3, p=1) to 2·C channels + interleave.
-
-    Output frame 2m is x[m]·W₁ + x[m−1]·W₃ and frame 2m+1 is x[m+1]·W₀ + x[m]·W₂ (W_k the kernel tap k), so one
-    3-tap convolution computes both phases as two channel groups, and a reshape/transpose interleaves them.
-    OpenVINO runs ConvTranspose on a slower non-AMX kernel; other shapes are left as they are. The last one, which
+    """Rewrite each ConvTranspose(k=4, s=2, p=1) in place as Conv(k=3, p=1) to 2·C channels + interleave
+    (`unmix.runtime.phases`): OpenVINO runs ConvTranspose on a slower non-AMX kernel. Other shapes are left as
+    they are. The last one, which
     feeds the decoder's output convolution, is fused with it (`_output_on_phases`).
     """
     ops = _openvino().opset13
@@ -144,13 +143,7 @@ def _phase_taps(op) -> np.ndarray | None:
     ):
         return None
     weights = np.array(weights_node.get_data(), np.float32)  # (C_in, C_out, 4)
-    if weights.ndim != 3 or weights.shape[2] != 4:
-        return None
-    c_out = weights.shape[1]
-    taps = np.zeros((2 * c_out, weights.shape[0], 3), np.float32)
-    taps[:c_out, :, 0], taps[:c_out, :, 1] = weights[:, :, 3].T, weights[:, :, 1].T  # even output frames
-    taps[c_out:, :, 1], taps[c_out:, :, 2] = weights[:, :, 2].T, weights[:, :, 0].T  # odd output frames
-    return taps
+    return phase_taps(weights) if weights.ndim == 3 and weights.shape[2] == 4 else None
 
 
 def _output_on_phases(transposed, phases) -> bool:

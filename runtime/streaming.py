@@ -18,7 +18,7 @@ UNLIMITED = (1 << 31) - 1  # a limit no call reaches while the end is unknown (i
 
 @dataclass(frozen=True)
 class CachedLayer:
-    """One cached layer of a streaming graph (what `unmix.export.streaming.StateSpec` records at export).
+    """One cached layer of a streaming graph (`unmix.export.streaming.StreamingStemGraph.state_specs`).
 
     name: its state input; channels: the state's; padding: the stateless layer's left padding (the state's
     initial zeros); span: (kernel − 1)·dilation + 1; stride; upsample: each output frame becomes two (interleave).

@@ -37,7 +37,7 @@ def graph(separator):
 
 
 def layers_of(graph: StreamingStemGraph) -> list[CachedLayer]:
-    return [CachedLayer(s.name, s.channels, s.length, s.span, s.stride, s.upsample) for s in graph.state_specs()]
+    return graph.state_specs()
 
 
 def stream(step, layers: list[CachedLayer], signal: np.ndarray, block: int, delay: int) -> np.ndarray:
