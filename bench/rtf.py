@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from unmix.export.audio import synthetic_audio
+from unmix.runtime.backends import COMPUTED_PRECISIONS
 from unmix.runtime.manifest import STEMS, read_manifest
 from unmix.train.config import resolve_config
 
@@ -44,7 +45,7 @@ PAPER_RTF = 0.082  # per stem: 0.73 s of CPU time for an 8.91 s chunk (paper, §
 REFERENCE = ("pytorch", "eager-fp32")
 WORKLOADS = (("chunk", 1), ("chunk", 4), ("track", 1), ("track", 4))
 RUNTIME_BACKENDS = ("ort", "openvino", "trt")
-BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16")}  # what a backend runs (others: the bundle's precisions)
+BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16")}  # what a backend runs (others: the bundle's stored graphs)
 DEFAULTS = ("auto", "auto")  # the row that runs `unmix separate`'s defaults: backend and precision "auto"
 PREVIOUS_DEFAULT = ("ort", "fp32/per-channel")  # what `unmix separate` ran before OpenVINO and the mid channel
 PEER_WORKLOAD = ("track", 4)
@@ -133,7 +134,10 @@ class RtfSettings:
         for backend in RUNTIME_BACKENDS:
             if backend in wanted:
                 runs = BACKEND_PRECISIONS.get(backend)
-                rows += [Row(backend, p) for p in self.chosen_precisions() if (runs is None and p != "bf16") or (runs and p in runs)]
+                computed = set(COMPUTED_PRECISIONS)  # run from another precision's graphs, by the backends that can
+                rows += [Row(backend, p) for p in self.chosen_precisions() if p in runs] if runs else [
+                    Row(backend, p) for p in self.chosen_precisions() if p not in computed
+                ]
         if "defaults" in wanted:
             rows += [Row(*PREVIOUS_DEFAULT)] * (not self.on_cuda) + [Row(*DEFAULTS)]
         if "peers" in wanted and not self.on_cuda:

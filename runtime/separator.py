@@ -195,7 +195,7 @@ class Separator:
             manifest,
             list(manifest.stems) if refine else chosen,  # the masks need every stem's estimate
             device=where,
-            backend=backend,
+            backend=resolved,
             precision=precision,
             threads=threads,
             spinning=spinning,
@@ -290,9 +290,10 @@ class Stream:
         if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
                 or not np.isfinite(sample_rate) or int(sample_rate) != sample_rate or sample_rate <= 0:
             raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate!r}")
-        lowest, highest = MIN_SAMPLE_RATE, MAX_SAMPLE_RATE  # a 1 Hz rate would make soxr ask for gigabytes
-        if not lowest <= sample_rate <= highest:
-            raise AudioError(f"sample rate {int(sample_rate)} Hz is outside the supported {lowest}–{highest} Hz")
+        if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:  # a 1 Hz rate would make soxr ask for gigabytes
+            raise AudioError(
+                f"sample rate {int(sample_rate)} Hz is outside the supported {MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz"
+            )
         if isinstance(channels, (bool, np.bool_)) or not isinstance(channels, (int, np.integer)):
             raise AudioError(f"channels must be a whole number, got {channels!r}")
         if not 1 <= channels <= MAX_CHANNELS:
@@ -312,12 +313,12 @@ class Stream:
             stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
         } if resampling else None
         # the model's channels: the mid channel alone, or each channel
-        mid = separator.stereo == "mid" and channels == 2
-        self._model_channels = 1 if mid else channels
+        self._mid = separator.stereo == "mid" and channels == 2
+        self._model_channels = 1 if self._mid else channels
         self._buffer = SignalBuffer(self._model_channels)
         self._refiner = Refiner(
             separator.engine.stems, channels, weights=separator.refinement_weights, spread=separator.refinement_spread,
-            spatial="mixture" if mid else "estimates",
+            spatial="mixture" if self._mid else "estimates",
         ) if separator.refine else None
         window = self._plan.window_length
         self._windows_per_call = max(1, separator.batch_samples // (window * self._model_channels))
@@ -384,7 +385,7 @@ class Stream:
 
     def _append(self, block: np.ndarray) -> None:
         """Add model-rate input to the window buffer and, with refinement, to the refiner's mixture."""
-        self._buffer.append(block.mean(axis=1, keepdims=True) if self._model_channels != self.channels else block)
+        self._buffer.append(block.mean(axis=1, keepdims=True) if self._mid else block)
         if self._refiner:
             self._refiner.add_mixture(block)
 
@@ -412,7 +413,7 @@ class Stream:
             for window, output in zip(windows, per_window, strict=True):
                 kept = output[window.keep_start - window.start : window.keep_stop - window.start]
                 # the mid channel's estimate stands for every channel; the refinement takes the image from the mixture
-                outputs[stem].append(np.repeat(kept, self.channels, axis=1) if len(kept.T) != self.channels else kept)
+                outputs[stem].append(np.repeat(kept, self.channels, axis=1) if self._mid else kept)
         self._model_done = windows[-1].keep_stop
         self._buffer.discard_before(windows[-1].start)  # a final flush-right window may start this early
         if self._progress:
