@@ -27,11 +27,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .errors import UnmixError
+
 INSTALL_HINT = "pip install 'unmix[trt]' (TensorRT ≥ 10 for CUDA 12; needs an NVIDIA GPU and driver)"
 ENGINE_DIR = "engines"  # a bundle's own engine cache, beside its manifest
 
 
-class EngineCacheError(RuntimeError):
+class EngineCacheError(UnmixError, RuntimeError):
     """TensorRT or a GPU is missing, or an engine could not be built."""
 
 

@@ -9,7 +9,9 @@ import threading
 
 
 class UnmixError(Exception):
-    """Base class of the runtime's own errors (bad input, unavailable backend, unwritable output)."""
+    """The root of every exception unmix raises on purpose (bad input or bundle, unavailable backend or GPU,
+    unwritable output, a cancelled run): `except UnmixError` catches them all. Some also keep a builtin base
+    (`BundleError` is a ValueError, `EngineCacheError` a RuntimeError) for callers that catch those."""
 
 
 class AudioError(UnmixError):
@@ -28,7 +30,7 @@ class StreamFinished(UnmixError):
     """`feed` or `finish` on a `Stream` whose `finish` was already called."""
 
 
-class Cancelled(Exception):
+class Cancelled(UnmixError):
     """Raised between chunks when the caller's `cancel` says stop; nothing partial is kept."""
 
 

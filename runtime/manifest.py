@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
+from .errors import UnmixError
+
 MANIFEST_FILE = "manifest.json"
 FORMAT = "unmix-bundle"
 VERSION = 1
@@ -27,7 +29,7 @@ OUTPUT_NAME = "stem"
 CODES_NAME = "codes"
 
 
-class BundleError(ValueError):
+class BundleError(UnmixError, ValueError):
     """A bundle that is missing, malformed, or whose files do not match their checksums."""
 
 
