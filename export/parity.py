@@ -20,6 +20,7 @@ from polygraphy.comparator import Comparator, IterationResult, RunResults, Simpl
 from polygraphy.logger import G_LOGGER
 
 from unmix.runtime.manifest import CODES_NAME, INPUT_NAME, OUTPUT_NAME
+from unmix.train.metrics import sdr
 from unmix.train.model import StemSeparator
 
 from .audio import ParityAudio
@@ -30,12 +31,6 @@ TIES_RESOLVED = "pytorch, fp32 ties resolved"
 FP32_MAX_ABS = 1e-3  # waveform error allowed to the fp32 graph; typical errors are ~1e-6
 FP32_MAX_SDR_DELTA = 0.01  # dB
 PARITY_JSON, PARITY_MD = "parity.json", "parity.md"
-
-
-def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """The paper's SDR (eq. 2): 10·log10((Σs² + 1e-7) / (Σ(s − ŝ)² + 1e-7)), in dB."""
-    reference, estimate = reference.astype(np.float64), estimate.astype(np.float64)
-    return float(10 * np.log10((np.sum(reference**2) + 1e-7) / (np.sum((reference - estimate) ** 2) + 1e-7)))
 
 
 def snr(reference: np.ndarray, estimate: np.ndarray) -> float:

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from unmix.export import ExportError, export_bundle
-from unmix.export.audio import synthetic_audio
+from unmix.export import parity
+from unmix.export.audio import ParityAudio, synthetic_audio
 from unmix.runtime.manifest import read_manifest
+from unmix.train import metrics
 from unmix.train.config import TINY
 from tiny_models import tiny_separator
 
@@ -138,3 +140,14 @@ def test_parity_report(two_stem_bundle):
     assert graphs == {"bass.onnx", "other.onnx", "bass.ort-extended.onnx", "other.ort-extended.onnx"}
     assert {(run["batch"], run["samples"]) for run in report["ort_runs"]} == {(b, n) for b in (1, 3) for n in (128, 1000, 4096)}
     assert "synthetic signal, not real music" in (out / "parity.md").read_text()
+
+
+def test_parity_scores_with_the_shape_checked_sdr(two_stem_bundle):
+    """The paper's SDR is train's, one function: a true stem shaped unlike the graph's output is an error, not a
+    number computed by broadcasting (a mono truth against stereo outputs used to score silently)."""
+    out, separators = two_stem_bundle
+    assert parity.sdr is metrics.sdr
+    mono_truth = ParityAudio("mono truth", QUICK_AUDIO.mixtures, {"bass": [m.mean(axis=0) for m in QUICK_AUDIO.mixtures]})
+    assert QUICK_AUDIO.mixtures[0].ndim == 2 and QUICK_AUDIO.mixtures[0].shape[0] == 2
+    with pytest.raises(ValueError, match="differ in shape"):
+        parity.measure_parity({"bass": separators["bass"]}, {"fp32": {"bass": out / "bass.onnx"}}, mono_truth)
