@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from unmix.runtime.manifest import STEMS
+
 PEERS = {
     "htdemucs": "HT-Demucs (demucs {version}, random weights)",
     "umxl": "Open-Unmix UMX-L (openunmix {version}, random weights)",
 }
 PACKAGES = {"htdemucs": "demucs", "umxl": "openunmix"}
-SOURCES = ["drums", "bass", "other", "vocals"]
 
 
 class PeerUnavailable(RuntimeError):
@@ -66,7 +67,7 @@ def _htdemucs():
     from demucs.htdemucs import HTDemucs
 
     torch.manual_seed(0)
-    model = HTDemucs(sources=SOURCES, segment=7.8).eval()
+    model = HTDemucs(sources=list(STEMS), segment=7.8).eval()
 
     def separate(audio: np.ndarray, rate: int) -> dict[str, np.ndarray]:
         mix = torch.from_numpy(np.ascontiguousarray(audio.T))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-STEMS = ("drums", "bass", "other", "vocals")
+from unmix.runtime.manifest import STEMS
 UNMIX_IDS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
 
 

@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 from runtime_bundle import STEMS, tiny_bundle
 from runtime_inputs import write
 from unmix.runtime.cli import app
-
-FOUR = ("drums", "bass", "other", "vocals")
+from unmix.runtime.manifest import STEMS as FOUR
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-STEMS = ("drums", "bass", "other", "vocals")
+from unmix.runtime.manifest import STEMS
+
 SOURCES = ("mixture", *STEMS)
 UNMIX_IDS = {source: index for index, source in enumerate(SOURCES)}
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")

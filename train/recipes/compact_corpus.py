@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-STEMS = ("drums", "bass", "other", "vocals")
+from unmix.runtime.manifest import STEMS
 
 
 def pack_song(song: Path, out: Path) -> int:
