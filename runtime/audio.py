@@ -1,8 +1,9 @@
 """Audio files through libsndfile (soundfile): streaming reads that notice damage, atomic streaming writes.
 
 Reading never loads a whole file: `read_blocks` yields float32 blocks and raises `AudioError` for a
-truncated or corrupt file (after the fact, when the decoder stops early). Writing goes to a hidden
-temporary file beside the target, renamed into place only by `commit`; `discard` removes it.
+truncated or corrupt file (after the fact, when the decoder stops early). A file whose header leaves its
+length out (a FLAC written to a pipe) is read straight through, its length learnt at the end. Writing goes
+to a hidden temporary file beside the target, renamed into place only by `commit`; `discard` removes it.
 """
 
 from __future__ import annotations
@@ -34,20 +35,37 @@ _MAX_CHANNELS = {"MP3": 2}
 _SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 READ_BACK_FRAMES = 1 << 16  # frames per read when a written stem is checked
 _SIZE_PLACEHOLDERS = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 1}
+# The frame count libsndfile reports when the header leaves the length out (SF_COUNT_MAX): a FLAC encoded to a
+# pipe (`flac - < raw`, `ffmpeg … -f flac pipe:`) has total_samples 0 in its STREAMINFO.
+_UNKNOWN_FRAMES = 2**63 - 1
 
 
-@dataclass(frozen=True)
+class _SoundFile(sf.SoundFile):
+    """A SoundFile that, once `sequential`, reads straight on and never seeks.
+
+    soundfile seeks to the end of each read it has just made; libsndfile cannot seek a FLAC stream of unknown
+    length to its end, so the last read of such a file would fail (its samples lost). Told the file is not
+    seekable, soundfile reads without seeking, which needs no length.
+    """
+
+    sequential = False
+
+    def seekable(self) -> bool:
+        return not self.sequential and super().seekable()
+
+
+@dataclass
 class AudioInfo:
     path: Path
-    frames: int
+    frames: int | None  # None while unknown: a header without the length; `read_blocks` sets it at the end
     channels: int
     sample_rate: int
     format: str  # libsndfile major format, e.g. "WAV"
     subtype: str  # e.g. "PCM_24", "FLOAT", "MPEG_LAYER_III"
 
     @property
-    def seconds(self) -> float:
-        return self.frames / self.sample_rate
+    def seconds(self) -> float | None:
+        return self.frames / self.sample_rate if self.frames is not None else None
 
 
 def open_audio(path: str | Path) -> tuple[sf.SoundFile, AudioInfo]:
@@ -58,10 +76,13 @@ def open_audio(path: str | Path) -> tuple[sf.SoundFile, AudioInfo]:
     if not path.is_file():
         raise AudioError(f"{path}: not a file")
     try:
-        handle = sf.SoundFile(str(path))
+        handle = _SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_libsndfile_reason(error)})") from None
-    info = AudioInfo(path, handle.frames, handle.channels, handle.samplerate, handle.format, handle.subtype)
+    frames: int | None = handle.frames
+    if frames >= _UNKNOWN_FRAMES:
+        frames, handle.sequential = None, True
+    info = AudioInfo(path, frames, handle.channels, handle.samplerate, handle.format, handle.subtype)
     problem = _header_problem(handle, info)
     if problem:
         handle.close()
@@ -69,9 +90,12 @@ def open_audio(path: str | Path) -> tuple[sf.SoundFile, AudioInfo]:
     return handle, info
 
 
+_ZERO_LENGTH = "zero-length audio (no samples to separate)"
+
+
 def _header_problem(handle: sf.SoundFile, info: AudioInfo) -> str | None:
-    if info.frames <= 0:
-        return "zero-length audio (no samples to separate)"
+    if info.frames is not None and info.frames <= 0:
+        return _ZERO_LENGTH
     text = handle.extra_info
     for declared, present in _SHORT_CHUNK.findall(text):
         if int(declared) > int(present) and int(declared) not in _SIZE_PLACEHOLDERS:
@@ -82,20 +106,30 @@ def _header_problem(handle: sf.SoundFile, info: AudioInfo) -> str | None:
 
 
 def read_blocks(handle: sf.SoundFile, info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
-    """Float32 blocks (frames, channels) of the whole file; `AudioError` if decoding stops early."""
+    """Float32 blocks (frames, channels) of the whole file; `AudioError` if decoding stops early.
+
+    For a file of unknown length (`info.frames` None) a damaged stream shows only as a decoding error; the
+    frames decoded become `info.frames` once the end is reached.
+    """
     read = 0
     while True:
         try:
             block = handle.read(block_frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as error:
+            of = f" of {info.frames}" if info.frames is not None else ""
             raise AudioError(
-                f"{info.path}: decoding failed after {read} of {info.frames} frames, truncated or corrupt file "
+                f"{info.path}: decoding failed after {read}{of} frames, truncated or corrupt file "
                 f"({_libsndfile_reason(error)})"
             ) from None
         if not len(block):
             break
         read += len(block)
         yield block
+    if info.frames is None:
+        if not read:
+            raise AudioError(f"{info.path}: {_ZERO_LENGTH}")
+        info.frames = read
+        return
     # MP3 lengths come from a header or an estimate; allow two MPEG frames of slack there.
     slack = 2 * 1152 if info.format == "MP3" else 0
     if read + slack < info.frames:
