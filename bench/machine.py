@@ -8,6 +8,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from unmix.runtime.gpus import GpuQueryError, nvidia_gpus
+
 LIBRARIES = ("unmix", "numpy", "scipy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "museval")
 
 
@@ -63,25 +65,14 @@ def git_revision() -> str | None:
 
 def gpu_info() -> list[dict]:
     """Name, memory and driver of each NVIDIA GPU, from nvidia-smi; empty when there is none."""
-    query = "name,memory.total,driver_version,compute_cap"
     try:
-        result = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.SubprocessError):
+        gpus = nvidia_gpus()
+    except GpuQueryError:
         return []
-    if result.returncode != 0:
-        return []
-    gpus = []
-    for line in result.stdout.strip().splitlines():
-        name, memory, driver, capability = (field.strip() for field in line.split(","))
-        gpus.append(
-            {"name": name, "memory_mib": int(float(memory)), "driver": driver, "compute_capability": capability}
-        )
-    return gpus
+    return [
+        {"name": gpu.name, "memory_mib": gpu.memory_mib, "driver": gpu.driver, "compute_capability": gpu.compute_capability}
+        for gpu in gpus
+    ]
 
 
 def torch_cuda_state() -> dict:

@@ -10,8 +10,6 @@ import importlib
 import importlib.util
 import os
 import platform
-import shutil
-import subprocess
 from importlib import metadata
 
 import numpy as np
@@ -20,6 +18,7 @@ import soundfile as sf
 import soxr
 
 from .backends import GPU_INSTALL_HINT
+from .gpus import GpuQueryError, nvidia_gpus
 from .manifest import BundleError
 from .separator import DEFAULT_BUNDLE, resolve_bundle
 
@@ -159,15 +158,16 @@ def _bundle(lines: list[str], advice: list[str]) -> None:
 
 
 def _nvidia_smi() -> list[str]:
-    executable = shutil.which("nvidia-smi")
-    if not executable:
-        return []
-    query = "--query-gpu=index,name,compute_cap,memory.total,driver_version"
+    """One line per GPU: index, name, compute capability, memory and driver; none where nvidia-smi lists none."""
     try:
-        output = subprocess.run([executable, query, "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
+        gpus = nvidia_gpus()
+    except GpuQueryError:
         return []
-    return [", ".join(part.strip() for part in line.split(",")) for line in output.stdout.splitlines() if line.strip()]
+    return [
+        f"{gpu.index}, {gpu.name}, {gpu.compute_capability}, "
+        f"{'? MiB' if gpu.memory_mib is None else f'{gpu.memory_mib} MiB'}, {gpu.driver}"
+        for gpu in gpus
+    ]
 
 
 def _loadable(library: str) -> bool:

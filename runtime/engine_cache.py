@@ -21,13 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UnmixError
+from .gpus import GpuQueryError, NoNvidiaSmi, NvidiaGpu, nvidia_gpus
 
 INSTALL_HINT = "pip install 'unmix[trt]' (TensorRT ≥ 10 for CUDA 12; needs an NVIDIA GPU and driver)"
 ENGINE_DIR = "engines"  # a bundle's own engine cache, beside its manifest
@@ -69,25 +68,17 @@ def default_profiles(
     return offline, streaming
 
 
-@dataclass(frozen=True)
-class GpuInfo:
-    name: str
-    compute_capability: str  # "9.0"
-    driver: str
-
-
-def gpu_info(device: int = 0) -> GpuInfo:
+def gpu_info(device: int = 0) -> NvidiaGpu:
     """Name, compute capability and driver of CUDA device `device` (after CUDA_VISIBLE_DEVICES)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    selector = visible.split(",")[device].strip() if visible else str(device)
-    if shutil.which("nvidia-smi") is None:
-        raise EngineCacheError(f"no NVIDIA driver found (nvidia-smi is missing): TensorRT needs an NVIDIA GPU; {INSTALL_HINT}")
-    query = ["nvidia-smi", f"--id={selector}", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]
-    result = subprocess.run(query, capture_output=True, text=True)
-    if result.returncode != 0 or not result.stdout.strip():
-        raise EngineCacheError(f"no CUDA device {device}: {(result.stderr or result.stdout).strip() or 'nvidia-smi found none'}")
-    name, capability, driver = (part.strip() for part in result.stdout.strip().splitlines()[0].split(","))
-    return GpuInfo(name, capability, driver)
+    visible = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    if visible and device >= len(visible):
+        raise EngineCacheError(f"no CUDA device {device}: CUDA_VISIBLE_DEVICES lists {len(visible)}")
+    try:
+        return nvidia_gpus(visible[device] if visible else str(device))[0]
+    except NoNvidiaSmi:
+        raise EngineCacheError(f"no NVIDIA driver found (nvidia-smi is missing): TensorRT needs an NVIDIA GPU; {INSTALL_HINT}") from None
+    except GpuQueryError as error:
+        raise EngineCacheError(f"no CUDA device {device}: {error}") from None
 
 
 def import_tensorrt():
