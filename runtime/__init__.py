@@ -11,6 +11,15 @@ from .files import DEFAULT_FILENAME, FileResult, find_inputs, separate_file
 from .manifest import BundleError, Manifest, read_manifest
 from .separator import Separator, Stream, resolve_bundle
 
+# After .errors, which must be the first import: it makes Ctrl-C while the command line starts one line.
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("unmix")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+del PackageNotFoundError, version
+
 __all__ = [
     "DEFAULT_FILENAME", "AudioError", "BackendError", "BundleError", "Cancelled", "FileResult", "Manifest",
     "OutputError", "Separator", "Stream", "StreamFinished", "UnmixError", "find_inputs", "read_manifest", "resolve_bundle",
