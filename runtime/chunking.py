@@ -101,3 +101,38 @@ class SignalBuffer:
         if drop:
             self.data = self.data[drop:].copy()  # copy, so the dropped head is freed
             self.offset += drop
+
+
+class SilenceGate:
+    """Digital silence in, digital silence out: zeroes each output sample whose input, within `reach` samples on
+    either side, is all zeros (the graph would otherwise turn silence into its biases' hum).
+
+    Follows a growing (items, frames) input by absolute sample index; `gate` takes outputs in order.
+    """
+
+    def __init__(self, items: int, reach: int):
+        self.reach = reach
+        self._counts = np.zeros((items, 1), np.int64)  # sounding samples before each held position (a prefix sum)
+        self._offset = 0  # absolute index of _counts[:, 0]
+        self._gated = 0  # outputs gated so far
+
+    def add(self, block: np.ndarray) -> None:
+        """Append (items, frames) of input."""
+        steps = np.cumsum(block != 0, axis=1, dtype=np.int64) + self._counts[:, -1:]
+        self._counts = np.concatenate([self._counts, steps], axis=1)
+
+    def gate(self, output: np.ndarray) -> np.ndarray:
+        """The next (items, stems, frames) outputs, zeroed where the input around them is silent (in place)."""
+        first, frames = self._gated, output.shape[2]
+        positions = np.arange(first, first + frames)
+        end = self._offset + self._counts.shape[1] - 1  # input samples held up to
+        low = np.clip(positions - self.reach, self._offset, end) - self._offset
+        high = np.clip(positions + self.reach + 1, self._offset, end) - self._offset
+        silent = self._counts[:, high] == self._counts[:, low]
+        output *= ~silent[:, None, :]
+        self._gated += frames
+        drop = max(0, self._gated - self.reach - self._offset)
+        if drop:
+            self._counts = self._counts[:, drop:].copy()
+            self._offset += drop
+        return output

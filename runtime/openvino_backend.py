@@ -17,19 +17,26 @@ argmin becomes min / equal / first index instead of a top-k, with the same first
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from .cascade import Stage
 from .errors import BackendError
 from .manifest import Manifest
+from .openvino_stages import cut, plan_stages, reach
 from .phases import phase_taps
 
 PRECISIONS = ("fp32", "bf16")
 INSTALL_HINT = "pip install 'unmix[openvino]'"
 TILE_FRAMES = 1024  # latent frames per nearest-code call: 8 MiB of fp32 distances with 2048 codes, per stem
+# Short-window stages (`OpenVinoEngine.stages` with a chunk): each stage's context at most this part of the frames
+# it keeps, so recomputed margins stay small; fewer, longer stages would cost fewer calls but recompute more.
+STAGE_CONTEXT_BUDGET = 0.2
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 # Node names the exporter gives the nearest-code block (export/graph.py, `NearestCode`).
 _VQ_IN, _VQ_OUT, _VQ_MATMUL, _VQ_SCALE, _VQ_SUB = (
@@ -69,6 +76,7 @@ class StemParts:
     code_norms: np.ndarray  # (K,) float32
     scale: np.ndarray  # the graph's factor 2 in ‖e‖² − 2·x·e, as stored
     decoder: object  # openvino.Model
+    plain_decoder: object = None  # the decoder before its rewrites, which `openvino_stages` can read and cut
 
 
 def split_stem_graph(path: str | Path) -> StemParts:
@@ -95,8 +103,9 @@ def split_stem_graph(path: str | Path) -> StemParts:
     nodes[_VQ_OUT].output(0).replace(vectors.output(0))
     stem = [result for result in decoder_graph.get_results() if "codes" not in result.get_friendly_name()]
     decoder = ov.Model([result.input_value(0) for result in stem], [vectors], "stem_decoder")
+    plain_decoder = decoder.clone()
     _transposed_convolutions_as_convolutions(decoder)
-    return StemParts(encoder, codebook_t, code_norms, scale, decoder)
+    return StemParts(encoder, codebook_t, code_norms, scale, decoder, plain_decoder)
 
 
 def _constant(output, path) -> np.ndarray:
@@ -246,8 +255,14 @@ class OpenVinoEngine:
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
         compute = config | {"INFERENCE_PRECISION_HINT": _HINTS[precision]}
         self.stems = tuple(paths)
+        self._core, self._compute = core, compute
+        self._staged: dict[int, list[Stage]] = {}
         try:
             parts = {stem: split_stem_graph(path) for stem, path in paths.items()}
+            # the encoders below are joined to one input in place: `stages` cuts untouched copies
+            self._parts = {stem: dataclasses.replace(p, encoder=p.encoder.clone()) for stem, p in parts.items()}
+            first = next(iter(parts.values()))
+            self._encoder_reach, self._decoder_reach = reach(first.encoder), reach(first.plain_decoder)
             mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name=manifest.input_name)
             for stem_parts in parts.values():  # one input for every encoder
                 stem_parts.encoder.get_parameters()[0].output(0).replace(mixture.output(0))
@@ -273,6 +288,70 @@ class OpenVinoEngine:
             raise BackendError(f"{names}: OpenVINO cannot load them: {str(error).splitlines()[0]}") from None
         detail = f", {threads} threads" if threads else ""
         self.description = f"openvino {ov.get_version().split('-')[0]} CPU{detail}, {precision}"
+
+    def stages(self, chunk: int | None = None) -> list[Stage]:
+        """The engine as a chain of stages for `unmix.runtime.cascade.CascadeRun`, on (items, 1, samples) input,
+        with one output per stem in `self.stems` order.
+
+        chunk: None gives three stages, the encoders, the nearest code and the decoders, each one call per window
+            (for long windows: the fewest calls, each part's memory released after it); a number of model-rate
+            samples cuts the encoders and decoders further, into stages whose context stays within
+            `STAGE_CONTEXT_BUDGET` of that many kept samples (for short windows: streaming with little recomputed).
+        """
+        nearest = Stage(self._nearest_codes, 0, Fraction(1))
+        if chunk is None:
+            return [
+                Stage(self._released(self._encoder_model, self._encoders), self._encoder_reach.context, self._encoder_reach.rate),
+                nearest,
+                Stage(self._released(self._decoder_model, self._decoders), self._decoder_reach.context, self._decoder_reach.rate),
+            ]
+        if chunk not in self._staged:
+            try:
+                encoders = self._cut_stages("encoder", Fraction(chunk))
+                decoders = self._cut_stages("plain_decoder", Fraction(chunk) * self._encoder_reach.rate)
+            except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+                raise BackendError(f"OpenVINO cannot cut the graphs into stages: {str(error).splitlines()[0]}") from None
+            self._staged[chunk] = [*encoders, nearest, *decoders]
+        return self._staged[chunk]
+
+    def _cut_stages(self, part: str, chunk: Fraction) -> list[Stage]:
+        """Every stem's `part` ("encoder" or "plain_decoder"), cut by the first stem's plan for `chunk` kept frames
+        of its input; each stage compiled as one model over all stems (the encoders' first shares the mixture)."""
+        ov = _openvino()
+        models = [getattr(parts, part) for parts in self._parts.values()]
+        plan = plan_stages(models[0], chunk, STAGE_CONTEXT_BUDGET)
+        stages = []
+        for index, step in enumerate(plan):
+            pieces = [cut(model, step.start, step.stop) for model in models]
+            if part == "plain_decoder":
+                for piece in pieces:
+                    _transposed_convolutions_as_convolutions(piece)
+            if part == "encoder" and index == 0:
+                mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name="mixture")
+                for piece in pieces:
+                    piece.get_parameters()[0].output(0).replace(mixture.output(0))
+                parameters = [mixture]
+            else:
+                parameters = [piece.get_parameters()[0] for piece in pieces]
+            model = ov.Model([piece.get_results()[0].input_value(0) for piece in pieces], parameters, f"stage{index}")
+            request = self._core.compile_model(model, "CPU", self._compute).create_infer_request()
+            stages.append(Stage(functools.partial(_infer, request, copy=False), step.reach.context, step.reach.rate))
+        return stages
+
+    @staticmethod
+    def _released(compiled, request):
+        """A stage function that runs `request` and then releases its model's working memory (long windows)."""
+
+        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+            outputs = _infer(request, inputs)
+            compiled.release_memory()
+            _return_freed_memory()
+            return outputs
+
+        return run
+
+    def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
+        return [_nearest(request, stem_embeddings) for request, stem_embeddings in zip(self._nearest, embeddings)]
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         # Each part's working memory is released once it has run, so the peak is the larger part's, not both

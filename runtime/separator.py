@@ -19,7 +19,8 @@ import numpy as np
 import soxr
 
 from .backends import Device, Engine, open_engine, parse_device, resolve_backend
-from .chunking import ChunkPlan, SignalBuffer, Window
+from .cascade import CascadeRun
+from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window
 from .errors import AudioError, Cancelled, StreamFinished
 from .manifest import MANIFEST_FILE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STEMS, BundleError, Manifest, read_manifest
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
@@ -41,6 +42,11 @@ DEFAULT_BATCH_SAMPLES = {"cpu": 1 << 21, "cuda": 1 << 22, "openvino": 1}
 # How a refined stereo input is separated: "mid" runs the model once, on (L + R) / 2, and lets the refinement's
 # spatial filter place each stem (half the model work; see the README for its SDR); "per-channel" runs it on each.
 STEREO_MODES = ("mid", "per-channel")
+# A low-latency stream (`Separator.stream(..., low_latency=True)`, on a backend that runs in stages) keeps this
+# many samples per stage window and refines in blocks of this many STFT frames: output trails input by the model's
+# look-ahead plus about these (bench/results has the measured latency and cost).
+LOW_LATENCY_SECONDS = 0.5
+LOW_LATENCY_REFINE_FRAMES = 4
 MAX_CHANNELS = 64  # far above any real layout; catches (channels, frames) arrays passed the wrong way round
 ARRAY_BLOCK_FRAMES = 1 << 18  # arrays are fed in blocks so the working copies stay small
 
@@ -231,9 +237,19 @@ class Separator:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
         total_frames: int | None = None,
+        low_latency: bool = False,
     ) -> "Stream":
-        """An incremental separation of audio at `sample_rate` with `channels` channels."""
-        return Stream(self, sample_rate, channels, progress=progress, cancel=cancel, total_frames=total_frames)
+        """An incremental separation of audio at `sample_rate` with `channels` channels.
+
+        low_latency: on a backend that runs its graphs in stages (openvino), every stage computes as soon as its
+            input allows, on short windows: stems trail the input by the model's look-ahead (2.08 s for the paper's
+            model) plus about `LOW_LATENCY_SECONDS`, at more compute than the default, which computes in long
+            windows; `Stream.latency` says how far behind. Elsewhere it changes nothing.
+        """
+        return Stream(
+            self, sample_rate, channels, progress=progress, cancel=cancel, total_frames=total_frames,
+            low_latency=low_latency,
+        )
 
     def separate(
         self,
@@ -285,6 +301,7 @@ class Stream:
         progress: Progress | None,
         cancel: Cancel | None,
         total_frames: int | None,
+        low_latency: bool = False,
     ):
         # bool is an int (True == 1): refuse it, and NaN, inf, None, strings and fractions, with one line.
         if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
@@ -316,9 +333,18 @@ class Stream:
         self._mid = separator.stereo == "mid" and channels == 2
         self._model_channels = 1 if self._mid else channels
         self._buffer = SignalBuffer(self._model_channels)
+        # Backends that run in stages recompute only each stage's own context (`cascade`); others run whole windows.
+        self._cascade = self._gate = None
+        if hasattr(separator.engine, "stages"):
+            hop = separator.manifest.hop_length
+            chunk = max(1, round(LOW_LATENCY_SECONDS * model_rate / hop)) * hop if low_latency else self._plan.chunk
+            stages = separator.engine.stages(chunk if low_latency else None)
+            self._cascade = CascadeRun(stages, chunk, eager=low_latency)
+            self._gate = SilenceGate(self._model_channels, separator.manifest.context_samples)
+        refine_frames = {"block_frames": LOW_LATENCY_REFINE_FRAMES} if low_latency and self._cascade else {}
         self._refiner = Refiner(
             separator.engine.stems, channels, weights=separator.refinement_weights, spread=separator.refinement_spread,
-            spatial="mixture" if self._mid else "estimates",
+            spatial="mixture" if self._mid else "estimates", **refine_frames,
         ) if separator.refine else None
         window = self._plan.window_length
         self._windows_per_call = max(1, separator.batch_samples // (window * self._model_channels))
@@ -334,6 +360,9 @@ class Stream:
         self._frames_in += len(block)
         self._append(self._resample_in.resample_chunk(block) if self._resample_in else block)
         outputs = self._empty()
+        if self._cascade:
+            self._run_cascade(outputs, final=False)
+            return self._emit(outputs, final=False)
         ready = self._plan.full_windows(self._buffer.end)
         while ready - self._next_window >= self._windows_per_call:
             first = self._next_window
@@ -350,12 +379,66 @@ class Stream:
             self._append(self._resample_in.resample_chunk(np.zeros((0, self.channels), np.float32), last=True))
         length = self._buffer.end
         emitted = self._model_done
+        if self._cascade:
+            return self._finish_cascade(length)
         windows = self._plan.finish(self._next_window, length)
         self._buffer.pad_to(self._plan.padded_length(length))  # the whole-signal reference's zero padding
         outputs = self._empty()
         step = self._windows_per_call
         for first in range(0, len(windows), step):
             self._run(windows[first : first + step], outputs)
+        for stem, parts in outputs.items():  # drop the output of the padding
+            if parts:
+                outputs[stem] = [np.concatenate(parts)[: length - emitted]]
+        result = self._emit(outputs, final=True)
+        if self._progress and self._total is not None:
+            self._progress(self._total, self._total)
+        return result
+
+    @property
+    def latency(self) -> int:
+        """Input frames (at the input's rate) that the stems trail the input by at most, before the end (a resampled
+        input adds its resampler's short delay)."""
+        hop = self._separator.manifest.hop_length  # input waits for whole hops
+        model = self._cascade.delay + hop if self._cascade else self._plan.window_length
+        if self._refiner:
+            model += self._refiner.window + self._refiner.block_frames * self._refiner.hop
+        return int(np.ceil(model * self._ratio))
+
+    def _run_cascade(self, outputs: dict[str, list[np.ndarray]], final: bool) -> None:
+        """Push the buffered model input through the stages, a chunk at a time (for cancel and progress); append
+        the stems' new (frames, channels) samples to `outputs`."""
+        pending = self._buffer.slice(self._buffer.offset, self._buffer.end).T[:, None, :]  # (channels, 1, frames)
+        self._buffer.discard_before(self._buffer.end)
+        self._gate.add(pending[:, 0])
+        step = self._plan.chunk
+        for first in range(0, max(1, pending.shape[2]), step):
+            if self._cancel is not None and self._cancel():
+                raise Cancelled("separation cancelled")
+            results = self._cascade.feed([np.ascontiguousarray(pending[:, :, first : first + step])])
+            if final and first + step >= pending.shape[2]:
+                finished = self._cascade.finish()
+                results = [np.concatenate(pair, axis=2) for pair in zip(results, finished, strict=True)] if results \
+                    else finished
+            if results and results[0].shape[2]:
+                self._keep(outputs, results)
+
+    def _keep(self, outputs: dict[str, list[np.ndarray]], results: list[np.ndarray]) -> None:
+        """Append the cascade's (channels, 1, frames) results, one per stem, gated, to `outputs`."""
+        gated = self._gate.gate(np.stack([result[:, 0] for result in results], axis=1))  # (channels, stems, frames)
+        for index, stem in enumerate(self._separator.engine.stems):
+            kept = gated[:, index].T  # (frames, model channels)
+            outputs[stem].append(np.repeat(kept, self.channels, axis=1) if self._mid else kept)
+        self._model_done += gated.shape[2]
+        if self._progress:
+            done = round(self._model_done * self._ratio)
+            self._progress(min(done, self._total) if self._total is not None else done, self._total or 0)
+
+    def _finish_cascade(self, length: int) -> dict[str, np.ndarray]:
+        emitted = self._model_done
+        self._buffer.pad_to(self._plan.padded_length(length))  # the whole-signal reference's zero padding
+        outputs = self._empty()
+        self._run_cascade(outputs, final=True)
         for stem, parts in outputs.items():  # drop the output of the padding
             if parts:
                 outputs[stem] = [np.concatenate(parts)[: length - emitted]]

@@ -1,0 +1,161 @@
+"""Overlap-save in stages: a graph cut into consecutive stages, each run on windows of its own input.
+
+Whole-graph overlap-save (`chunking`) recomputes the graph's whole context (2 × 2.08 s for the paper's model)
+around every window. Cut the graph into a chain of stages, give each stage its own `ChunkPlan` over its own
+input (the kept output of the stage before), and each stage recomputes only its own context, a small part of
+the whole; every other frame of every layer is computed once. It is exact for the reason `chunking` is: a
+stage's kept outputs equal a whole-signal run of that stage, and its input is the previous stage's whole-signal
+output. The edges too: each stage's first window starts at its input's start and its last ends at its input's
+end, where the whole-signal run pads its convolutions as the window does.
+
+A stage maps inputs (items, channels, frames) to outputs with `rate` output frames per input frame (1/2 for a
+strided convolution, 2 for a transposed one). `CascadeRun` follows one signal through the chain: `feed` pushes
+new input and returns the last stage's new output; `finish` flushes every stage in turn. Output lags input by
+the sum of the stages' contexts plus up to one chunk per stage, so small chunks stream with a short delay and
+large chunks run offline with little recomputation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+
+StageFunction = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One link of the chain.
+
+    run: inputs [(items, C_in, frames)] → outputs [(items, C_out, frames · rate)]; the outputs may be buffers
+        the next call overwrites (the cascade copies what it keeps).
+    context: input frames that each output reads on either side (its receptive field's half-width).
+    rate: output frames per input frame; its denominator is the stride the window starts must keep.
+    """
+
+    run: StageFunction
+    context: int
+    rate: Fraction
+
+
+class _StageRun:
+    """One stage's input buffer and progress for one signal.
+
+    Each call runs what the input allows: the window starts `context` frames before the first output not yet
+    computed (or at the input's start) and ends where the input ends; it keeps the outputs whose right context
+    has arrived, all of them at the input's end. Windows hold at most `chunk` kept frames (memory), and every
+    window edge stays on the stage's stride grid.
+    """
+
+    def __init__(self, stage: Stage, chunk: Fraction, eager: bool):
+        self.stage = stage
+        self.eager = eager
+        self.align = stage.rate.denominator
+        self.context = -(-stage.context // self.align) * self.align
+        self.chunk = max(self.align, int(chunk) // self.align * self.align)
+        self.buffers: list[np.ndarray] = []
+        self.offset = 0  # absolute input frame of buffers[...][:, :, 0]
+        self.done = 0  # input frames whose outputs have been returned
+
+    @property
+    def end(self) -> int:
+        return self.offset + (self.buffers[0].shape[2] if self.buffers else 0)
+
+    def feed(self, inputs: list[np.ndarray], length: int | None = None) -> list[list[np.ndarray]]:
+        """Append inputs and return the outputs they complete; `length` (the input's whole length) at the end."""
+        self._append(inputs)
+        if length is not None and self.end != length:
+            raise ValueError(f"stage input ends at {self.end} frames, expected {length}")
+        kept = []
+        while True:
+            final = length is not None
+            last = self.end if final else (self.end - self.context) // self.align * self.align
+            stop = min(last, self.done + self.chunk)
+            if stop <= self.done or (not final and not self.eager and stop - self.done < self.chunk):
+                break
+            start = max(0, self.done - self.context)
+            window_stop = self.end if final and stop == last else stop + self.context
+            kept.append(self._run(start, min(window_stop, self.end), self.done, stop))
+            self.done = stop
+        self._discard_before(self.done - self.context)
+        return kept
+
+    def _run(self, start: int, stop: int, keep_start: int, keep_stop: int) -> list[np.ndarray]:
+        rate = self.stage.rate
+        first, last = start - self.offset, stop - self.offset
+        outputs = self.stage.run([buffer[:, :, first:last] for buffer in self.buffers])
+        a, b = (keep_start - start) * rate, (keep_stop - start) * rate
+        return [np.array(output[:, :, int(a) : int(b)]) for output in outputs]  # a copy: `run` may reuse its buffers
+
+    def _append(self, inputs: list[np.ndarray]) -> None:
+        if not inputs or not inputs[0].shape[2]:
+            return
+        if not self.buffers:
+            self.buffers = [np.ascontiguousarray(x) for x in inputs]
+        else:
+            self.buffers = [np.concatenate([held, x], axis=2) for held, x in zip(self.buffers, inputs, strict=True)]
+
+    def _discard_before(self, position: int) -> None:
+        drop = min(max(0, position - self.offset), self.end - self.offset)
+        if drop:
+            self.buffers = [buffer[:, :, drop:].copy() for buffer in self.buffers]  # copy frees the head
+            self.offset += drop
+
+
+class CascadeRun:
+    """One signal through a chain of stages; `chunk` is each window's kept length in first-stage input frames."""
+
+    def __init__(self, stages: Sequence[Stage], chunk: int, *, eager: bool = False):
+        if chunk <= 0:
+            raise ValueError(f"chunk must be positive, got {chunk}")
+        self._runs = []
+        position = Fraction(1)  # a stage's input frames per first-stage input frame
+        for stage in stages:
+            self._runs.append(_StageRun(stage, chunk * position, eager))
+            position *= stage.rate
+        self._length = 0
+        self._finished = False
+
+    @property
+    def delay(self) -> int:
+        """First-stage input frames the output trails the input by, at most, before the end: the stages' contexts,
+        plus one chunk per stage unless eager (stride groups aside)."""
+        position, total = Fraction(1), Fraction(0)
+        for run in self._runs:
+            total += (run.context + (0 if run.eager else run.chunk)) / position
+            position *= run.stage.rate
+        return int(np.ceil(total))
+
+    def feed(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Push (items, C, frames) inputs; returns the last stage's new outputs (possibly zero frames long)."""
+        self._length += inputs[0].shape[2]
+        parts = [inputs]
+        for run in self._runs:
+            parts = [outputs for part in parts for outputs in run.feed(part)] if parts else []
+        return _joined(parts)
+
+    def finish(self) -> list[np.ndarray]:
+        """End of input: the last stage's remaining outputs. The input's length must suit every stage's stride."""
+        if self._finished:
+            raise ValueError("this cascade run is finished")
+        self._finished = True
+        length = Fraction(self._length)
+        parts: list[list[np.ndarray]] = []
+        for run in self._runs:
+            if length.denominator != 1:
+                raise ValueError(f"{self._length} input frames do not divide into the stages' strides")
+            parts = run.feed(_joined(parts) if parts else [], int(length))
+            length *= run.stage.rate
+        return _joined(parts) if parts else []
+
+
+def _joined(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
+    if not parts:
+        return []
+    if len(parts) == 1:
+        return parts[0]
+    return [np.concatenate(pieces, axis=2) for pieces in zip(*parts, strict=True)]
