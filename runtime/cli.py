@@ -1,4 +1,4 @@
-"""`unmix`: the command line over `unmix.runtime` (separate, doctor).
+"""`unmix`: the command line over `unmix.runtime` (separate, stream, doctor).
 
 Exit status: 0 when every input was separated (or skipped), 1 when some failed, 2 for a usage or setup
 error (bad bundle, unavailable device), 130 after Ctrl-C, 143 after SIGTERM (both remove the track in progress).
@@ -196,6 +196,60 @@ def _plan(found: list, output: Path, filename: str, format: str | None, stems) -
             claimed.update(dict.fromkeys(resolved.values(), path))
             planned.append(path)
     return planned, refused
+
+
+@app.command()
+def stream(
+    source: str = typer.Argument("-", help="Raw float32 little-endian interleaved samples: - for stdin, or a file or FIFO."),
+    output: Path = typer.Option(Path("separated"), "-o", "--output", help="Folder for the stems (<stem>.<format>)."),
+    rate: int = typer.Option(44100, "--rate", help="The input's sample rate in Hz."),
+    channels: int = typer.Option(2, "--channels", help="The input's channel count."),
+    block: float = typer.Option(0.5, help="Seconds of input read per step."),
+    format: str = typer.Option("wav", "--format", help="wav (float) or flac (24 bit)."),
+    backend: str = typer.Option("auto", help="auto, ort or openvino (low latency needs openvino; ort runs whole windows)."),
+    threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
+    precision: str = typer.Option("auto", help="auto, fp32 or bf16 (openvino)."),
+    bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
+    refine: bool | None = typer.Option(None, "--refine/--no-refine", help="Refinement (default: on for four-stem bundles)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No running report."),
+) -> None:
+    """Separate a live stream of raw samples, writing each stem's samples as they become final.
+
+    e.g. ffmpeg -i song.mp3 -f f32le -ac 2 -ar 44100 - | unmix stream -o stems
+    """
+    from .live import separate_live
+
+    try:
+        _stop_cleanly_on_sigterm()
+        separator = Separator.from_bundle(bundle, backend=backend, threads=threads, precision=precision, refine=refine)
+    except (UnmixError, ValueError) as error:
+        raise _fail(str(error)) from None
+    except KeyboardInterrupt as stop:
+        typer.echo("interrupted: stopped while loading the model; nothing was written", err=True)
+        raise typer.Exit(_stopped_code(stop)) from None
+
+    def report(seconds_in: float, seconds_out: float) -> None:
+        if not quiet:
+            typer.echo(f"\rin {seconds_in:7.1f} s  out {seconds_out:7.1f} s", err=True, nl=False)
+
+    try:
+        with (sys.stdin.buffer if source == "-" else open(source, "rb")) as handle:
+            result = separate_live(separator, handle, output, sample_rate=rate, channels=channels, block_seconds=block,
+                                   format=format, on_block=report)
+    except OSError as error:
+        raise _fail(f"{source}: {error.strerror or error}", 1) from None
+    except UnmixError as error:
+        typer.echo("", err=True)
+        raise _fail(str(error), 1) from None
+    except KeyboardInterrupt as stop:
+        typer.echo("\ninterrupted: no stem was written", err=True)
+        raise typer.Exit(_stopped_code(stop)) from None
+    typer.echo("" if quiet else "\n", err=True, nl=False)
+    typer.echo(
+        f"{_duration(result.seconds)} streamed into {_common_folder(list(result.outputs.values()))}: stems trail the "
+        f"input by at most {result.model_latency:.2f} s; measured from arrival to write: median "
+        f"{result.wall_latency_median:.2f} s, max {result.wall_latency_max:.2f} s (RTF {result.elapsed / max(result.seconds, 1e-9):.3f})"
+    )
 
 
 @app.command()
