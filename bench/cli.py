@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -213,6 +214,47 @@ def compare(
         loaded[label or Path(path).stem] = read_report(Path(path), ("unmix-bench/sdr",))
     atomic_write(out, comparison_markdown(loaded, title))
     announce({"markdown": out})
+
+
+@app.command()
+def stream(
+    track: Path = typer.Option(None, help="a stereo audio file (default: a synthetic 60 s track)"),
+    seconds: float = typer.Option(60.0, help="without --track: the synthetic track's length"),
+    block: float = typer.Option(0.5, help="seconds of input per block fed to `unmix stream`"),
+    bundle: str = typer.Option("default", help="the bundle both commands separate with"),
+    json_path: Path = typer.Option(None, "--json", help="report path (default: bench/results/stream-cpu-<date>.json)"),
+) -> None:
+    """Latency, compute and peak memory of `unmix stream` beside `unmix separate` (one process per row)."""
+    import tempfile
+
+    from .machine import cpu_model, load_average
+    from .report import now
+    from .streaming import markdown, measure, synthetic_track, to_json
+
+    created = now()
+    load = load_average()
+    with tempfile.TemporaryDirectory(prefix="unmix-bench-") as scratch:
+        source = track or synthetic_track(Path(scratch) / "synthetic.wav", seconds)
+        if not source.is_file():
+            fail(f"{source}: no such file")
+        length = sf_seconds(source)
+        try:
+            rows = measure(source, bundle=bundle, block=block)
+        except RuntimeError as error:
+            fail(str(error))
+    machine = f"{cpu_model()}, {os.cpu_count()} logical cores, load {load}"
+    report = {"schema": SCHEMA_VERSION, "kind": "stream", "created": created, "command": command_line(),
+              "track": str(track or f"synthetic {seconds:g} s"), "seconds": length, "block_s": block,
+              "machine": machine, "rows": to_json(rows)}
+    text = markdown(rows, track=report["track"], seconds=length, machine=machine, command=command_line(), date=created)
+    announce(write_outputs(report, text, None, output_path(json_path, "stream", created, "cpu")))
+
+
+def sf_seconds(path: Path) -> float:
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
 
 
 @app.command()

@@ -23,6 +23,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .chunking import ChunkPlan, Window
+
 
 StageFunction = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -45,21 +47,24 @@ class Stage:
 class _StageRun:
     """One stage's input buffer and progress for one signal.
 
-    Each call runs what the input allows: the window starts `context` frames before the first output not yet
-    computed (or at the input's start) and ends where the input ends; it keeps the outputs whose right context
-    has arrived, all of them at the input's end. Windows hold at most `chunk` kept frames (memory), and every
-    window edge stays on the stage's stride grid.
+    Eager: each call runs what the input allows: the window starts `context` frames before the first output not
+    yet computed (or at the input's start) and ends where the input ends, keeping the outputs whose right context
+    has arrived (all of them at the input's end), at most `chunk` of them a window. Otherwise every window has
+    the same length, `chunk + 2·context` (`ChunkPlan`'s windows, the last one flush with the input's end): one
+    input shape, which backends that keep state per shape (OpenVINO keeps memory) need. Window edges stay on the
+    stage's stride grid either way.
     """
 
     def __init__(self, stage: Stage, chunk: Fraction, eager: bool):
         self.stage = stage
         self.eager = eager
         self.align = stage.rate.denominator
-        self.context = -(-stage.context // self.align) * self.align
-        self.chunk = max(self.align, int(chunk) // self.align * self.align)
+        self.plan = ChunkPlan(max(self.align, int(chunk) // self.align * self.align), stage.context, self.align)
+        self.context, self.chunk = self.plan.context, self.plan.chunk
         self.buffers: list[np.ndarray] = []
         self.offset = 0  # absolute input frame of buffers[...][:, :, 0]
         self.done = 0  # input frames whose outputs have been returned
+        self.next_window = 0  # full windows run so far (fixed windows)
 
     @property
     def end(self) -> int:
@@ -70,25 +75,40 @@ class _StageRun:
         self._append(inputs)
         if length is not None and self.end != length:
             raise ValueError(f"stage input ends at {self.end} frames, expected {length}")
-        kept = []
-        while True:
-            final = length is not None
-            last = self.end if final else (self.end - self.context) // self.align * self.align
-            stop = min(last, self.done + self.chunk)
-            if stop <= self.done or (not final and not self.eager and stop - self.done < self.chunk):
-                break
-            start = max(0, self.done - self.context)
-            window_stop = self.end if final and stop == last else stop + self.context
-            kept.append(self._run(start, min(window_stop, self.end), self.done, stop))
-            self.done = stop
-        self._discard_before(self.done - self.context)
+        windows = self._eager_windows(length) if self.eager else self._fixed_windows(length)
+        kept = [self._run(window) for window in windows]
+        if windows:
+            self.done = windows[-1].keep_stop
+        # keep what the next window reads: from `context` before the next output, and for fixed windows the last
+        # window's length, since the final one is flush with the input's end
+        keep_from = self.done - self.context if self.eager else min(self.done - self.context, self.end - self.plan.window_length)
+        self._discard_before(keep_from)
         return kept
 
-    def _run(self, start: int, stop: int, keep_start: int, keep_stop: int) -> list[np.ndarray]:
+    def _eager_windows(self, length: int | None) -> list[Window]:
+        windows, done = [], self.done
+        while True:
+            last = self.end if length is not None else (self.end - self.context) // self.align * self.align
+            stop = min(last, done + self.chunk)
+            if stop <= done:
+                return windows
+            window_stop = self.end if length is not None and stop == last else min(stop + self.context, self.end)
+            windows.append(Window(max(0, done - self.context), window_stop, done, stop))
+            done = stop
+
+    def _fixed_windows(self, length: int | None) -> list[Window]:
+        if length is None:
+            count = self.plan.full_windows(self.end)
+            windows = [self.plan.window(k) for k in range(self.next_window, count)]
+            self.next_window = max(self.next_window, count)
+            return windows
+        return self.plan.finish(self.next_window, length)
+
+    def _run(self, window: Window) -> list[np.ndarray]:
         rate = self.stage.rate
-        first, last = start - self.offset, stop - self.offset
+        first, last = window.start - self.offset, window.stop - self.offset
         outputs = self.stage.run([buffer[:, :, first:last] for buffer in self.buffers])
-        a, b = (keep_start - start) * rate, (keep_stop - start) * rate
+        a, b = (window.keep_start - window.start) * rate, (window.keep_stop - window.start) * rate
         return [np.array(output[:, :, int(a) : int(b)]) for output in outputs]  # a copy: `run` may reuse its buffers
 
     def _append(self, inputs: list[np.ndarray]) -> None:

@@ -247,7 +247,7 @@ def stream(
     typer.echo("" if quiet else "\n", err=True, nl=False)
     typer.echo(
         f"{_duration(result.seconds)} streamed into {_common_folder(list(result.outputs.values()))}: stems trail the "
-        f"input by at most {result.model_latency:.2f} s; measured from arrival to write: median "
+        f"input by at most {result.model_latency:.2f} s (here {result.lag:.2f} s); from arrival to write: median "
         f"{result.wall_latency_median:.2f} s, max {result.wall_latency_max:.2f} s (RTF {result.elapsed / max(result.seconds, 1e-9):.3f})"
     )
 

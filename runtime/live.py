@@ -28,13 +28,15 @@ LIVE_FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 @dataclass(frozen=True)
 class LiveResult:
     """What a live run did. Latencies in seconds: `model_latency` is how far the stems may trail the input (the
-    separator's promise); `wall_latency_max` / `_median` are measured, from a block's arrival to the write of the
-    stems' samples at its end."""
+    separator's promise); `lag` how far they did trail it, at most, after a block was fed (audio time, whatever
+    the machine's speed); `wall_latency_max` / `_median` are measured, from a block's arrival to the write of the
+    stems' samples at its end (meaningful for input that arrives in real time)."""
 
     outputs: dict[str, Path]
     seconds: float
     elapsed: float
     model_latency: float
+    lag: float
     wall_latency_max: float
     wall_latency_median: float
 
@@ -70,7 +72,7 @@ def separate_live(
     block_bytes = max(1, round(block_seconds * sample_rate)) * frame_bytes
     arrivals: list[tuple[int, float]] = []  # (input frames so far, when they had arrived)
     latencies: list[float] = []
-    frames_in = frames_out = 0
+    frames_in = frames_out = lag = 0
     started = time.perf_counter()
     try:
         for stem, path in outputs.items():
@@ -89,6 +91,7 @@ def separate_live(
             frames_out += _write(writers, produced)
             if data:
                 latencies += _latencies(arrivals, frames_out)
+                lag = max(lag, frames_in - frames_out)
             if on_block:
                 on_block(frames_in / sample_rate, frames_out / sample_rate)
             if not data:
@@ -106,6 +109,7 @@ def separate_live(
         seconds=frames_in / sample_rate,
         elapsed=time.perf_counter() - started,
         model_latency=stream.latency / sample_rate,
+        lag=lag / sample_rate,
         wall_latency_max=max(latencies, default=0.0),
         wall_latency_median=float(np.median(latencies)) if latencies else 0.0,
     )

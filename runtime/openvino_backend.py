@@ -384,11 +384,15 @@ def _return_freed_memory() -> None:
 
 
 def _nearest(request, embeddings: np.ndarray) -> np.ndarray:
-    """The code vectors of (N, C, T') embeddings, `TILE_FRAMES` frames a call."""
+    """The code vectors of (N, C, T') embeddings, `TILE_FRAMES` frames a call. A short last tile is padded to a
+    whole one: one input shape, since OpenVINO keeps memory for every shape it has run."""
     vectors = np.empty(embeddings.shape, np.float32)
     for first in range(0, embeddings.shape[2], TILE_FRAMES):
-        tile = np.ascontiguousarray(embeddings[:, :, first : first + TILE_FRAMES])
-        vectors[:, :, first : first + TILE_FRAMES] = _infer(request, [tile], copy=False)[0]
+        tile = embeddings[:, :, first : first + TILE_FRAMES]
+        frames = tile.shape[2]
+        if frames < TILE_FRAMES:
+            tile = np.pad(tile, ((0, 0), (0, 0), (0, TILE_FRAMES - frames)))
+        vectors[:, :, first : first + frames] = _infer(request, [np.ascontiguousarray(tile)], copy=False)[0][:, :, :frames]
     return vectors
 
 

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from .files import FileResult
 
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
-# Kept samples per window. The 2 × 2.08 s of context cost 21 % extra at 20 s and 42 % at 10 s, but OpenVINO's
-# kernels slow down on long windows (bench/results) and its memory grows with them, so it takes 10 s.
-DEFAULT_CHUNK_SECONDS = {"openvino": 10.0}
+# Kept samples per window. Whole-window backends recompute 2 × 2.08 s of context (21 % extra at 20 s). OpenVINO
+# runs in stages, each recomputing only its own context (about 1 s for the encoders, less for the rest), and keeps
+# memory in proportion to its windows, so it takes 6 s (bench/results: faster and smaller than 10 s windows).
+DEFAULT_CHUNK_SECONDS = {"openvino": 6.0}
 OTHER_CHUNK_SECONDS = 20.0
 # Samples per engine call (mono items × window length). Memory grows with it: the paper's model holds about
 # 2.5 kB per sample in flight on ONNX Runtime CPU (its 2048-code distance matrix, 8 kB per frame, dominates),
