@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from unmix.train import PAPER, VQVAE
 from unmix.train.cli import app
 from unmix.train.distributed import connect
+from unmix.train.options import TrainOptions
 from unmix.train.phases import build_phase1
 
 QUICK = ["--config", "tiny", "--chunk", "4096", "--batch", "2", "--warmup", "1", "--save-every", "0",
@@ -101,3 +103,32 @@ def test_bad_options_are_one_line_errors_that_write_nothing(tmp_path, data, argu
     result = _invoke("phase1", "--out", tmp_path / "run", *defaults, *arguments)  # later options win
     _one_line_error(result, message)
     assert not (tmp_path / "run").exists()
+
+
+# A value other than the default for every TrainOptions field a phase takes from its command line.
+GIVEN = {"stem": "drums", "config": "tiny", "init": "unmix:/runs/generic", "vqvae": "unmix:/runs/p1", "steps": 11,
+         "batch": 3, "chunk": 800, "lr": 0.5, "warmup": 7, "clip": 2.5, "ema_decay": 0.5, "seed": 9, "save_every": 13,
+         "val_every": 17, "val_songs": 2, "val_chunks": 5, "stats_chunks": 6, "remix": 0.25, "shift": False,
+         "blend": False, "workers": 1, "device": "cpu:9", "precision": "fp32", "resume": True, "trust_pickle": True,
+         "progress": False}
+
+
+@pytest.mark.parametrize(("phase", "absent"), [("phase1", "vqvae"), ("phase2", "config")])
+def test_every_option_reaches_its_train_options_field(monkeypatch, tmp_path, phase, absent):
+    """Each option of a phase lands in the TrainOptions field of its name, and every field but `absent` is one."""
+    received = []
+    monkeypatch.setattr(f"unmix.train.cli.train_{phase}", lambda options: received.append(options) or tmp_path)
+    given = {name: value for name, value in GIVEN.items() if name != absent}
+    defaults = TrainOptions(data=tmp_path, out=tmp_path)
+    assert all(getattr(defaults, name) != value for name, value in given.items())  # so a miswiring shows
+    assert set(given) | {"data", "out", absent} == {field.name for field in dataclasses.fields(TrainOptions)}
+    arguments = [phase, "--data", tmp_path / "data", "--out", tmp_path / "run"]
+    for name, value in given.items():
+        flag = name.replace("_", "-")
+        arguments += [f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", value]
+    result = _invoke(*arguments)
+    assert result.exit_code == 0, result.output
+    (options,) = received
+    assert (options.data, options.out) == (tmp_path / "data", tmp_path / "run")
+    assert {name: getattr(options, name) for name in given} == given
+    assert getattr(options, absent) is None

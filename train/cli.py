@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -60,7 +62,7 @@ def inspect(
 
 
 # Options shared by both phases, declared once. Defaults are TrainOptions' (the paper's recipe).
-_DEFAULT = {field.name: field.default for field in dataclasses.fields(TrainOptions)}
+_DEFAULT: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(TrainOptions)}
 Data = Annotated[Path, typer.Option(help="data root: MUSDB18-HQ (train/<song>/*.wav) or unmix (train_0 … train_4)")]
 Out = Annotated[Path, typer.Option(help="run folder: options, metrics.jsonl, checkpoint/")]
 Steps = Annotated[int, typer.Option(help="train until this many steps in total")]
@@ -89,16 +91,16 @@ TrustPickle = Annotated[bool, typer.Option(help="allow full unpickling of Jukebo
 Progress = Annotated[bool, typer.Option(help="show a progress bar")]
 
 
-def _train(train: Callable[[TrainOptions], Path], arguments: dict) -> None:
-    """Run a phase with one-line errors; a signal ends with exit status 128 + its number."""
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Options, data and checkpoint errors as one line (exit 2); a signal ends with exit status 128 + its number."""
     try:
-        checkpoint = train(TrainOptions(**arguments))
+        yield
     except TrainingInterrupted as stop:
         typer.echo(str(stop), err=True)
         raise typer.Exit(128 + stop.signal_number)
     except (OptionsError, CorpusError, CheckpointError) as error:
         fail(str(error))
-    typer.echo(f"saved {checkpoint}")
 
 
 @app.command()
@@ -134,7 +136,16 @@ def phase1(
     progress: Progress = True,
 ) -> None:
     """Phase 1: train a VQ-VAE (SE → codebook → SD) on one isolated stem, on mixtures, or on all of them."""
-    _train(train_phase1, locals())  # the parameters are named after TrainOptions' fields
+    with _one_line_errors():
+        options = TrainOptions(
+            data=data, out=out, stem=stem, config=config, init=init, steps=steps, batch=batch, chunk=chunk,
+            lr=lr, warmup=warmup, clip=clip, ema_decay=ema_decay, seed=seed, save_every=save_every,
+            val_every=val_every, val_songs=val_songs, val_chunks=val_chunks, stats_chunks=stats_chunks, remix=remix,
+            shift=shift, blend=blend, workers=workers, device=device, precision=precision, resume=resume,
+            trust_pickle=trust_pickle, progress=progress,
+        )
+        checkpoint = train_phase1(options)
+    typer.echo(f"saved {checkpoint}")
 
 
 @app.command()
@@ -170,7 +181,16 @@ def phase2(
     progress: Progress = True,
 ) -> None:
     """Phase 2: train a mixture encoder ME so that ME(mixture) ≈ SE(stem); saves the separator ME → codebook → SD."""
-    _train(train_phase2, locals())  # the parameters are named after TrainOptions' fields
+    with _one_line_errors():
+        options = TrainOptions(
+            data=data, out=out, vqvae=vqvae, stem=stem, init=init, steps=steps, batch=batch, chunk=chunk,
+            lr=lr, warmup=warmup, clip=clip, ema_decay=ema_decay, seed=seed, save_every=save_every,
+            val_every=val_every, val_songs=val_songs, val_chunks=val_chunks, stats_chunks=stats_chunks, remix=remix,
+            shift=shift, blend=blend, workers=workers, device=device, precision=precision, resume=resume,
+            trust_pickle=trust_pickle, progress=progress,
+        )
+        checkpoint = train_phase2(options)
+    typer.echo(f"saved {checkpoint}")
 
 
 @app.command()
