@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +14,7 @@ from synth_corpus import make_corpus
 from test_export_bundle import tiny_separator
 from typer.testing import CliRunner
 
-from unmix.export.cli import app
+from unmix.export.cli import ExportOptions, app
 from unmix.export.sources import find_checkpoint
 from unmix.runtime.manifest import STEMS, read_manifest
 from unmix.train.checkpoint import write_checkpoint
@@ -20,7 +22,6 @@ from unmix.train.config import TINY
 from unmix.train.model import VQVAE
 
 QUICK = ["--parity-segments", "1", "--parity-seconds", "0.5", "--calibration-chunks", "4", "--calibration-seconds", "0.25"]
-
 
 
 def run(*args) -> object:
@@ -173,3 +174,37 @@ def test_run_folder_with_several_checkpoints_uses_the_latest(tmp_path):
     (tmp_path / "b" / "checkpoint").rename(tmp_path / "run" / "step-2000")
     assert find_checkpoint(tmp_path / "run") == tmp_path / "run" / "step-2000"
     assert find_checkpoint(tmp_path / "run" / "step-100") == tmp_path / "run" / "step-100"
+
+
+# A value other than the default for every ExportOptions field; the options are named after the fields but these.
+GIVEN = {"out": Path("b"), "stem": "bass", "stems": "all", "checkpoint": ("c1", "c2"), "vqvae": ("v",),
+         "encoder": ("e",), "config": "tiny", "trust_pickle": True, "audio": Path("a"), "parity_segments": 2,
+         "parity_seconds": 1.5, "int8": True, "calibration": Path("cal"), "calibration_chunks_count": 3,
+         "calibration_seconds": 0.5, "calibration_method": "entropy", "fp16": True, "fused": True,
+         "ort_optimized": False, "trt": True, "max_sdr_loss": 0.5, "force": True, "overwrite": True, "note": "n",
+         "attach": ("x=y",), "refinement_data": Path("r"), "refinement_songs": "1:2", "refinement_seconds": 3.0,
+         "refinement_bands": 4, "refinement_spread": "other=3"}
+FLAGS = {"out": "-o", "calibration_chunks_count": "--calibration-chunks", "ort_optimized": "--no-ort-optimized"}
+
+
+def test_every_option_reaches_its_export_options_field(monkeypatch):
+    received = []
+    monkeypatch.setattr("unmix.export.cli.run", lambda options: received.append(options))  # None: nothing written
+    defaults = ExportOptions(out=Path("default"))
+    assert {field.name for field in dataclasses.fields(ExportOptions)} == set(GIVEN)
+    assert all(getattr(defaults, name) != value for name, value in GIVEN.items() if name != "out")
+    arguments = []
+    for name, value in GIVEN.items():
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+        values = value if isinstance(value, tuple) else () if isinstance(value, bool) else (value,)
+        arguments += [part for item in values for part in (flag, item)] or [flag]
+    result = run(*arguments)
+    assert result.exit_code == 0 and result.output == "", result.output
+    assert received == [ExportOptions(**GIVEN)]
+    given = received[0].given()  # what the manifest records: options that say something, JSON-ready
+    assert given["checkpoint"] == ["c1", "c2"] and given["out"] == "b" and "ort_optimized" not in given
+    assert set(ExportOptions(out=Path("o"), stems="all", int8=True).given()) == {
+        "out", "stems", "int8", "parity_segments", "parity_seconds", "calibration_chunks_count", "calibration_seconds",
+        "calibration_method", "ort_optimized", "max_sdr_loss", "refinement_songs", "refinement_seconds",
+        "refinement_bands", "refinement_spread",
+    }
