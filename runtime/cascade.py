@@ -47,9 +47,10 @@ class Stage:
 class _StageRun:
     """One stage's input buffer and progress for one signal.
 
-    Eager: each call runs what the input allows: the window starts `context` frames before the first output not
-    yet computed (or at the input's start) and ends where the input ends, keeping the outputs whose right context
-    has arrived (all of them at the input's end), at most `chunk` of them a window. Otherwise every window has
+    Eager: each call runs what the input allows: the window ends where the input ends and keeps the outputs whose
+    right context has arrived (all of them at the input's end), at most `chunk` of them a window; it starts one
+    window length (`chunk + 2·context`) before its end, or earlier where the first output not yet computed needs
+    it, or at the input's start: after the first window lengths, one input shape. Otherwise every window has
     the same length, `chunk + 2·context` (`ChunkPlan`'s windows, the last one flush with the input's end): one
     input shape, which backends that keep state per shape (OpenVINO keeps memory) need. Window edges stay on the
     stage's stride grid either way.
@@ -79,9 +80,9 @@ class _StageRun:
         kept = [self._run(window) for window in windows]
         if windows:
             self.done = windows[-1].keep_stop
-        # keep what the next window reads: from `context` before the next output, and for fixed windows the last
-        # window's length, since the final one is flush with the input's end
-        keep_from = self.done - self.context if self.eager else min(self.done - self.context, self.end - self.plan.window_length)
+        # keep what the next window reads: from `context` before the next output, and a window's length back from
+        # the input's end (the final fixed window is flush with it; an eager one reaches that far back)
+        keep_from = min(self.done - self.context, self.end - self.plan.window_length)
         self._discard_before(keep_from)
         return kept
 
@@ -93,7 +94,9 @@ class _StageRun:
             if stop <= done:
                 return windows
             window_stop = self.end if length is not None and stop == last else min(stop + self.context, self.end)
-            windows.append(Window(max(0, done - self.context), window_stop, done, stop))
+            # reach back further than the context needs, to one window length: the same input shape every call
+            start = max(0, min(done - self.context, window_stop - self.plan.window_length))
+            windows.append(Window(start, window_stop, done, stop))
             done = stop
 
     def _fixed_windows(self, length: int | None) -> list[Window]:
