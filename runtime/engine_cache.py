@@ -53,19 +53,14 @@ def default_profiles(
     sample_rate: int,
     chunk_seconds: float = 20.0,
     max_batch: int = 16,
-    stream_block: int = 4096,
-) -> tuple[Profile, Profile]:
-    """The offline and streaming profiles for the runtime's overlap-save windows.
-
-    offline: windows of `chunk + 2·context` samples, up to `max_batch` items (windows × channels);
-    streaming: exactly one stereo block of `stream_block + 2·context` samples (L and R as a batch of 2).
+) -> tuple[Profile]:
+    """The profiles of the runtime's overlap-save windows: windows of `chunk + 2·context` samples, up to
+    `max_batch` items (windows × channels). (The low-latency stream runs in stages on OpenVINO only; a TensorRT
+    profile for it would go here once TensorRT runs stages.)
     """
     chunk = max(1, round(chunk_seconds * sample_rate / hop_length)) * hop_length
     window = chunk + 2 * context_samples
-    block = -(-stream_block // hop_length) * hop_length + 2 * context_samples
-    offline = Profile("offline", (1, 1, hop_length), (max_batch, 1, window), (max_batch, 1, window))
-    streaming = Profile("streaming", (2, 1, block), (2, 1, block), (2, 1, block))
-    return offline, streaming
+    return (Profile("offline", (1, 1, hop_length), (max_batch, 1, window), (max_batch, 1, window)),)
 
 
 def gpu_info(device: int = 0) -> NvidiaGpu:

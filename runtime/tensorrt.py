@@ -50,7 +50,7 @@ class TensorRTEngine:
             raise BackendError(str(error)) from None
         self.cudart = _import_cudart()
         self.stems = tuple(paths)
-        offline, _streaming = profiles = default_profiles(
+        (offline,) = profiles = default_profiles(
             hop_length=manifest.hop_length, context_samples=manifest.context_samples, sample_rate=manifest.sample_rate
         )
         self.max_items, self.max_time = offline.max[0], offline.max[2]

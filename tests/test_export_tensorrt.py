@@ -77,7 +77,7 @@ def key(**changes) -> EngineKey:
 def test_engine_key_changes_with_everything_an_engine_depends_on():
     changes = [
         {"onnx_sha256": "cd" * 32}, {"gpu_name": "NVIDIA A100-SXM4-80GB"}, {"compute_capability": "8.0"},
-        {"tensorrt_version": "10.9.0.34"}, {"precision": "fp32"}, {"profiles": key().profiles[:1]}, {"tf32": True},
+        {"tensorrt_version": "10.9.0.34"}, {"precision": "fp32"}, {"profiles": (dataclasses.replace(key().profiles[0], max=(8, 1, 8)),)}, {"tf32": True},
         {"optimization_level": 5},
     ]
     digests = {key().digest()} | {key(**change).digest() for change in changes}
@@ -85,12 +85,11 @@ def test_engine_key_changes_with_everything_an_engine_depends_on():
     assert key().file_stem("vocals").startswith("vocals-abababab-sm90-trt10.8.0.43-fp16-")
 
 
-def test_default_profiles_cover_offline_windows_and_stereo_blocks():
+def test_the_default_profile_covers_the_offline_windows():
     context = PAPER.context_samples()
-    offline, streaming = default_profiles(hop_length=8, context_samples=context, sample_rate=44100)
+    (offline,) = default_profiles(hop_length=8, context_samples=context, sample_rate=44100)
     assert offline.opt == offline.max == (16, 1, 882000 + 2 * context) and offline.min == (1, 1, 8)
-    assert streaming.min == streaming.opt == streaming.max == (2, 1, 4096 + 2 * context)
-    assert all(shape[2] % 8 == 0 for profile in (offline, streaming) for shape in (profile.min, profile.max))
+    assert all(shape[2] % 8 == 0 for shape in (offline.min, offline.max))
 
 
 def test_a_cached_engine_is_used_only_under_its_exact_key(tmp_path):
