@@ -30,7 +30,8 @@ OUTPUT_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
 _FORMAT_EXTENSIONS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "W64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
 # When a format cannot hold the input's subtype (a float WAV into FLAC, say): its most faithful one.
 _FALLBACK_SUBTYPES = {"WAV": "FLOAT", "FLAC": "PCM_24", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
-_MAX_CHANNELS = {"MP3": 2}
+_MAX_CHANNELS = {"MP3": 2}  # per output format
+MAX_CHANNELS = 64  # separated; far above any real layout: catches (channels, frames) arrays passed the wrong way round
 # A WAV/AIFF header that promises more data than the file holds (ignoring streaming placeholders).
 _SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 READ_BACK_FRAMES = 1 << 16  # frames per read when a written stem is checked

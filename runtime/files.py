@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
-from .audio import AUDIO_EXTENSIONS, AtomicWriter, AudioInfo, disk_full, open_audio, output_format, read_blocks
+from .audio import AUDIO_EXTENSIONS, MAX_CHANNELS, AtomicWriter, AudioInfo, disk_full, open_audio, output_format, read_blocks
+from .callbacks import Cancel, Progress
 from .errors import AudioError, OutputError
-from .separator import MAX_CHANNELS, Cancel, Progress
 
 if TYPE_CHECKING:
     from .separator import Separator

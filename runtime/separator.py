@@ -11,14 +11,16 @@ the stereo field from the mixture itself (`STEREO_MODES`). Every path (array, st
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
 
+from .audio import MAX_CHANNELS
 from .backends import Device, Engine, open_engine, parse_device, resolve_backend
+from .callbacks import Cancel, Progress, cancel_check
 from .cascade import CascadeRun
 from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window
 from .errors import AudioError, Cancelled, StreamFinished
@@ -48,12 +50,7 @@ STEREO_MODES = ("mid", "per-channel")
 # look-ahead plus about these (bench/results has the measured latency and cost).
 LOW_LATENCY_SECONDS = 0.5
 LOW_LATENCY_REFINE_FRAMES = 4
-MAX_CHANNELS = 64  # far above any real layout; catches (channels, frames) arrays passed the wrong way round
 ARRAY_BLOCK_FRAMES = 1 << 18  # arrays are fed in blocks so the working copies stay small
-
-Progress = Callable[[int, int], None]
-Cancel = Callable[[], bool]
-
 
 def resolve_bundle(bundle: str | Path) -> Path:
     """The folder of `bundle`: a path, or "default" for the bundle shipped inside the package."""
@@ -321,7 +318,7 @@ class Stream:
         self._separator = separator
         self._plan = separator.plan
         self._progress = progress
-        self._cancel = cancel.is_set if hasattr(cancel, "is_set") else cancel
+        self._cancel = cancel_check(cancel)
         self._total = total_frames
         model_rate = separator.sample_rate
         self._ratio = self.sample_rate / model_rate
