@@ -50,6 +50,11 @@ class Engine(Protocol):
         """(items, 1, time) float32 → {stem: (items, 1, time) float32}; time a multiple of the hop."""
         ...
 
+    def close(self) -> None:
+        """Free the engine's sessions, compiled models and device memory; `run` must not be called after it.
+        Closing again does nothing."""
+        ...
+
 
 def open_engine(
     bundle: Path,
@@ -206,3 +211,7 @@ class OrtEngine:
             session.run_with_iobinding(binding)
             outputs[stem] = binding.copy_outputs_to_cpu()[0]
         return outputs
+
+    def close(self) -> None:
+        """Drop the sessions: ONNX Runtime frees a session's memory (its GPU arena on CUDA) once it is unreferenced."""
+        self.sessions = {}

@@ -366,6 +366,16 @@ class OpenVinoEngine:
         _return_freed_memory()
         return outputs
 
+    def close(self) -> None:
+        """Drop the infer requests, compiled models and cut stages (stages handed out earlier keep theirs alive
+        until they are dropped too)."""
+        self._encoders = self._decoders = self._encoder_model = self._decoder_model = None
+        self._nearest = []
+        self._staged = {}
+        self._parts = {}
+        self._core = None
+        _return_freed_memory()
+
 
 @functools.cache
 def _malloc_trim():

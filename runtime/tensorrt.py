@@ -54,6 +54,7 @@ class TensorRTEngine:
             hop_length=manifest.hop_length, context_samples=manifest.context_samples, sample_rate=manifest.sample_rate
         )
         self.max_items, self.max_time = offline.max[0], offline.max[2]
+        self.device_index = device.index
         self._call(self.cudart.cudaSetDevice(device.index))
         self.stream = self._call(self.cudart.cudaStreamCreate())
         self.stream_handle = int(self.stream)  # TensorRT takes the raw cudaStream_t
@@ -102,6 +103,33 @@ class TensorRTEngine:
                 self._call(self.cudart.cudaMemcpyAsync(target.ctypes.data, stem_buffer, part.nbytes, d2h, self.stream))
                 self._call(self.cudart.cudaStreamSynchronize(self.stream))  # before the next stem reuses the buffer
         return outputs
+
+    def close(self) -> None:
+        """Wait for the stream, destroy the execution contexts and engines, free the device buffers and destroy
+        the stream. Every step is tried; the first CUDA error is raised at the end. Closing again does nothing."""
+        if self.stream is None:
+            return
+        stream, self.stream = self.stream, None
+        buffers, self.buffers = self.buffers, {}
+        errors: list[BackendError] = []
+
+        def attempt(result) -> None:
+            try:
+                self._call(result)
+            except BackendError as error:
+                errors.append(error)
+
+        attempt(self.cudart.cudaSetDevice(self.device_index))  # the buffers and stream belong to this device
+        attempt(self.cudart.cudaStreamSynchronize(stream))  # nothing may still use the buffers
+        while self.contexts:  # each context before its engine
+            _stem, (engine, context) = self.contexts.popitem()
+            del context
+            del engine
+        for pointer, _nbytes in buffers.values():
+            attempt(self.cudart.cudaFree(pointer))
+        attempt(self.cudart.cudaStreamDestroy(stream))
+        if errors:
+            raise errors[0]
 
     def _buffer(self, name: str, nbytes: int) -> int:
         pointer, size = self.buffers.get(name, (0, 0))
