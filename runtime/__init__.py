@@ -4,9 +4,11 @@
     separator = Separator.from_bundle("default", device="cpu", stems=["vocals", "drums"])
     stems = separator.separate(audio, sample_rate)          # {stem: array shaped like audio}
     separator.separate_file("song.flac", "separated")       # separated/song/vocals.flac, …
+    separator.close()                                       # or: with Separator.from_bundle(...) as separator:
 """
 
-from .errors import AudioError, BackendError, Cancelled, OutputError, StreamFinished, UnmixError
+from .errors import AudioError, BackendError, Cancelled, OutputError, SeparatorClosed, StreamFinished, UnmixError
+from .callbacks import Cancel, Progress
 from .files import DEFAULT_FILENAME, FileResult, find_inputs, separate_file
 from .manifest import BundleError, Manifest, read_manifest
 from .separator import Separator, Stream, resolve_bundle
@@ -21,7 +23,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 del PackageNotFoundError, version
 
 __all__ = [
-    "DEFAULT_FILENAME", "AudioError", "BackendError", "BundleError", "Cancelled", "FileResult", "Manifest",
-    "OutputError", "Separator", "Stream", "StreamFinished", "UnmixError", "find_inputs", "read_manifest", "resolve_bundle",
-    "separate_file",
+    "DEFAULT_FILENAME", "AudioError", "BackendError", "BundleError", "Cancel", "Cancelled", "FileResult", "Manifest",
+    "OutputError", "Progress", "Separator", "SeparatorClosed", "Stream", "StreamFinished", "UnmixError", "find_inputs",
+    "read_manifest", "resolve_bundle", "separate_file",
 ]

@@ -30,6 +30,10 @@ class StreamFinished(UnmixError):
     """`feed` or `finish` on a `Stream` whose `finish` was already called."""
 
 
+class SeparatorClosed(UnmixError):
+    """`separate`, `stream` or `separate_file` (or a stream's `feed`/`finish`) after the separator's `close`."""
+
+
 class Cancelled(UnmixError):
     """Raised between chunks when the caller's `cancel` says stop; nothing partial is kept."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
@@ -23,12 +22,10 @@ from .backends import Device, Engine, open_engine, parse_device, resolve_backend
 from .callbacks import Cancel, Progress, cancel_check
 from .cascade import CascadeRun
 from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window
-from .errors import AudioError, Cancelled, StreamFinished
+from .errors import AudioError, Cancelled, SeparatorClosed, StreamFinished
+from .files import DEFAULT_FILENAME, FileResult, separate_file as _separate_file
 from .manifest import MANIFEST_FILE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STEMS, BundleError, Manifest, read_manifest
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
-
-if TYPE_CHECKING:
-    from .files import FileResult
 
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
 # Kept samples per window. Whole-window backends recompute 2 × 2.08 s of context (21 % extra at 20 s). OpenVINO
@@ -99,7 +96,11 @@ def _refinement_spread(manifest: Manifest, bundle: Path) -> dict[str, int]:
 
 
 class Separator:
-    """Separates audio with a bundle's graphs. Build it with `Separator.from_bundle`."""
+    """Separates audio with a bundle's graphs. Build it with `Separator.from_bundle`.
+
+    `close()` (or leaving a `with Separator.from_bundle(...) as separator:` block) frees the engine's sessions
+    and buffers; the separator cannot be used after it.
+    """
 
     def __init__(
         self,
@@ -128,14 +129,15 @@ class Separator:
         if stereo == "mid" and not refine:
             raise ValueError("stereo 'mid' needs the refinement to place each stem in the stereo field; use per-channel")
         self.manifest = manifest
-        self.engine = engine
+        self._engine = engine
+        self._closed = False
         self.refine = refine
         self.stereo = stereo
         # also for refining raw output later (`refine(mixture, estimates, weights=…, spread=…)`)
         self.refinement_weights = _refinement_weights(manifest, bundle)
         self.refinement_spread = _refinement_spread(manifest, bundle)
         self._stems = stems
-        self.plan = ChunkPlan(chunk, manifest.context_samples, manifest.hop_length)
+        self._plan = ChunkPlan(chunk, manifest.context_samples, manifest.hop_length)
         self.batch_samples = batch_samples
         self.bundle = bundle
 
@@ -223,9 +225,32 @@ class Separator:
 
     @property
     def description(self) -> str:
-        chunking = f"chunk {self.plan.chunk} + 2 × {self.plan.context} context samples"
+        chunking = f"chunk {self._plan.chunk} + 2 × {self._plan.context} context samples"
         refinement = f"; Wiener refinement, stereo {self.stereo}" if self.refine else ""
-        return f"{self.engine.description}; {chunking}{refinement}"
+        return f"{self._engine.description}; {chunking}{refinement}"
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Free the engine's resources (sessions, compiled models, GPU buffers). Using the separator afterwards
+        raises `SeparatorClosed`; closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._engine.close()
+
+    def __enter__(self) -> "Separator":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SeparatorClosed("this separator is closed; load the bundle again with Separator.from_bundle()")
 
     def stream(
         self,
@@ -244,6 +269,7 @@ class Separator:
             model) plus about `LOW_LATENCY_SECONDS`, at more compute than the default, which computes in long
             windows; `Stream.latency` says how far behind. Elsewhere it changes nothing.
         """
+        self._check_open()
         return Stream(
             self, sample_rate, channels, progress=progress, cancel=cancel, total_frames=total_frames,
             low_latency=low_latency,
@@ -263,6 +289,7 @@ class Separator:
         frames after every engine call; `cancel()` returning true (or a set `threading.Event`) stops
         the run between chunks with `Cancelled`.
         """
+        self._check_open()
         audio = np.asarray(audio)
         if audio.ndim not in (1, 2):
             raise AudioError(f"audio must be (frames,) or (frames, channels), got shape {audio.shape}")
@@ -276,11 +303,23 @@ class Separator:
         parts.append(stream.finish())
         return {stem: np.concatenate([part[stem] for part in parts]).reshape(audio.shape) for stem in self.stems}
 
-    def separate_file(self, input: str | Path, output_dir: str | Path, **options) -> "FileResult":
-        """Separate an audio file into one file per stem; see `unmix.runtime.files.separate_file`."""
-        from .files import separate_file
-
-        return separate_file(self, input, output_dir, **options)
+    def separate_file(
+        self,
+        input: str | Path,
+        output_dir: str | Path,
+        *,
+        filename: str = DEFAULT_FILENAME,
+        format: str | None = None,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> FileResult:
+        """Separate an audio file into `output_dir`/`filename` per stem; see `unmix.runtime.files.separate_file`."""
+        self._check_open()
+        return _separate_file(
+            self, input, output_dir, filename=filename, format=format, overwrite=overwrite, progress=progress,
+            cancel=cancel,
+        )
 
 
 class Stream:
@@ -316,7 +355,7 @@ class Stream:
             raise AudioError(f"{channels} channels: between 1 and {MAX_CHANNELS} are supported{hint}")
         self.sample_rate, self.channels = int(sample_rate), int(channels)
         self._separator = separator
-        self._plan = separator.plan
+        self._plan = separator._plan
         self._progress = progress
         self._cancel = cancel_check(cancel)
         self._total = total_frames
@@ -333,15 +372,15 @@ class Stream:
         self._buffer = SignalBuffer(self._model_channels)
         # Backends that run in stages recompute only each stage's own context (`cascade`); others run whole windows.
         self._cascade = self._gate = None
-        if hasattr(separator.engine, "stages"):
+        if hasattr(separator._engine, "stages"):
             hop = separator.manifest.hop_length
             chunk = max(1, round(LOW_LATENCY_SECONDS * model_rate / hop)) * hop if low_latency else self._plan.chunk
-            stages = separator.engine.stages(chunk if low_latency else None)
+            stages = separator._engine.stages(chunk if low_latency else None)
             self._cascade = CascadeRun(stages, chunk, eager=low_latency)
             self._gate = SilenceGate(self._model_channels, separator.manifest.context_samples)
         refine_frames = {"block_frames": LOW_LATENCY_REFINE_FRAMES} if low_latency and self._cascade else {}
         self._refiner = Refiner(
-            separator.engine.stems, channels, weights=separator.refinement_weights, spread=separator.refinement_spread,
+            separator._engine.stems, channels, weights=separator.refinement_weights, spread=separator.refinement_spread,
             spatial="mixture" if self._mid else "estimates", **refine_frames,
         ) if separator.refine else None
         window = self._plan.window_length
@@ -370,6 +409,7 @@ class Stream:
 
     def finish(self) -> dict[str, np.ndarray]:
         """End of input: the stems' remaining samples."""
+        self._separator._check_open()
         if self._finished:
             raise StreamFinished("this stream is finished; start a new one with separator.stream()")
         self._finished = True
@@ -424,7 +464,7 @@ class Stream:
     def _keep(self, outputs: dict[str, list[np.ndarray]], results: list[np.ndarray]) -> None:
         """Append the cascade's (channels, 1, frames) results, one per stem, gated, to `outputs`."""
         gated = self._gate.gate(np.stack([result[:, 0] for result in results], axis=1))  # (channels, stems, frames)
-        for index, stem in enumerate(self._separator.engine.stems):
+        for index, stem in enumerate(self._separator._engine.stems):
             kept = gated[:, index].T  # (frames, model channels)
             outputs[stem].append(np.repeat(kept, self.channels, axis=1) if self._mid else kept)
         self._model_done += gated.shape[2]
@@ -446,6 +486,7 @@ class Stream:
         return result
 
     def _check(self, block: np.ndarray) -> np.ndarray:
+        self._separator._check_open()
         if self._finished:
             raise StreamFinished("this stream is finished; start a new one with separator.stream()")
         block = np.asarray(block)
@@ -471,7 +512,7 @@ class Stream:
             self._refiner.add_mixture(block)
 
     def _empty(self) -> dict[str, list[np.ndarray]]:
-        return {stem: [] for stem in self._separator.engine.stems}
+        return {stem: [] for stem in self._separator._engine.stems}
 
     def _run(self, windows: list[Window], outputs: dict[str, list[np.ndarray]]) -> None:
         """Run windows of equal length as (windows × channels) mono items, in calls of at most batch_samples."""
@@ -480,14 +521,14 @@ class Stream:
         length = windows[0].stop - windows[0].start
         items = np.stack([self._buffer.slice(w.start, w.stop) for w in windows])  # (windows, time, channels)
         batch = np.ascontiguousarray(items.transpose(0, 2, 1)).reshape(-1, 1, length)
-        results = {stem: np.zeros_like(batch) for stem in self._separator.engine.stems}
+        results = {stem: np.zeros_like(batch) for stem in self._separator._engine.stems}
         # Digital silence in, digital silence out: such items are not run (the graph would add its bias hum).
         sounding = np.flatnonzero(batch.any(axis=(1, 2)))
         per_call = max(1, self._separator.batch_samples // length)
         for first in range(0, len(sounding), per_call):
             chosen = sounding[first : first + per_call]
             part = batch if len(chosen) == len(batch) else batch[chosen]
-            for stem, output in self._separator.engine.run(part).items():
+            for stem, output in self._separator._engine.run(part).items():
                 results[stem][chosen] = output
         for stem, result in results.items():
             per_window = result.reshape(len(windows), self._model_channels, length).transpose(0, 2, 1)

@@ -35,13 +35,13 @@ def noise(frames: int, channels: int | None = 2, seed: int = 0) -> np.ndarray:
 def test_only_the_chosen_stems_are_loaded_and_computed(bundle):
     separator = Separator.from_bundle(bundle, stems=["vocals"], chunk=512, backend="ort")
     assert separator.stems == ("vocals",)
-    assert list(separator.engine.sessions) == ["vocals"]  # the bass graph is never even loaded
+    assert list(separator._engine.sessions) == ["vocals"]  # the bass graph is never even loaded
     assert list(separator.separate(noise(1000), 44100)) == ["vocals"]
 
 
 def test_cpu_runs_the_offline_optimised_copies_which_match_the_plain_graphs(bundle):
     separator = Separator.from_bundle(bundle, stems=["bass"], backend="ort")
-    assert separator.engine.sessions["bass"]._model_path.endswith("bass.ort-extended.onnx")
+    assert separator._engine.sessions["bass"]._model_path.endswith("bass.ort-extended.onnx")
     plain = ort.InferenceSession(str(bundle / "bass.onnx"), providers=["CPUExecutionProvider"])
     audio = noise(4000, 2)
     expected = plain.run(["stem"], {"mixture": np.ascontiguousarray(audio.T[:, None, :])})[0][:, 0].T  # 4000 = 500 hops
@@ -211,7 +211,7 @@ def test_cancel_stops_between_chunks(separator, kind):
 def test_manifest_facts_drive_the_plan(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     separator = Separator.from_bundle(bundle, backend="ort")
-    assert separator.plan.context == manifest["context_samples"] == 408
-    assert separator.plan.chunk == 20 * 44100  # the default: 20 s at the model's rate
+    assert separator._plan.context == manifest["context_samples"] == 408
+    assert separator._plan.chunk == 20 * 44100  # the default: 20 s at the model's rate
     if importlib.util.find_spec("openvino"):
-        assert Separator.from_bundle(bundle, backend="openvino").plan.chunk == 6 * 44100  # stages: shorter windows
+        assert Separator.from_bundle(bundle, backend="openvino")._plan.chunk == 6 * 44100  # stages: shorter windows

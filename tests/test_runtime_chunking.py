@@ -82,8 +82,8 @@ def test_windows_are_batched_with_channels_as_items(bundle, items):
     window = 256 + 2 * read_manifest(bundle).context_samples
     separator = Separator.from_bundle(bundle, chunk=256, batch_samples=items * window, backend="ort")
     shapes = []
-    run = separator.engine.run
-    separator.engine.run = lambda batch: shapes.append(batch.shape) or run(batch)
+    run = separator._engine.run
+    separator._engine.run = lambda batch: shapes.append(batch.shape) or run(batch)
     audio = (0.3 * np.random.default_rng(0).standard_normal((8000, 2))).astype(np.float32)
     separator.separate(audio, separator.sample_rate)
     assert shapes[0] == (items, 1, window)  # 4 items: two stereo windows; 1: a channel at a time

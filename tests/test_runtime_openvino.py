@@ -86,7 +86,7 @@ def test_separator_on_openvino_matches_onnx_runtime(bundle):
     kwargs = {"chunk": 512, "threads": 1, "precision": "fp32"}
     on_ort = Separator.from_bundle(bundle, backend="ort", **kwargs).separate(audio, 44100)
     on_openvino = Separator.from_bundle(bundle, backend="openvino", **kwargs)
-    assert on_openvino.engine.description.startswith("openvino")
+    assert on_openvino._engine.description.startswith("openvino")
     for stem, expected in on_openvino.separate(audio, 44100).items():
         np.testing.assert_allclose(expected, on_ort[stem], atol=1e-5 * np.abs(on_ort[stem]).max())
 

@@ -315,10 +315,10 @@ def test_refinement_runs_every_stem_but_returns_those_asked_for(four_stems):
     audio = _audio(9_000, channels=1)
     every = Separator.from_bundle(four_stems).separate(audio, 44100)
     separator = Separator.from_bundle(four_stems, stems=["vocals"])
-    assert separator.stems == ("vocals",) and set(separator.engine.stems) == set(STEMS)
+    assert separator.stems == ("vocals",) and set(separator._engine.stems) == set(STEMS)
     np.testing.assert_array_equal(separator.separate(audio, 44100)["vocals"], every["vocals"])
     unrefined = Separator.from_bundle(four_stems, stems=["vocals"], refine=False)
-    assert unrefined.engine.stems == ("vocals",)
+    assert unrefined._engine.stems == ("vocals",)
 
 
 def test_refinement_at_another_sample_rate_still_splits_the_mixture(four_stems):

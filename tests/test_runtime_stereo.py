@@ -31,16 +31,19 @@ class CountingEngine:
         self.items += len(batch)
         return self.engine.run(batch)
 
+    def close(self):
+        self.engine.close()
+
 
 def test_a_refined_stereo_song_runs_the_model_once_on_its_mid_channel(four_stems):
     audio = _audio(30_000)
     mid = Separator.from_bundle(four_stems, backend="ort", chunk=40_000)
     assert mid.stereo == "mid" and "stereo mid" in mid.description
-    mid.engine = counting = CountingEngine(mid.engine)
+    mid._engine = counting = CountingEngine(mid._engine)
     stems = mid.separate(audio, 44100)
     assert counting.items == 1  # one window, one item: the mid channel
     per_channel = Separator.from_bundle(four_stems, backend="ort", chunk=40_000, stereo="per-channel")
-    per_channel.engine = counting = CountingEngine(per_channel.engine)
+    per_channel._engine = counting = CountingEngine(per_channel._engine)
     per_channel.separate(audio, 44100)
     assert counting.items == 2
     # the stream computes the one-shot refinement of the mid channel's raw estimates, image from the mixture
@@ -67,7 +70,7 @@ def test_mid_channel_chunks_exactly_and_a_panned_source_keeps_its_side(four_stem
 
 def test_mono_and_surround_are_separated_per_channel_as_before(four_stems):
     separator = Separator.from_bundle(four_stems, backend="ort", chunk=40_000)
-    separator.engine = counting = CountingEngine(separator.engine)
+    separator._engine = counting = CountingEngine(separator._engine)
     separator.separate(_audio(20_000, channels=1), 44100)
     assert counting.items == 1
     separator.separate(_audio(20_000, channels=6), 44100)
