@@ -7,7 +7,9 @@
     separator.close()                                       # or: with Separator.from_bundle(...) as separator:
 """
 
-from .errors import AudioError, BackendError, Cancelled, OutputError, SeparatorClosed, StreamFinished, UnmixError
+from .errors import (
+    AudioError, BackendError, Cancelled, OutputError, SeparatorClosed, StreamFinished, UnmixError, UsageError,
+)
 from .callbacks import Cancel, Progress
 from .files import DEFAULT_FILENAME, FileResult, find_inputs, separate_file
 from .manifest import BundleError, Manifest, read_manifest
@@ -24,6 +26,6 @@ del PackageNotFoundError, version
 
 __all__ = [
     "DEFAULT_FILENAME", "AudioError", "BackendError", "BundleError", "Cancel", "Cancelled", "FileResult", "Manifest",
-    "OutputError", "Progress", "Separator", "SeparatorClosed", "Stream", "StreamFinished", "UnmixError", "find_inputs",
+    "OutputError", "Progress", "Separator", "SeparatorClosed", "Stream", "StreamFinished", "UnmixError", "UsageError", "find_inputs",
     "read_manifest", "resolve_bundle", "separate_file",
 ]

@@ -30,6 +30,10 @@ class StreamFinished(UnmixError):
     """`feed` or `finish` on a `Stream` whose `finish` was already called."""
 
 
+class UsageError(UnmixError, ValueError):
+    """An argument the API cannot take (a chunk off the hop grid, an unknown stereo mode, …); also a ValueError."""
+
+
 class SeparatorClosed(UnmixError):
     """`separate`, `stream` or `separate_file` (or a stream's `feed`/`finish`) after the separator's `close`."""
 

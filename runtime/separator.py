@@ -22,7 +22,7 @@ from .backends import Device, Engine, open_engine, parse_device, resolve_backend
 from .callbacks import Cancel, Progress, cancel_check
 from .cascade import CascadeRun
 from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window
-from .errors import AudioError, Cancelled, SeparatorClosed, StreamFinished
+from .errors import AudioError, Cancelled, SeparatorClosed, StreamFinished, UsageError
 from .files import DEFAULT_FILENAME, FileResult, separate_file as _separate_file
 from .manifest import MANIFEST_FILE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STEMS, BundleError, Manifest, read_manifest
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
@@ -95,6 +95,13 @@ def _refinement_spread(manifest: Manifest, bundle: Path) -> dict[str, int]:
         raise BundleError(f"{bundle}: the manifest's refinement spread is malformed: {error}") from None
 
 
+def _whole_number(name: str, value) -> int:
+    """`value` when it is an int (not a bool); `UsageError` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise UsageError(f"{name} must be a whole number of samples, got {value!r}")
+    return int(value)
+
+
 class Separator:
     """Separates audio with a bundle's graphs. Build it with `Separator.from_bundle`.
 
@@ -114,20 +121,20 @@ class Separator:
         refine: bool = False,
         stereo: str = "per-channel",
     ):
-        if batch_samples < 1:
-            raise ValueError(f"batch_samples must be positive, got {batch_samples}")
+        if _whole_number("batch_samples", batch_samples) < 1:
+            raise UsageError(f"batch_samples must be positive, got {batch_samples}")
         stems = tuple(stems or engine.stems)
         if missing := [stem for stem in stems if stem not in engine.stems]:
-            raise ValueError(f"the engine does not compute {', '.join(missing)}")
+            raise UsageError(f"the engine does not compute {', '.join(missing)}")
         if refine and not covers_the_mixture(engine.stems):
             raise BundleError(
                 f"refinement splits the mixture between all of {', '.join(STEMS)}, and this engine computes only "
                 f"{', '.join(engine.stems)}; separate without it (refine=False, --no-refine)"
             )
         if stereo not in STEREO_MODES:
-            raise ValueError(f"unknown stereo mode {stereo!r}; use one of {', '.join(STEREO_MODES)}")
+            raise UsageError(f"unknown stereo mode {stereo!r}; use one of {', '.join(STEREO_MODES)}")
         if stereo == "mid" and not refine:
-            raise ValueError("stereo 'mid' needs the refinement to place each stem in the stereo field; use per-channel")
+            raise UsageError("stereo 'mid' needs the refinement to place each stem in the stereo field; use per-channel")
         self.manifest = manifest
         self._engine = engine
         self._closed = False
@@ -193,9 +200,9 @@ class Separator:
         if chunk is None:
             seconds = DEFAULT_CHUNK_SECONDS.get(resolved, OTHER_CHUNK_SECONDS)
             chunk = max(1, round(seconds * manifest.sample_rate / hop)) * hop
-        elif chunk <= 0 or chunk % hop:
+        elif _whole_number("chunk", chunk) <= 0 or chunk % hop:
             nearest = max(hop, round(chunk / hop) * hop)
-            raise ValueError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
+            raise UsageError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
         engine = open_engine(
             path,
             manifest,

@@ -108,3 +108,18 @@ def test_too_many_channels_in_a_file_name_the_file_and_no_array_hint(separator, 
         separator.separate_file(path, tmp_path / "out")
     assert "(channels, frames)" not in str(caught.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"chunk": 100}, "multiple of the hop"), ({"chunk": 0}, "multiple of the hop"), ({"chunk": 1.5}, "whole number"),
+    ({"chunk": True}, "whole number"), ({"chunk": "512"}, "whole number"), ({"batch_samples": 0}, "positive"),
+    ({"batch_samples": 2.0}, "whole number"), ({"stereo": "sides"}, "unknown stereo mode"),
+    ({"stereo": "mid", "refine": False}, "needs the refinement"),
+])
+def test_bad_separator_options_are_one_line_usage_errors(tmp_path_factory, options, message):
+    from unmix.runtime import UnmixError, UsageError
+
+    with pytest.raises(UsageError, match=message) as caught:
+        Separator.from_bundle(tiny_bundle(tmp_path_factory), threads=1, **options)
+    assert isinstance(caught.value, UnmixError) and isinstance(caught.value, ValueError)
+    assert "\n" not in str(caught.value)
