@@ -42,6 +42,7 @@ class Stage:
     run: StageFunction
     context: int
     rate: Fraction
+    release: Callable[[], None] | None = None  # called once the kept outputs are copied (frees `run`'s buffers)
 
 
 class _StageRun:
@@ -112,7 +113,11 @@ class _StageRun:
         first, last = window.start - self.offset, window.stop - self.offset
         outputs = self.stage.run([buffer[:, :, first:last] for buffer in self.buffers])
         a, b = (window.keep_start - window.start) * rate, (window.keep_stop - window.start) * rate
-        return [np.array(output[:, :, int(a) : int(b)]) for output in outputs]  # a copy: `run` may reuse its buffers
+        kept = [np.array(output[:, :, int(a) : int(b)]) for output in outputs]  # a copy: `run` may reuse its buffers
+        if self.stage.release is not None:
+            del outputs
+            self.stage.release()
+        return kept
 
     def _append(self, inputs: list[np.ndarray]) -> None:
         if not inputs or not inputs[0].shape[2]:

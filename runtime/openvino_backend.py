@@ -28,7 +28,7 @@ import numpy as np
 from .cascade import Stage
 from .errors import BackendError
 from .manifest import Manifest
-from .openvino_stages import cut, plan_stages, reach
+from .openvino_stages import Reach, cut, plan_stages, reach
 from .phases import phase_taps
 
 PRECISIONS = ("fp32", "bf16")
@@ -225,8 +225,13 @@ def nearest_code_model(parts: StemParts):
     channels, codes = parts.codebook_t.shape
     embeddings = ops.parameter([-1, channels, -1], np.float32, name="embeddings")
     rows = ops.transpose(embeddings, ops.constant(np.array([0, 2, 1], np.int64)))
-    products = ops.matmul(rows, ops.constant(parts.codebook_t), False, False)
-    distances = ops.subtract(ops.constant(parts.code_norms), ops.multiply(products, ops.constant(parts.scale)))
+    scale = np.asarray(parts.scale, np.float32)
+    if scale.size == 1 and np.frexp(scale)[0] == 0.5:  # a power of two: x·(s·E) is (x·E)·s exactly, one pass fewer
+        products = ops.matmul(rows, ops.constant(parts.codebook_t * scale.item()), False, False)
+        distances = ops.subtract(ops.constant(parts.code_norms), products)
+    else:
+        products = ops.matmul(rows, ops.constant(parts.codebook_t), False, False)
+        distances = ops.subtract(ops.constant(parts.code_norms), ops.multiply(products, ops.constant(scale)))
     nearest = ops.reduce_min(distances, ops.constant(np.array([-1], np.int64)), keep_dims=True)
     index = ops.select(
         ops.equal(distances, nearest),
@@ -301,9 +306,9 @@ class OpenVinoEngine:
         nearest = Stage(self._nearest_codes, 0, Fraction(1))
         if chunk is None:
             return [
-                Stage(self._released(self._encoder_model, self._encoders), self._encoder_reach.context, self._encoder_reach.rate),
+                self._long_window_stage(self._encoder_model, self._encoders, self._encoder_reach),
                 nearest,
-                Stage(self._released(self._decoder_model, self._decoders), self._decoder_reach.context, self._decoder_reach.rate),
+                self._long_window_stage(self._decoder_model, self._decoders, self._decoder_reach),
             ]
         if chunk not in self._staged:
             try:
@@ -339,16 +344,15 @@ class OpenVinoEngine:
         return stages
 
     @staticmethod
-    def _released(compiled, request):
-        """A stage function that runs `request` and then releases its model's working memory (long windows)."""
+    def _long_window_stage(compiled, request, reach: Reach) -> Stage:
+        """A stage for long windows: it hands the cascade the request's own output buffers, and its model's working
+        memory is released once the cascade has copied what it keeps."""
 
-        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            outputs = _infer(request, inputs)
+        def release() -> None:
             compiled.release_memory()
             _return_freed_memory()
-            return outputs
 
-        return run
+        return Stage(functools.partial(_infer, request, copy=False), reach.context, reach.rate, release)
 
     def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
         return [_nearest(request, stem_embeddings) for request, stem_embeddings in zip(self._nearest, embeddings)]
