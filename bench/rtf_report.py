@@ -99,7 +99,7 @@ def rtf_figure(report: dict):
     figure, axes = plt.subplots(
         grid_rows, columns, figsize=(7 * columns, 0.42 * len(labels) * grid_rows + 1.8 * grid_rows), squeeze=False
     )
-    for axis, (scope, stems) in zip(axes.flat, workloads):
+    for axis, (scope, stems) in zip(axes.flat, workloads, strict=False):
         rtf = {
             row["label"]: row["rtf"]
             for row in measurements
@@ -114,7 +114,7 @@ def rtf_figure(report: dict):
             left=low,
             color=["tab:gray" if "reference" in label else "tab:blue" for label in labels],
         )
-        for position, label in zip(positions, labels):
+        for position, label in zip(positions, labels, strict=False):
             text = f" {fmt(rtf[label])}" if label in rtf else " not measured"
             axis.text(rtf.get(label, low), position, text, va="center", fontsize=8)
         axis.axvline(report["paper_rtf_per_stem"] * stems, color="tab:red", linestyle="--")

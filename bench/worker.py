@@ -147,7 +147,7 @@ def runtime_workload(job: Job) -> Workload:
             return {
                 f"{kind}/{stem}": value[0]
                 for stem, pair in outputs.items()
-                for kind, value in zip(("audio", "codes"), pair)
+                for kind, value in zip(("audio", "codes"), pair, strict=False)
             }
         return {f"audio/{stem}": audio for stem, audio in separator.separate(chunk, job.sample_rate).items()}
 

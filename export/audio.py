@@ -104,7 +104,7 @@ def load_parity_audio(
             raise ExportError(f"{file.parent}: stems and mixture differ in length or channels")
         mixture, *cropped = _crop([mixture, *stems.values()], hop)
         audio.mixtures.append(mixture)
-        for stem, item in zip(stems, cropped):
+        for stem, item in zip(stems, cropped, strict=False):
             audio.stems.setdefault(stem, []).append(item)
     if songs:
         audio.description = f"{segments} × {seconds:g} s from {min(segments, len(files))} song(s) of {source}"

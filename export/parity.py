@@ -75,7 +75,7 @@ def measure_parity(
         ]
         with G_LOGGER.verbosity(G_LOGGER.ERROR):
             (_, expected), *graph_results = list(Comparator.run(runners, data_loader=feeds).items())
-        for precision, (_, iterations) in zip(graphs, graph_results):
+        for precision, (_, iterations) in zip(graphs, graph_results, strict=False):
             row = _metrics(expected, iterations, audio.stems.get(stem))
             if precision == "fp32":
                 row |= _fp32_exactness(reference, expected, iterations)
@@ -105,11 +105,11 @@ def _metrics(reference: list, estimate: list, truth: list[np.ndarray] | None) ->
         "frames": int(ref_codes.size),
         "max_abs_error": float(np.abs(flat_ref - flat_est).max()),
         "snr_db": snr(flat_ref, flat_est),
-        "sdr_vs_pytorch_db": float(np.mean([sdr(r, e) for r, e in zip(ref_audio, est_audio)])),
+        "sdr_vs_pytorch_db": float(np.mean([sdr(r, e) for r, e in zip(ref_audio, est_audio, strict=False)])),
     }
     if truth is not None:
-        row["sdr_pytorch_db"] = float(np.mean([sdr(t, r) for t, r in zip(truth, ref_audio)]))
-        row["sdr_db"] = float(np.mean([sdr(t, e) for t, e in zip(truth, est_audio)]))
+        row["sdr_pytorch_db"] = float(np.mean([sdr(t, r) for t, r in zip(truth, ref_audio, strict=False)]))
+        row["sdr_db"] = float(np.mean([sdr(t, e) for t, e in zip(truth, est_audio, strict=False)]))
         row["sdr_delta_db"] = row["sdr_db"] - row["sdr_pytorch_db"]
     return row
 
@@ -118,7 +118,7 @@ def _fp32_exactness(reference: TorchReference, expected: list, iterations: list)
     """Ties and real disagreements, and the graph against the reference with its ties resolved."""
     resolved, ties, real = RunResults(), 0, 0
     resolved_iterations = []
-    for raw, graph in zip(expected, iterations):
+    for raw, graph in zip(expected, iterations, strict=False):
         outputs, item_ties, item_real = reference.resolved(raw, graph[CODES_NAME])
         ties, real = ties + item_ties, real + item_real
         resolved_iterations.append(IterationResult(outputs=outputs, runner_name=TIES_RESOLVED))
@@ -128,7 +128,7 @@ def _fp32_exactness(reference: TorchReference, expected: list, iterations: list)
     # Polygraphy's relative-error statistics divide by zeros in silent stretches: not our concern.
     with G_LOGGER.verbosity(G_LOGGER.ERROR), np.errstate(divide="ignore", invalid="ignore"):
         verdict = Comparator.compare_accuracy(resolved, compare_func=compare)
-    errors = [np.abs(r[OUTPUT_NAME] - g[OUTPUT_NAME]).max() for r, g in zip(resolved_iterations, iterations)]
+    errors = [np.abs(r[OUTPUT_NAME] - g[OUTPUT_NAME]).max() for r, g in zip(resolved_iterations, iterations, strict=False)]
     return {
         "tie_frames": ties,
         "real_disagreements": real,

@@ -25,7 +25,15 @@ from scipy.optimize import minimize
 from unmix.runtime import Separator
 from unmix.runtime.manifest import MANIFEST_FILE, STEMS
 from unmix.runtime.refinement import (
-    MASKED_FIRST, WINDOW, BandWeights, check_spread, hann, spatial_covariance, spectra, split, spread_power,
+    MASKED_FIRST,
+    WINDOW,
+    BandWeights,
+    check_spread,
+    hann,
+    spatial_covariance,
+    spectra,
+    split,
+    spread_power,
 )
 
 from .audio import MIXTURE_FILE, read_segment
@@ -83,8 +91,8 @@ class _Band:
         total = np.zeros(len(STEMS))
         masked = STEMS.index(MASKED_FIRST)
         for mixture, powers, covariances, truth in self.parts:
-            weighted = [power * gain + _TINY for power, gain in zip(powers, gains)]
-            for index, (output, target) in enumerate(zip(split(mixture, weighted, covariances, masked), truth)):
+            weighted = [power * gain + _TINY for power, gain in zip(powers, gains, strict=False)]
+            for index, (output, target) in enumerate(zip(split(mixture, weighted, covariances, masked), truth, strict=False)):
                 total[index] += np.sum(np.abs(output - target) ** 2)
         return total
 
@@ -104,7 +112,7 @@ def _bands(excerpts: list[Excerpt], edges: np.ndarray, window: int, spread: Mapp
         truth = {stem: stft(excerpt.truth[stem]) for stem in STEMS}
         powers = {stem: np.abs(spectrum) ** 2 for stem, spectrum in estimates.items()}
         spread_powers = {stem: spread_power(power, spread.get(stem, 1)) for stem, power in powers.items()}
-        for band, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        for band, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=False)):
             part = {stem: spectrum[:, low:high] for stem, spectrum in estimates.items()}
             covariances = [
                 spatial_covariance(np.einsum("tba,tbc->bac", part[stem], part[stem].conj()),
@@ -139,7 +147,7 @@ def fit_band_weights(
     gains_db, after = [], []
     for band in fitted:
 
-        def objective(trial: np.ndarray) -> float:
+        def objective(trial: np.ndarray, band=band) -> float:  # bound now: minimize runs it in this iteration
             decibels = np.zeros(len(STEMS))
             decibels[free] = trial
             return float(np.sum(band.errors(10 ** (decibels / 10)) / totals))
@@ -151,7 +159,7 @@ def fit_band_weights(
         gains_db.append(np.round(decibels, 2))
         after.append(result.fun)
     gains = np.array(gains_db)
-    fitted_errors = np.array([band.errors(10 ** (decibels / 10)) for band, decibels in zip(fitted, gains)]).sum(axis=0)
+    fitted_errors = np.array([band.errors(10 ** (decibels / 10)) for band, decibels in zip(fitted, gains, strict=False)]).sum(axis=0)
     weights = BandWeights(
         tuple(float(edge) * sample_rate / window for edge in edges),
         {stem: tuple(float(g) for g in gains[:, index]) for index, stem in enumerate(STEMS)},

@@ -46,7 +46,7 @@ class CachedConv(nn.Module):
         self.stride, self.dilation, self.padding = stride, dilation, padding
 
     @classmethod
-    def of(cls, conv: nn.Conv1d) -> "CachedConv":
+    def of(cls, conv: nn.Conv1d) -> CachedConv:
         return cls(conv.weight, conv.bias, stride=conv.stride[0], dilation=conv.dilation[0], padding=conv.padding[0])
 
     @property

@@ -7,16 +7,23 @@
     separator.close()                                       # or: with Separator.from_bundle(...) as separator:
 """
 
-from .errors import (
-    AudioError, BackendError, Cancelled, OutputError, SeparatorClosed, StreamFinished, UnmixError, UsageError,
-)
+# After .errors, which must be the first import: it makes Ctrl-C while the command line starts one line.
+from importlib.metadata import PackageNotFoundError, version
+
 from .callbacks import Cancel, Progress
+from .errors import (
+    AudioError,
+    BackendError,
+    Cancelled,
+    OutputError,
+    SeparatorClosed,
+    StreamFinished,
+    UnmixError,
+    UsageError,
+)
 from .files import DEFAULT_FILENAME, FileResult, find_inputs, separate_file
 from .manifest import BundleError, Manifest, read_manifest
 from .separator import Separator, Stream, resolve_bundle
-
-# After .errors, which must be the first import: it makes Ctrl-C while the command line starts one line.
-from importlib.metadata import PackageNotFoundError, version
 
 try:
     __version__ = version("unmix")

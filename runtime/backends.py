@@ -112,7 +112,8 @@ def resolve_backend(backend: str, device: Device, precision: str = "auto") -> st
     chosen for you while untested."""
     if backend != "auto":
         return backend
-    from .openvino_backend import PRECISIONS as OPENVINO_PRECISIONS, available
+    from .openvino_backend import PRECISIONS as OPENVINO_PRECISIONS
+    from .openvino_backend import available
 
     runs_it = precision == "auto" or precision in OPENVINO_PRECISIONS
     return "openvino" if device.kind == "cpu" and runs_it and available() else "ort"

@@ -25,7 +25,6 @@ import numpy as np
 
 from .chunking import ChunkPlan, Window
 
-
 StageFunction = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
-from .audio import AUDIO_EXTENSIONS, MAX_CHANNELS, AtomicWriter, AudioInfo, disk_full, open_audio, output_format, read_blocks
+from .audio import (
+    AUDIO_EXTENSIONS,
+    MAX_CHANNELS,
+    AtomicWriter,
+    AudioInfo,
+    disk_full,
+    open_audio,
+    output_format,
+    read_blocks,
+)
 from .callbacks import Cancel, Progress
 from .errors import AudioError, OutputError
 
@@ -115,7 +124,7 @@ def _safe_stem(stem: str) -> str:
 
 
 def separate_file(
-    separator: "Separator",
+    separator: Separator,
     input: str | Path,
     output_dir: str | Path,
     *,
@@ -171,7 +180,7 @@ class _Outputs:
         self.locks: list[_Lock] = []
         self.created: list[Path] = []
 
-    def __enter__(self) -> "_Outputs":
+    def __enter__(self) -> _Outputs:
         started = time.time()
         try:
             for path in sorted(self.paths.values()):  # one order in every process: no lock-order deadlock
@@ -262,7 +271,9 @@ def _lock(output: Path) -> _Lock:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
-            raise OutputError(f"{output} is being written by another unmix process; wait for it or choose another -o")
+            raise OutputError(
+                f"{output} is being written by another unmix process; wait for it or choose another -o"
+            ) from None
         except BaseException:
             os.close(descriptor)
             raise

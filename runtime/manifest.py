@@ -72,7 +72,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Manifest":
+    def from_dict(cls, data: dict) -> Manifest:
         """The manifest in `data`; `BundleError` (one line) for anything malformed, see `validate`."""
         if not isinstance(data, dict):
             raise BundleError(f"malformed manifest: expected a JSON object, got {type(data).__name__}")

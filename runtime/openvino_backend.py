@@ -355,17 +355,17 @@ class OpenVinoEngine:
         return Stage(functools.partial(_infer, request, copy=False), reach.context, reach.rate, release)
 
     def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
-        return [_nearest(request, stem_embeddings) for request, stem_embeddings in zip(self._nearest, embeddings)]
+        return [_nearest(request, stem_embeddings) for request, stem_embeddings in zip(self._nearest, embeddings, strict=False)]
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         # Each part's working memory is released once it has run, so the peak is the larger part's, not both
         # parts' (OpenVINO keeps a compiled model's buffers otherwise); allocating them again costs little.
         embeddings = _infer(self._encoders, [batch], copy=False)
-        vectors = [_nearest(nearest, stem_embeddings) for nearest, stem_embeddings in zip(self._nearest, embeddings)]
+        vectors = [_nearest(nearest, stem_embeddings) for nearest, stem_embeddings in zip(self._nearest, embeddings, strict=False)]
         del embeddings
         self._encoder_model.release_memory()
         _return_freed_memory()
-        outputs = dict(zip(self.stems, _infer(self._decoders, vectors)))
+        outputs = dict(zip(self.stems, _infer(self._decoders, vectors), strict=False))
         self._decoder_model.release_memory()
         _return_freed_memory()
         return outputs

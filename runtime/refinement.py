@@ -87,7 +87,7 @@ class BandWeights:
                 raise ValueError(f"{stem}: {len(gains)} gains for {len(edges) - 1} bands")
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "BandWeights":
+    def from_dict(cls, data: Mapping) -> BandWeights:
         """Read the manifest's form, {"edges_hz": [...], "gains_db": {stem: [...]}}."""
         try:
             return cls(tuple(map(float, data["edges_hz"])),
@@ -148,7 +148,7 @@ class Refiner:
         self._gains = [
             None if not weights and width == 1 else
             np.broadcast_to(np.asarray((weights or {}).get(stem, 1.0), float) / width, (bins,)).astype(np.float32)
-            for stem, width in zip(self.stems, self._spread)
+            for stem, width in zip(self.stems, self._spread, strict=False)
         ]
         # Channels filtered together: mono or stereo as one group; more (surround) one by one, as mono signals,
         # since a covariance per bin over many channels costs their square in memory and says little more.
@@ -218,7 +218,7 @@ class Refiner:
         for group, channels in enumerate(self._groups):
             mixture = _stft(self._mixture[channels, begin:end], self._taper)
             estimates = [_stft(self._estimates[stem][channels, begin:end], self._taper) for stem in self.stems]
-            for index, spectrum in zip(self._filtered, self._filter(group, mixture, estimates)):
+            for index, spectrum in zip(self._filtered, self._filter(group, mixture, estimates), strict=False):
                 frames = np.fft.irfft(spectrum, n=self.window, axis=-1)
                 _overlap_add(frames, self._synthesis, self._sums[self.stems[index]][channels, begin:end])
 
@@ -232,7 +232,7 @@ class Refiner:
         # The weights and spreads shape the powers the filters share the mixture by (in place: the plain powers are
         # done with); the spatial covariances are normalised by the plain powers, since a stem's place in the stereo
         # field does not depend on how loud it is.
-        weighted = [_weigh(power, bins, gain) for power, bins, gain in zip(powers, self._spread, self._gains)]
+        weighted = [_weigh(power, bins, gain) for power, bins, gain in zip(powers, self._spread, self._gains, strict=False)]
         if self.spatial == "mixture":  # Y_j = X · w_j / Σ_k w_k per channel
             total, power, cross = _sum(weighted), _squared_magnitude(mixture), _cross(mixture)
             for slot, index in enumerate(self._filtered):
@@ -400,7 +400,7 @@ def split(
     rest = _rest(first, powers, masked)
     outputs = [first - rest] * len(powers)
     parts = _spatial_filter(rest, _variances([powers[index] for index in filtered]), tuple(entries))
-    for index, part in zip(filtered, parts):
+    for index, part in zip(filtered, parts, strict=False):
         outputs[index] = part
     return [np.moveaxis(output, 0, -1) for output in outputs]
 

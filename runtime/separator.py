@@ -23,7 +23,8 @@ from .callbacks import Cancel, Progress, cancel_check
 from .cascade import CascadeRun
 from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window
 from .errors import AudioError, Cancelled, SeparatorClosed, StreamFinished, UsageError
-from .files import DEFAULT_FILENAME, FileResult, separate_file as _separate_file
+from .files import DEFAULT_FILENAME, FileResult
+from .files import separate_file as _separate_file
 from .manifest import MANIFEST_FILE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STEMS, BundleError, Manifest, read_manifest
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
 
@@ -164,7 +165,7 @@ class Separator:
         verify: bool = True,
         refine: bool | None = None,
         stereo: str | None = None,
-    ) -> "Separator":
+    ) -> Separator:
         """Load `bundle` (a folder, or "default") for `device` ("cpu", "cuda", "cuda:N").
 
         backend: "auto" (OpenVINO on a CPU where it is installed, else ONNX Runtime), "ort", "openvino" or "trt"
@@ -249,7 +250,7 @@ class Separator:
         self._closed = True
         self._engine.close()
 
-    def __enter__(self) -> "Separator":
+    def __enter__(self) -> Separator:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -268,7 +269,7 @@ class Separator:
         cancel: Cancel | None = None,
         total_frames: int | None = None,
         low_latency: bool = False,
-    ) -> "Stream":
+    ) -> Stream:
         """An incremental separation of audio at `sample_rate` with `channels` channels.
 
         low_latency: on a backend that runs its graphs in stages (openvino), every stage computes as soon as its

@@ -32,7 +32,7 @@ class CachedLayer:
     upsample: bool = False
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CachedLayer":
+    def from_dict(cls, data: dict) -> CachedLayer:
         return cls(
             str(data["name"]), int(data["channels"]), int(data["padding"]), int(data["span"]), int(data["stride"]),
             bool(data.get("upsample", False)),

@@ -11,4 +11,5 @@ python -m pip install --quiet --upgrade pip
 # The CPU build of torch first, so no extra below pulls a CUDA build.
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[train,export,bench,openvino,peers,dev]"
+python -m ruff check .   # lint (pyproject.toml [tool.ruff]): imports, bugbear, pyupgrade, pyflakes
 python -m pytest "$@"

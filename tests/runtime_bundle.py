@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tiny_models import tiny_separator
 
 from unmix.export import export_bundle
 from unmix.export.audio import synthetic_audio
 from unmix.train.config import TINY
-from tiny_models import tiny_separator
 
 STEMS = ("bass", "vocals")  # two stems keep the export quick; stem selection still has a choice
 _built: dict[tuple[str, ...], Path] = {}

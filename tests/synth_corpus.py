@@ -13,6 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from unmix.runtime.manifest import STEMS
+
 UNMIX_IDS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
 
 
@@ -39,7 +40,7 @@ def _drums(rng, frames, sample_rate):
 def _bass(rng, frames, sample_rate):
     out = np.zeros(frames)
     note = int(sample_rate * 0.5)
-    for (start, end), frequency in zip(_segments(frames, note), _notes(rng, frames // note + 1, 33, 48)):
+    for (start, end), frequency in zip(_segments(frames, note), _notes(rng, frames // note + 1, 33, 48), strict=False):
         t = np.arange(end - start) / sample_rate
         out[start:end] = 0.4 * np.sin(2 * np.pi * frequency * t) * np.minimum(1, 20 * t)
     return out
@@ -59,7 +60,7 @@ def _other(rng, frames, sample_rate):
 def _vocals(rng, frames, sample_rate):
     out = np.zeros(frames)
     note = int(sample_rate * 0.4)
-    for (start, end), frequency in zip(_segments(frames, note), _notes(rng, frames // note + 1, 62, 76)):
+    for (start, end), frequency in zip(_segments(frames, note), _notes(rng, frames // note + 1, 62, 76), strict=False):
         t = np.arange(end - start) / sample_rate
         # 3% vibrato at 5.5 Hz: the phase integrates f0 · (1 + 0.03 · sin(2π · 5.5 · t)).
         phase = 2 * np.pi * frequency * t - 0.03 * frequency / 5.5 * np.cos(2 * np.pi * 5.5 * t)

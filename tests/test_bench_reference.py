@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from runtime_bundle import tiny_bundle
+
 from unmix.bench.models import random_separator, random_separators
 from unmix.bench.reference import PaperStylePath, exact_separate
 from unmix.bench.worker import Job, main

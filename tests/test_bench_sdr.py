@@ -125,6 +125,7 @@ def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(train
     import shutil
 
     from runtime_bundle import tiny_bundle
+
     from unmix.bench.sdr_report import sdr_markdown
     from unmix.export.refinement_fit import store_refinement
     from unmix.runtime import Separator

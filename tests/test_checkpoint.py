@@ -5,9 +5,9 @@ import pathlib
 
 import pytest
 import torch
+from jukebox_layout import forget_jukebox, make_hparams, official_state, save_jukebox_style
 from typer.testing import CliRunner
 
-from jukebox_layout import forget_jukebox, make_hparams, official_state, save_jukebox_style
 from unmix.train import PAPER, TINY, VQVAE, CheckpointError, build_encoder, build_vqvae, read_checkpoint
 from unmix.train.checkpoint import write_checkpoint
 from unmix.train.cli import app

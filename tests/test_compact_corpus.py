@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from synth_corpus import STEMS, make_corpus
+
 from unmix.train.data import find_songs
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train" / "recipes" / "compact_corpus.py"

@@ -64,7 +64,7 @@ def test_calibration_chunks_are_mono_mixture_excerpts_from_training_songs(corpus
 def test_synthetic_song_is_deterministic_and_sums_to_its_mixture():
     first, second = (synthetic_audio(44100, 8, segments=2, seconds=0.5) for _ in range(2))
     assert first.synthetic and "not real audio" in first.description
-    for a, b in zip(first.mixtures, second.mixtures):
+    for a, b in zip(first.mixtures, second.mixtures, strict=False):
         np.testing.assert_array_equal(a, b)
     total = sum(first.stems[stem][1] for stem in first.stems)
     np.testing.assert_allclose(total, first.mixtures[1], atol=1e-6)

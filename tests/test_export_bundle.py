@@ -9,15 +9,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tiny_models import tiny_separator
 
-from unmix.export import ExportError, export_bundle
-from unmix.export import parity
+from unmix.export import ExportError, export_bundle, parity
 from unmix.export.audio import ParityAudio, synthetic_audio
 from unmix.runtime.manifest import read_manifest
 from unmix.train import metrics
 from unmix.train.config import TINY
-from tiny_models import tiny_separator
-
 
 QUICK_AUDIO = synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.25)
 

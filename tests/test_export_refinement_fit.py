@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from typer.testing import CliRunner
-
 from runtime_bundle import tiny_bundle
 from synth_corpus import make_corpus
+from typer.testing import CliRunner
+
 from unmix.export.cli import app
 from unmix.export.refinement_fit import Excerpt, fit_band_weights
 from unmix.runtime import Separator, read_manifest

@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from tiny_models import tiny_separator
+
 from unmix.export.graph import StemGraph
 from unmix.export.onnx_export import export_onnx
 from unmix.export.streaming import (
@@ -104,7 +104,7 @@ def test_the_onnx_streaming_graph_runs_on_onnx_runtime_and_matches(separator, gr
     assert names[:2] == ["mixture", LIMITS_NAME] and len(names) == 2 + len(graph.state_specs())
 
     def step(block, limits, states):
-        out, *following = session.run(None, dict(zip(names, [block, limits, *states])))
+        out, *following = session.run(None, dict(zip(names, [block, limits, *states], strict=False)))
         return out, following
 
     signal = (0.3 * np.random.default_rng(7).standard_normal((1, 1, 3333))).astype(np.float32)

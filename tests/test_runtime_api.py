@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import soxr
-
 from runtime_bundle import STEMS, tiny_bundle
+
 from unmix.runtime import AudioError, BackendError, BundleError, Cancelled, Separator
 from unmix.runtime import separator as separator_module
 

@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
 from runtime_bundle import STEMS, tiny_bundle
+
 from unmix.runtime.cascade import CascadeRun, Stage
 from unmix.runtime.manifest import read_manifest
 

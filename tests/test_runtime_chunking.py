@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from runtime_bundle import tiny_bundle
+
 from unmix.runtime import Separator, read_manifest
 from unmix.runtime.chunking import ChunkPlan
 from unmix.train.config import TINY
@@ -30,7 +30,7 @@ def test_plan_covers_the_signal_once_with_full_context(chunk, context, length):
     windows = plan.finish(0, length)
     padded = plan.padded_length(length)
     assert windows[0].keep_start == 0 and windows[-1].keep_stop == padded
-    for before, after in zip(windows, windows[1:]):
+    for before, after in zip(windows, windows[1:], strict=False):
         assert before.keep_stop == after.keep_start  # contiguous, no gap, no overlap
     for window in windows:
         assert window.start % 8 == 0 and 0 <= window.start and window.stop <= padded

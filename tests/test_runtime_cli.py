@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
-
 from runtime_bundle import STEMS, tiny_bundle
 from runtime_inputs import BAD_INPUTS, FOLDER_WITHOUT_AUDIO, noise, write
+from typer.testing import CliRunner
+
 from unmix.runtime import separator as separator_module
 from unmix.runtime.cli import app
 

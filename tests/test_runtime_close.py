@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
-
 from runtime_bundle import tiny_bundle
 from runtime_inputs import write
-from unmix.runtime import Cancelled, SeparatorClosed, Separator, UnmixError
+
+from unmix.runtime import Cancelled, Separator, SeparatorClosed, UnmixError
 
 BACKENDS = ["ort"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
 

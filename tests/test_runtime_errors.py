@@ -7,13 +7,12 @@ import inspect
 import pkgutil
 
 import pytest
+from runtime_bundle import tiny_bundle
+from runtime_inputs import write
 
 import unmix.runtime
 from unmix.runtime import BundleError, Cancelled, Separator, UnmixError, read_manifest
 from unmix.runtime.engine_cache import EngineCacheError, gpu_info
-
-from runtime_bundle import tiny_bundle
-from runtime_inputs import write
 
 
 def _runtime_exceptions() -> list[type[BaseException]]:

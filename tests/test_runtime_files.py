@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-
 from runtime_bundle import STEMS, tiny_bundle
 from runtime_inputs import BAD_INPUTS, write
+
 from unmix.runtime import AudioError, Cancelled, OutputError, Separator
 from unmix.runtime.audio import AtomicWriter
 

@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-
 from runtime_bundle import tiny_bundle
 from runtime_inputs import write
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
+from runtime_bundle import tiny_bundle
 from typer.testing import CliRunner
 
-from runtime_bundle import tiny_bundle
 from unmix.runtime import Separator
 from unmix.runtime.cli import app
 

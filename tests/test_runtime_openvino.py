@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from runtime_bundle import STEMS, tiny_bundle
+
 from unmix.runtime import BackendError, Separator
 from unmix.runtime.backends import Device, resolve_backend
 from unmix.runtime.manifest import read_manifest

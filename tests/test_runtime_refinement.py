@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from runtime_bundle import tiny_bundle
+
 from unmix.runtime import Separator
 from unmix.runtime.manifest import STEMS, BundleError
 from unmix.runtime.refinement import BLOCK_FRAMES, WINDOW, BandWeights, Refiner, check_spread, refine, spread_power
@@ -30,7 +30,7 @@ def _refine(
     bounds = [0, *cuts, len(mixture)]
     parts = {stem: [] for stem in estimates}
     refiner.add_mixture(mixture[: bounds[1]])
-    for index, (start, stop) in enumerate(zip(bounds, bounds[1:])):
+    for index, (start, stop) in enumerate(zip(bounds, bounds[1:], strict=False)):
         refiner.add_mixture(mixture[stop : bounds[min(index + 2, len(bounds) - 1)]])
         last = stop == len(mixture)
         for stem, audio in refiner.refine({s: e[start:stop] for s, e in estimates.items()}, final=last).items():

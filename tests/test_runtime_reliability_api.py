@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-
 from runtime_bundle import tiny_bundle
+
 from unmix.runtime import AudioError, Separator, StreamFinished, UnmixError
 
 

@@ -7,10 +7,10 @@ import json
 import shutil
 
 import pytest
-from typer.testing import CliRunner
-
 from runtime_bundle import tiny_bundle
 from runtime_inputs import write
+from typer.testing import CliRunner
+
 from unmix.runtime import BundleError, Separator
 from unmix.runtime.cli import app
 from unmix.runtime.manifest import MANIFEST_FILE, Manifest, read_manifest

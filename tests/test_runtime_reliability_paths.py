@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
-
 from runtime_bundle import STEMS, tiny_bundle
 from runtime_inputs import write
+from typer.testing import CliRunner
+
 from unmix.runtime import OutputError, Separator
 from unmix.runtime.cli import app
 from unmix.runtime.files import check_template, output_paths

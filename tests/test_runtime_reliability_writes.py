@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from runtime_bundle import STEMS, tiny_bundle
 from runtime_inputs import write
+from typer.testing import CliRunner
+
 from unmix.runtime.cli import app
 from unmix.runtime.manifest import STEMS as FOUR
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from runtime_bundle import tiny_bundle
+
 from unmix.runtime import Separator
 from unmix.runtime.manifest import STEMS
 from unmix.runtime.refinement import refine

@@ -13,10 +13,10 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
-
 from runtime_bundle import STEMS, tiny_bundle
 from runtime_inputs import noise
+from typer.testing import CliRunner
+
 from unmix.runtime import AudioError, Separator
 from unmix.runtime.audio import open_audio, read_blocks
 from unmix.runtime.cli import app

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 from synth_corpus import make_corpus
 from train_helpers import phase1_options, phase2_options
+from typer.testing import CliRunner
 
 from unmix.train import OptionsError, train_phase1, train_phase2
 from unmix.train.cli import app

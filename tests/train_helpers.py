@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from unmix.train import TrainOptions
 
 # Small enough for a few CPU seconds per run, long enough for the 2048-point STFTs of the losses.

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file

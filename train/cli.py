@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -77,7 +77,7 @@ EmaDecay = Annotated[
 Seed = Annotated[int, typer.Option(help="seed of weights, data order and augmentation")]
 SaveEvery = Annotated[int, typer.Option(help="checkpoint every N steps (0: only at the end or on a signal)")]
 ValEvery = Annotated[int, typer.Option(help="validate every N steps (0: never)")]
-ValSongs = Annotated[Optional[int], typer.Option(help="songs held out for validation (default: about 10%)")]
+ValSongs = Annotated[int | None, typer.Option(help="songs held out for validation (default: about 10%)")]
 ValChunks = Annotated[int, typer.Option(help="chunks scored per validation song")]
 StatsChunks = Annotated[int, typer.Option(help="chunks measured for the normalisation statistics")]
 Remix = Annotated[float, typer.Option(help="probability of remixing an example's stems across songs")]
@@ -98,7 +98,7 @@ def _one_line_errors() -> Iterator[None]:
         yield
     except TrainingInterrupted as stop:
         typer.echo(str(stop), err=True)
-        raise typer.Exit(128 + stop.signal_number)
+        raise typer.Exit(128 + stop.signal_number) from None
     except (OptionsError, CorpusError, CheckpointError) as error:
         fail(str(error))
 
@@ -110,7 +110,7 @@ def phase1(
     stem: Annotated[str, typer.Option(help="drums, bass, other, vocals; mixture; or all (mixtures and stems)")] = (
         "other"
     ),
-    config: Annotated[Optional[str], typer.Option(help="paper, tiny or a JSON file (default: the init's)")] = None,
+    config: Annotated[str | None, typer.Option(help="paper, tiny or a JSON file (default: the init's)")] = None,
     init: Annotated[str, typer.Option(help="scratch, jukebox:PATH (Jukebox/paper pickle) or unmix:PATH")] = "scratch",
     steps: Steps = _DEFAULT["steps"],
     batch: Batch = _DEFAULT["batch"],
@@ -154,7 +154,7 @@ def phase2(
     out: Out,
     vqvae: Annotated[str, typer.Option(help="the phase-1 VQ-VAE: a run folder, unmix:PATH or jukebox:PATH")],
     stem: Annotated[str, typer.Option(help="drums, bass, other or vocals")] = "other",
-    init: Annotated[Optional[str], typer.Option(help="ME start: scratch, jukebox:PATH, unmix:PATH (default: SE)")] = (
+    init: Annotated[str | None, typer.Option(help="ME start: scratch, jukebox:PATH, unmix:PATH (default: SE)")] = (
         None
     ),
     steps: Steps = _DEFAULT["steps"],
@@ -196,7 +196,7 @@ def phase2(
 @app.command()
 def plot(
     run: Path = typer.Argument(..., help="a run folder (with metrics.jsonl)"),
-    out: Optional[Path] = typer.Option(None, help="PNG to write (default: RUN/curves.png)"),
+    out: Path | None = typer.Option(None, help="PNG to write (default: RUN/curves.png)"),
 ) -> None:
     """Draw a run's training and validation curves as a PNG."""
     from .plot import plot_run  # matplotlib loads slowly; only this command needs it

@@ -75,7 +75,7 @@ class VQVAEConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VQVAEConfig":
+    def from_dict(cls, data: dict) -> VQVAEConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -83,7 +83,7 @@ class VQVAEConfig:
         return cls(**data)
 
     @classmethod
-    def load(cls, path: str | Path) -> "VQVAEConfig":
+    def load(cls, path: str | Path) -> VQVAEConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

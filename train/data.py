@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import soundfile as sf
@@ -48,7 +48,7 @@ class AudioFile:
     channels: int
 
     @classmethod
-    def probe(cls, path: Path) -> "AudioFile":
+    def probe(cls, path: Path) -> AudioFile:
         try:
             info = sf.info(str(path))
         except Exception as error:  # soundfile raises LibsndfileError, RuntimeError or TypeError

@@ -63,7 +63,7 @@ class Cluster:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc) -> None:

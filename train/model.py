@@ -155,7 +155,7 @@ class StemSeparator(nn.Module):
         self.stem_decoder = stem_decoder
 
     @classmethod
-    def from_vqvae(cls, vqvae: VQVAE, mixture_encoder: Encoder | None = None) -> "StemSeparator":
+    def from_vqvae(cls, vqvae: VQVAE, mixture_encoder: Encoder | None = None) -> StemSeparator:
         """Use `vqvae`'s codebook and decoder, and `mixture_encoder` (default: the VQ-VAE's own encoder)."""
         return cls(mixture_encoder or vqvae.encoder, vqvae.codebook, vqvae.decoder)
 

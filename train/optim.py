@@ -7,8 +7,8 @@ mu = 1 − bs·ngpus/8/1000 = 0.9995 whose weights are the ones saved.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn

@@ -27,7 +27,7 @@ class WeightSource:
     path: Path | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "WeightSource":
+    def parse(cls, text: str) -> WeightSource:
         """Parse `scratch`, `jukebox:PATH` or `unmix:PATH`; a bare path means `unmix:PATH`."""
         kind, sep, path = text.partition(":")
         if text == "scratch":

@@ -29,7 +29,7 @@ def _curves(axis, records: list[dict], keys: list[str], smooth: bool) -> None:
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
         if not points:
             continue
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=False)
         values = _smooth(list(values)) if smooth else np.asarray(values)
         axis.plot(steps[len(steps) - len(values):], values, label=key, marker="" if smooth else "o")
         drawn += 1

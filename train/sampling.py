@@ -12,7 +12,7 @@ than the ME input. Here one blend per example applies to every source of that ex
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

@@ -8,8 +8,8 @@ values drift by a few percent between runs; ours come from fixed chunks and are 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class DataStats:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DataStats":
+    def from_dict(cls, data: dict) -> DataStats:
         return cls(float(data["l2"]), float(data["l1"]), float(data["spec"]))
 
 

@@ -110,7 +110,7 @@ class _StopSignals:
             raise KeyboardInterrupt
         self.received = number
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
@@ -163,7 +163,7 @@ class Trainer:
         self.task.trainable.train()
         with _StopSignals() as signals, bar:
             tick = time.perf_counter()
-            for step, batch in zip(range(start, options.steps), loader):
+            for step, batch in zip(range(start, options.steps), loader, strict=False):
                 record = self._step(step, batch, model)
                 record["audio_per_second"] = audio_seconds / (time.perf_counter() - tick)  # × real time
                 done = step + 1

@@ -9,8 +9,8 @@ every step reseeds them from (seed, step, rank), see trainer.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
