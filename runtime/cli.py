@@ -118,7 +118,7 @@ def separate(
             typer.echo(f"error: {problem}", err=True)
         failed += len(refused)
         for path in planned:
-            bar = _ProgressBar(path.name, disable=quiet)
+            bar = _ProgressBar(path.name, disable=quiet, rate=_sample_rate(path))
             try:
                 result = separator.separate_file(path, output, filename=filename, format=format, overwrite=overwrite,
                                                  progress=bar.update)
@@ -261,23 +261,38 @@ def doctor() -> None:
 
 
 class _ProgressBar:
-    """A tqdm bar fed by the separator's (done, total) frame callback."""
+    """A tqdm bar fed by the separator's (done, total) frame callback; a counter of seconds done where the total
+    is unknown (a streamed FLAC), `rate` being the input's sample rate."""
 
-    def __init__(self, name: str, disable: bool):
-        self.name, self.disable = name, disable
+    def __init__(self, name: str, disable: bool, rate: int | None = None):
+        self.name, self.disable, self.rate = name, disable, rate
         self.bar: tqdm | None = None
 
     def update(self, done: int, total: int) -> None:
-        if self.disable or not total:
+        if self.disable or (not total and not self.rate):
             return
         if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.name, leave=False, file=sys.stderr, dynamic_ncols=True,
-                            bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            if total:
+                self.bar = tqdm(total=total, desc=self.name, leave=False, file=sys.stderr, dynamic_ncols=True,
+                                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            else:
+                self.bar = tqdm(desc=self.name, leave=False, file=sys.stderr, unit="s", unit_scale=1 / self.rate,
+                                bar_format="{desc} {n:.1f} s of audio | {elapsed}")
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _sample_rate(path: Path) -> int | None:
+    """The file's sample rate, or None where it cannot be read (separating it will say why)."""
+    try:
+        handle, info = open_audio(path)
+    except UnmixError:
+        return None
+    with handle:
+        return info.sample_rate
 
 
 def _common_folder(paths: list[Path]) -> Path:

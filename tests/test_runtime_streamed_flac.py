@@ -106,6 +106,7 @@ def test_cli_separates_it(bundle, tmp_path):
                                       "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "1 separated: 0:00.2 of audio" in result.stdout
+    assert "s of audio |" in result.stderr  # no total to show a bar against: a counter of seconds done
     for stem in STEMS:
         info = sf.info(str(tmp_path / "out" / "streamed" / f"{stem}.flac"))
         assert (info.frames, info.samplerate, info.channels, info.subtype) == (9000, 48000, 2, "PCM_24")
