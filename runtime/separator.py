@@ -425,14 +425,15 @@ class Stream:
             self._append(self._resample_in.resample_chunk(np.zeros((0, self.channels), np.float32), last=True))
         length = self._buffer.end
         emitted = self._model_done
-        if self._cascade:
-            return self._finish_cascade(length)
-        windows = self._plan.finish(self._next_window, length)
+        windows = None if self._cascade else self._plan.finish(self._next_window, length)
         self._buffer.pad_to(self._plan.padded_length(length))  # the whole-signal reference's zero padding
         outputs = self._empty()
-        step = self._windows_per_call
-        for first in range(0, len(windows), step):
-            self._run(windows[first : first + step], outputs)
+        if self._cascade:
+            self._run_cascade(outputs, final=True)
+        else:
+            step = self._windows_per_call
+            for first in range(0, len(windows), step):
+                self._run(windows[first : first + step], outputs)
         for stem, parts in outputs.items():  # drop the output of the padding
             if parts:
                 outputs[stem] = [np.concatenate(parts)[: length - emitted]]
@@ -476,22 +477,13 @@ class Stream:
             kept = gated[:, index].T  # (frames, model channels)
             outputs[stem].append(np.repeat(kept, self.channels, axis=1) if self._mid else kept)
         self._model_done += gated.shape[2]
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        """`progress(done, total)` in input frames, after each engine call."""
         if self._progress:
             done = round(self._model_done * self._ratio)
             self._progress(min(done, self._total) if self._total is not None else done, self._total or 0)
-
-    def _finish_cascade(self, length: int) -> dict[str, np.ndarray]:
-        emitted = self._model_done
-        self._buffer.pad_to(self._plan.padded_length(length))  # the whole-signal reference's zero padding
-        outputs = self._empty()
-        self._run_cascade(outputs, final=True)
-        for stem, parts in outputs.items():  # drop the output of the padding
-            if parts:
-                outputs[stem] = [np.concatenate(parts)[: length - emitted]]
-        result = self._emit(outputs, final=True)
-        if self._progress and self._total is not None:
-            self._progress(self._total, self._total)
-        return result
 
     def _check(self, block: np.ndarray) -> np.ndarray:
         self._separator._check_open()
@@ -546,9 +538,7 @@ class Stream:
                 outputs[stem].append(np.repeat(kept, self.channels, axis=1) if self._mid else kept)
         self._model_done = windows[-1].keep_stop
         self._buffer.discard_before(windows[-1].start)  # a final flush-right window may start this early
-        if self._progress:
-            done = round(self._model_done * self._ratio)
-            self._progress(min(done, self._total) if self._total is not None else done, self._total or 0)
+        self._report_progress()
 
     def _emit(self, outputs: dict[str, list[np.ndarray]], final: bool) -> dict[str, np.ndarray]:
         estimates = {
