@@ -53,7 +53,8 @@ class _StageRun:
     it, or at the input's start: after the first window lengths, one input shape. Otherwise every window has
     the same length, `chunk + 2·context` (`ChunkPlan`'s windows, the last one flush with the input's end): one
     input shape, which backends that keep state per shape (OpenVINO keeps memory) need. Window edges stay on the
-    stage's stride grid either way.
+    stage's stride grid either way. A stage without context (each output frame reads only its own input frame)
+    runs on all the input it has, in one call: it needs no margins, and holds nothing back.
     """
 
     def __init__(self, stage: Stage, chunk: Fraction, eager: bool):
@@ -76,15 +77,22 @@ class _StageRun:
         self._append(inputs)
         if length is not None and self.end != length:
             raise ValueError(f"stage input ends at {self.end} frames, expected {length}")
-        windows = self._eager_windows(length) if self.eager else self._fixed_windows(length)
+        if self.context == 0:
+            windows = self._pointwise_window(length)
+        else:
+            windows = self._eager_windows(length) if self.eager else self._fixed_windows(length)
         kept = [self._run(window) for window in windows]
         if windows:
             self.done = windows[-1].keep_stop
         # keep what the next window reads: from `context` before the next output, and a window's length back from
         # the input's end (the final fixed window is flush with it; an eager one reaches that far back)
-        keep_from = min(self.done - self.context, self.end - self.plan.window_length)
+        keep_from = self.done if self.context == 0 else min(self.done - self.context, self.end - self.plan.window_length)
         self._discard_before(keep_from)
         return kept
+
+    def _pointwise_window(self, length: int | None) -> list[Window]:
+        stop = self.end if length is not None else self.end // self.align * self.align
+        return [Window(self.done, stop, self.done, stop)] if stop > self.done else []
 
     def _eager_windows(self, length: int | None) -> list[Window]:
         windows, done = [], self.done
@@ -121,7 +129,7 @@ class _StageRun:
     def _append(self, inputs: list[np.ndarray]) -> None:
         if not inputs or not inputs[0].shape[2]:
             return
-        if not self.buffers:
+        if not self.buffers or not self.buffers[0].shape[2]:  # nothing held: take the inputs as they are, no copy
             self.buffers = [np.ascontiguousarray(x) for x in inputs]
         else:
             self.buffers = [np.concatenate([held, x], axis=2) for held, x in zip(self.buffers, inputs, strict=True)]

@@ -27,6 +27,7 @@ def upsample(x: np.ndarray) -> np.ndarray:
 TOY_STAGES = [  # (function, context in input frames, rate)
     (lambda xs: [convolve(xs[0], np.array([0.2, -0.5, 1.0, 0.4, 0.1]), dilation=3)], 6, Fraction(1)),
     (lambda xs: [convolve(xs[0], np.array([0.5, 1.0, -0.3, 0.2]), stride=2)], 2, Fraction(1, 2)),
+    (lambda xs: [xs[0] * np.abs(xs[0])], 0, Fraction(1)),  # pointwise, as the nearest-code search is
     (lambda xs: [convolve(xs[0], np.array([1.0, 0.7, -0.2]), dilation=9)], 9, Fraction(1)),
     (lambda xs: [upsample(xs[0])], 2, Fraction(2)),
 ]
@@ -64,6 +65,24 @@ def test_an_eager_cascade_lags_by_its_contexts_alone():
         returned += output[0].shape[2] if output else 0
         # stride groups aside, the output trails the input by the delay and nothing else
         assert max(0, given - run.delay - 8) <= returned <= max(0, given - run.delay + 8)
+
+
+def test_a_stage_without_context_runs_on_all_it_has_and_holds_nothing():
+    calls = []
+
+    def pointwise(xs):
+        calls.append(xs[0].shape[2])
+        return [2 * xs[0]]
+
+    run = CascadeRun([Stage(*TOY_STAGES[0]), Stage(pointwise, 0, Fraction(1))], 64)
+    alone = CascadeRun([Stage(*TOY_STAGES[0])], 64)
+    x = np.random.default_rng(1).standard_normal((1, 1, 1000)).astype(np.float32)
+    for i in range(0, 1000, 100):
+        block = [x[:, :, i : i + 100]]
+        released = alone.feed(block)[0]
+        np.testing.assert_array_equal(run.feed(block)[0], 2 * released)  # it passes on all it gets, at once
+    np.testing.assert_array_equal(run.finish()[0], 2 * alone.finish()[0])
+    assert sum(calls) == 1000  # every frame computed once
 
 
 def test_a_finished_cascade_refuses_more():
