@@ -5,10 +5,12 @@ OpenVINO reads the bundle's ONNX files as they are; at load each stem graph is c
     mixture encoder (ME)  →  nearest code (the `/vq/` block)  →  stem decoder (SD)
 
 The encoder and decoder run at the chosen precision: `bf16` puts their convolutions on AMX or AVX512-BF16 units.
-All stems' encoders are compiled as one model (they share the mixture input) and all decoders as another, so
-the stems share one working memory instead of holding one each (OpenVINO keeps a compiled model's buffers).
-The nearest-code search always runs in fp32 (a rounded distance would change which code wins) and in tiles of
-`TILE_FRAMES` latent frames, so its distance matrix (8 kB per frame) stays small whatever the window. Two
+All stems' encoders are compiled as one model (they share the mixture input), all nearest-code searches as
+another and all decoders as a third, so the stems share one working memory instead of holding one each
+(OpenVINO keeps a compiled model's buffers); each is compiled for the shape it is given (`ShapedModel`). The
+nearest-code search always runs in fp32 (a rounded distance would change which code wins) and in tiles of
+`TILE_FRAMES` latent frames, so its distance matrix (8 kB per frame) stays small whatever the window; it hands
+the decoders code indices, which they look up in their codebook (`from_codes`). Two
 rewrites keep every heavy op on the fast kernels: each transposed convolution (kernel 4, stride 2, padding 1)
 becomes one convolution with twice the output channels followed by an interleave, the same arithmetic, and the
 argmin becomes min / equal / first index instead of a top-k, with the same first-index rule on ties.
@@ -33,7 +35,7 @@ from .phases import phase_taps
 
 PRECISIONS = ("fp32", "bf16")
 INSTALL_HINT = "pip install 'unmix[openvino]'"
-TILE_FRAMES = 1024  # latent frames per nearest-code call: 8 MiB of fp32 distances with 2048 codes, per stem
+TILE_FRAMES = 1024  # latent frames per nearest-code call: 8 MiB of fp32 distances per stem with 2048 codes
 # Short-window stages (`OpenVinoEngine.stages` with a chunk): each stage's context at most this part of the frames
 # it keeps, so recomputed margins stay small; fewer, longer stages would cost fewer calls but recompute more.
 STAGE_CONTEXT_BUDGET = 0.2
@@ -105,7 +107,20 @@ def split_stem_graph(path: str | Path) -> StemParts:
     decoder = ov.Model([result.input_value(0) for result in stem], [vectors], "stem_decoder")
     plain_decoder = decoder.clone()
     _transposed_convolutions_as_convolutions(decoder)
-    return StemParts(encoder, codebook_t, code_norms, scale, decoder, plain_decoder)
+    return StemParts(encoder, codebook_t, code_norms, scale, from_codes(decoder, codebook_t), plain_decoder)
+
+
+def from_codes(model, codebook_t: np.ndarray):
+    """`model` (N, C, T') code vectors → … as (N, 1, T') int32 code indices → …: its input looked up in the codebook
+    inside the graph, so what stages hand each other between the nearest code and the decoder is 64 times smaller."""
+    ov = _openvino()
+    ops = ov.opset13
+    codes = ops.parameter([-1, 1, -1], np.int32, name="codes")
+    rows = ops.squeeze(codes, ops.constant(np.array([1], np.int64)))  # (N, T')
+    vectors = ops.gather(ops.constant(codebook_t), rows, ops.constant(np.array(1, np.int64)))  # (C, N, T')
+    vectors = ops.transpose(vectors, ops.constant(np.array([1, 0, 2], np.int64)))
+    model.get_parameters()[0].output(0).replace(vectors.output(0))
+    return ov.Model([result.input_value(0) for result in model.get_results()], [codes], model.get_friendly_name())
 
 
 def _constant(output, path) -> np.ndarray:
@@ -215,7 +230,8 @@ def _bias(add) -> np.ndarray | None:
 
 
 def nearest_code_model(parts: StemParts):
-    """(N, C, T') embeddings → (N, C, T') code vectors, the exported graph's arithmetic in fp32.
+    """(N, C, T') embeddings → (N, 1, T') int32 indices of their nearest codes, the exported graph's arithmetic in
+    fp32.
 
     distances = ‖e‖² − (x·Eᵀ)·2 as the graph computes them; the code is the first index where they reach their
     minimum (ArgMin's rule), found by min / equal / select / min, which OpenVINO vectorises (its top-k does not).
@@ -238,15 +254,14 @@ def nearest_code_model(parts: StemParts):
         ops.constant(np.arange(codes, dtype=np.int32)),
         ops.constant(np.array(codes, np.int32)),
     )
-    first = ops.reduce_min(index, ops.constant(np.array([-1], np.int64)), keep_dims=False)  # (N, T')
-    vectors = ops.gather(ops.constant(parts.codebook_t), first, ops.constant(np.array(1, np.int64)))  # (C, N, T')
-    out = ops.transpose(vectors, ops.constant(np.array([1, 0, 2], np.int64)))
+    first = ops.reduce_min(index, ops.constant(np.array([-1], np.int64)), keep_dims=True)  # (N, T', 1)
+    out = ops.transpose(first, ops.constant(np.array([0, 2, 1], np.int64)))
     return ov.Model([out], [embeddings], "nearest_code")
 
 
 class OpenVinoEngine:
-    """The chosen stems' encoders as one model at `precision`, each stem's nearest code in fp32 tiles, and the
-    decoders as one model at `precision`, on OpenVINO's CPU plugin."""
+    """The chosen stems' encoders as one model at `precision`, their nearest codes as one in fp32 tiles, and their
+    decoders as one at `precision`, on OpenVINO's CPU plugin."""
 
     def __init__(self, paths: dict[str, Path], manifest: Manifest, *, threads: int | None, precision: str):
         ov = _openvino()
@@ -277,15 +292,15 @@ class OpenVinoEngine:
                 [p.decoder.get_parameters()[0] for p in parts.values()],
                 "decoders",
             )
-            # one request each, kept: a request holds its model's working memory, so fresh ones would add up
-            self._encoder_model = core.compile_model(encoders, "CPU", compute)
-            self._decoder_model = core.compile_model(decoders, "CPU", compute)
-            self._encoders = self._encoder_model.create_infer_request()
-            self._decoders = self._decoder_model.create_infer_request()
+            # each part compiled for one input shape at a time (`ShapedModel`), with one request each, kept: a request
+            # holds its model's working memory, so fresh ones would add up
+            self._encoders = ShapedModel(core, encoders, compute)
+            self._decoders = ShapedModel(core, decoders, compute)
             exact = config | {"INFERENCE_PRECISION_HINT": "f32"}
-            self._nearest = [
-                core.compile_model(nearest_code_model(p), "CPU", exact).create_infer_request() for p in parts.values()
-            ]
+            searches = [nearest_code_model(p) for p in parts.values()]
+            self._nearest = ShapedModel(core, ov.Model(
+                [m.get_results()[0].input_value(0) for m in searches], [m.get_parameters()[0] for m in searches], "nearest_codes"
+            ), exact)
         except BackendError:
             raise
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
@@ -306,9 +321,9 @@ class OpenVinoEngine:
         nearest = Stage(self._nearest_codes, 0, Fraction(1))
         if chunk is None:
             return [
-                self._long_window_stage(self._encoder_model, self._encoders, self._encoder_reach),
+                self._long_window_stage(self._encoders, self._encoder_reach),
                 nearest,
-                self._long_window_stage(self._decoder_model, self._decoders, self._decoder_reach),
+                self._long_window_stage(self._decoders, self._decoder_reach),
             ]
         if chunk not in self._staged:
             try:
@@ -331,6 +346,8 @@ class OpenVinoEngine:
             if part == "plain_decoder":
                 for piece in pieces:
                     _transposed_convolutions_as_convolutions(piece)
+                if index == 0:  # the nearest-code stage hands over code indices
+                    pieces = [from_codes(piece, p.codebook_t) for piece, p in zip(pieces, self._parts.values(), strict=True)]
             if part == "encoder" and index == 0:
                 mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name="mixture")
                 for piece in pieces:
@@ -344,40 +361,83 @@ class OpenVinoEngine:
         return stages
 
     @staticmethod
-    def _long_window_stage(compiled, request, reach: Reach) -> Stage:
+    def _long_window_stage(model: ShapedModel, reach: Reach) -> Stage:
         """A stage for long windows: it hands the cascade the request's own output buffers, and its model's working
         memory is released once the cascade has copied what it keeps."""
-
-        def release() -> None:
-            compiled.release_memory()
-            _return_freed_memory()
-
-        return Stage(functools.partial(_infer, request, copy=False), reach.context, reach.rate, release)
+        return Stage(functools.partial(model.infer, copy=False), reach.context, reach.rate, model.release)
 
     def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
-        return [_nearest(request, stem_embeddings) for request, stem_embeddings in zip(self._nearest, embeddings, strict=False)]
+        """Every stem's (N, 1, T') nearest codes of its (N, C, T') embeddings, `TILE_FRAMES` frames a call. A short
+        last tile is padded to a whole one: one input shape, one compile."""
+        frames = embeddings[0].shape[2]
+        codes = [np.empty((x.shape[0], 1, frames), np.int32) for x in embeddings]
+        for first in range(0, frames, TILE_FRAMES):
+            tiles = [x[:, :, first : first + TILE_FRAMES] for x in embeddings]
+            width = tiles[0].shape[2]
+            if width < TILE_FRAMES:
+                tiles = [np.pad(tile, ((0, 0), (0, 0), (0, TILE_FRAMES - width))) for tile in tiles]
+            found = self._nearest.infer([np.ascontiguousarray(tile) for tile in tiles], copy=False)
+            for stem_codes, stem_found in zip(codes, found, strict=True):
+                stem_codes[:, :, first : first + width] = stem_found[:, :, :width]
+        return codes
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        # Each part's working memory is released once it has run, so the peak is the larger part's, not both
-        # parts' (OpenVINO keeps a compiled model's buffers otherwise); allocating them again costs little.
-        embeddings = _infer(self._encoders, [batch], copy=False)
-        vectors = [_nearest(nearest, stem_embeddings) for nearest, stem_embeddings in zip(self._nearest, embeddings, strict=False)]
+        # Each part's working memory is released once it has run, so the peak is the larger part's, not both.
+        embeddings = self._encoders.infer([batch], copy=False)
+        codes = self._nearest_codes(embeddings)
         del embeddings
-        self._encoder_model.release_memory()
-        _return_freed_memory()
-        outputs = dict(zip(self.stems, _infer(self._decoders, vectors), strict=False))
-        self._decoder_model.release_memory()
-        _return_freed_memory()
+        self._encoders.release()
+        outputs = dict(zip(self.stems, self._decoders.infer(codes), strict=True))
+        self._decoders.release()
         return outputs
 
     def close(self) -> None:
         """Drop the infer requests, compiled models and cut stages (stages handed out earlier keep theirs alive
         until they are dropped too)."""
-        self._encoders = self._decoders = self._encoder_model = self._decoder_model = None
-        self._nearest = []
+        for model in (self._encoders, self._nearest, self._decoders):
+            if model is not None:
+                model.close()
+        self._encoders = self._nearest = self._decoders = None
         self._staged = {}
         self._parts = {}
         self._core = None
+        _return_freed_memory()
+
+
+class ShapedModel:
+    """A model compiled for the shapes of its latest inputs, one set of shapes at a time.
+
+    For static shapes OpenVINO plans every intermediate tensor into one arena, reused across operations, and
+    picks kernels for the exact shape: faster and leaner than its dynamic-shape path, whose allocations it keeps
+    per shape. Windows of one length (`cascade`'s fixed windows, the nearest code's whole tiles) compile once; a
+    new shape drops the previous compile before compiling its own.
+    """
+
+    def __init__(self, core, model, config: dict):
+        self._core, self._model, self._config = core, model, config
+        self._shapes: tuple | None = None
+        self._compiled = self._request = None
+
+    def infer(self, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndarray]:
+        """One call on `inputs` (shared, not copied); see `_infer` for `copy`."""
+        shapes = tuple(x.shape for x in inputs)
+        if shapes != self._shapes:
+            self.close()
+            model = self._model.clone()
+            model.reshape({index: list(shape) for index, shape in enumerate(shapes)})
+            self._compiled = self._core.compile_model(model, "CPU", self._config)
+            self._request = self._compiled.create_infer_request()
+            self._shapes = shapes
+        return _infer(self._request, inputs, copy)
+
+    def release(self) -> None:
+        """Free the working memory until the next call (which allocates it again, at little cost)."""
+        if self._compiled is not None:
+            self._compiled.release_memory()
+        _return_freed_memory()
+
+    def close(self) -> None:
+        self._compiled = self._request = self._shapes = None
         _return_freed_memory()
 
 
@@ -395,19 +455,6 @@ def _return_freed_memory() -> None:
     land elsewhere, so the peak would hold both)."""
     if trim := _malloc_trim():
         trim(0)
-
-
-def _nearest(request, embeddings: np.ndarray) -> np.ndarray:
-    """The code vectors of (N, C, T') embeddings, `TILE_FRAMES` frames a call. A short last tile is padded to a
-    whole one: one input shape, since OpenVINO keeps memory for every shape it has run."""
-    vectors = np.empty(embeddings.shape, np.float32)
-    for first in range(0, embeddings.shape[2], TILE_FRAMES):
-        tile = embeddings[:, :, first : first + TILE_FRAMES]
-        frames = tile.shape[2]
-        if frames < TILE_FRAMES:
-            tile = np.pad(tile, ((0, 0), (0, 0), (0, TILE_FRAMES - frames)))
-        vectors[:, :, first : first + frames] = _infer(request, [np.ascontiguousarray(tile)], copy=False)[0][:, :, :frames]
-    return vectors
 
 
 def _infer(request, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndarray]:
