@@ -133,8 +133,7 @@ def _constant(output, path) -> np.ndarray:
 def _transposed_convolutions_as_convolutions(model) -> None:
     """Rewrite each ConvTranspose(k=4, s=2, p=1) in place as Conv(k=3, p=1) to 2·C channels + interleave
     (`unmix.runtime.phases`): OpenVINO runs ConvTranspose on a slower non-AMX kernel. Other shapes are left as
-    they are. The last one, which
-    feeds the decoder's output convolution, is fused with it (`_output_on_phases`).
+    they are. The last one, which feeds the decoder's output convolution, is fused with it (`_output_on_phases`).
     """
     ops = _openvino().opset13
     for op in list(model.get_ordered_ops()):
@@ -144,11 +143,7 @@ def _transposed_convolutions_as_convolutions(model) -> None:
         phases = ops.convolution(op.input_value(0), ops.constant(taps), [1], [1], [1], [1])
         if _output_on_phases(op, phases):
             continue
-        c_out = taps.shape[0] // 2
-        phases = ops.reshape(phases, ops.constant(np.array([0, 2, c_out, -1], np.int64)), special_zero=True)
-        interleaved = ops.transpose(phases, ops.constant(np.array([0, 2, 3, 1], np.int64)))
-        merged = ops.reshape(interleaved, ops.constant(np.array([0, c_out, -1], np.int64)), special_zero=True)
-        op.output(0).replace(merged.output(0))
+        op.output(0).replace(_interleaved(phases).output(0))
 
 
 def _phase_taps(op) -> np.ndarray | None:
@@ -208,10 +203,14 @@ def _output_on_phases(transposed, phases) -> bool:
     phases = ops.add(phases, ops.reshape(ops.constant(np.concatenate([bias, bias])), ops.constant(shape), False))
     outputs = ops.convolution(phases, ops.constant(taps), [1], [1], [1], [1])
     outputs = ops.add(outputs, ops.constant(out_bias.reshape(1, 1, 1)))
-    interleaved = ops.transpose(outputs, ops.constant(np.array([0, 2, 1], np.int64)))  # (N, L, 2): even, odd
-    merged = ops.reshape(interleaved, ops.constant(np.array([0, 1, -1], np.int64)), special_zero=True)
-    output_add.output(0).replace(merged.output(0))
+    output_add.output(0).replace(_interleaved(outputs).output(0))
     return True
+
+
+def _interleaved(phases):
+    """(N, 2·C, L) phases, even frames in the first C channels → (N, C, 2·L) frames: DepthToSpace with the block
+    index first, which OpenVINO runs in its blocked layout (a reshape and transpose made it reorder around them)."""
+    return _openvino().opset13.depth_to_space(phases, "blocks_first", 2)
 
 
 def _only_consumer(node, kind: str, ignore: tuple[str, ...] = ()):
