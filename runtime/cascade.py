@@ -17,7 +17,7 @@ large chunks run offline with little recomputation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -63,32 +63,34 @@ class _StageRun:
         self.align = stage.rate.denominator
         self.plan = ChunkPlan(max(self.align, int(chunk) // self.align * self.align), stage.context, self.align)
         self.context, self.chunk = self.plan.context, self.plan.chunk
-        self.buffers: list[np.ndarray] = []
-        self.offset = 0  # absolute input frame of buffers[...][:, :, 0]
+        # the input held, as the pieces it arrived in (no copy on arrival): each piece one array per input
+        self.pieces: list[list[np.ndarray]] = []
+        self.offset = 0  # absolute input frame of pieces[0][...][:, :, 0]
+        self.end = 0  # absolute input frame after the last piece
+        self.window: list[np.ndarray] = []  # the last window's input, its buffers reused by windows of its shape
         self.done = 0  # input frames whose outputs have been returned
         self.next_window = 0  # full windows run so far (fixed windows)
 
-    @property
-    def end(self) -> int:
-        return self.offset + (self.buffers[0].shape[2] if self.buffers else 0)
-
-    def feed(self, inputs: list[np.ndarray], length: int | None = None) -> list[list[np.ndarray]]:
-        """Append inputs and return the outputs they complete; `length` (the input's whole length) at the end."""
+    def feed(self, inputs: list[np.ndarray], length: int | None = None) -> Iterator[list[list[np.ndarray]]]:
+        """Append inputs and yield the outputs they complete, a window at a time, each in a one-item list for the
+        caller to take out (so that this generator holds no reference while it waits); `length` (the input's
+        whole length) at the end."""
         self._append(inputs)
+        del inputs  # held in `pieces` only, so a stage that is done with them frees them
         if length is not None and self.end != length:
             raise ValueError(f"stage input ends at {self.end} frames, expected {length}")
         if self.context == 0:
             windows = self._pointwise_window(length)
         else:
             windows = self._eager_windows(length) if self.eager else self._fixed_windows(length)
-        kept = [self._run(window) for window in windows]
-        if windows:
-            self.done = windows[-1].keep_stop
-        # keep what the next window reads: from `context` before the next output, and a window's length back from
-        # the input's end (the final fixed window is flush with it; an eager one reaches that far back)
-        keep_from = self.done if self.context == 0 else min(self.done - self.context, self.end - self.plan.window_length)
-        self._discard_before(keep_from)
-        return kept
+        for window in windows:
+            kept = [self._run(window)]
+            self.done = window.keep_stop
+            # keep what the next window reads: from `context` before the next output, and a window's length back
+            # from the input's end (the final fixed window is flush with it; an eager one reaches that far back)
+            keep_from = self.done if self.context == 0 else min(self.done - self.context, self.end - self.plan.window_length)
+            self._discard_before(keep_from)
+            yield kept
 
     def _pointwise_window(self, length: int | None) -> list[Window]:
         stop = self.end if length is not None else self.end // self.align * self.align
@@ -117,8 +119,7 @@ class _StageRun:
 
     def _run(self, window: Window) -> list[np.ndarray]:
         rate = self.stage.rate
-        first, last = window.start - self.offset, window.stop - self.offset
-        outputs = self.stage.run([buffer[:, :, first:last] for buffer in self.buffers])
+        outputs = self.stage.run(self._input(window.start, window.stop))
         a, b = (window.keep_start - window.start) * rate, (window.keep_stop - window.start) * rate
         kept = [np.array(output[:, :, int(a) : int(b)]) for output in outputs]  # a copy: `run` may reuse its buffers
         if self.stage.release is not None:
@@ -127,17 +128,36 @@ class _StageRun:
         return kept
 
     def _append(self, inputs: list[np.ndarray]) -> None:
-        if not inputs or not inputs[0].shape[2]:
-            return
-        if not self.buffers or not self.buffers[0].shape[2]:  # nothing held: take the inputs as they are, no copy
-            self.buffers = [np.ascontiguousarray(x) for x in inputs]
-        else:
-            self.buffers = [np.concatenate([held, x], axis=2) for held, x in zip(self.buffers, inputs, strict=True)]
+        if inputs and inputs[0].shape[2]:
+            self.pieces.append(inputs)
+            self.end += inputs[0].shape[2]
+
+    def _input(self, start: int, stop: int) -> list[np.ndarray]:
+        """Input frames `start`…`stop` of every input, each one contiguous array: the window's only copy."""
+        parts, position = [], self.offset
+        for piece in self.pieces:
+            length = piece[0].shape[2]
+            first, last = max(start, position), min(stop, position + length)
+            if first < last:
+                parts.append([x[:, :, first - position : last - position] for x in piece])
+            position += length
+        if len(parts) == 1 and all(x.flags.c_contiguous for x in parts[0]):
+            return parts[0]
+        # one buffer per input, reused for every window of its shape (fresh large arrays cost page faults each time)
+        shapes = [(*xs[0].shape[:2], stop - start) for xs in zip(*parts, strict=True)]
+        if [window.shape for window in self.window] != shapes:
+            self.window = [np.empty(shape, xs[0].dtype) for shape, xs in zip(shapes, zip(*parts, strict=True), strict=True)]
+        for window, xs in zip(self.window, zip(*parts, strict=True), strict=True):
+            np.concatenate(xs, axis=2, out=window)
+        return self.window
 
     def _discard_before(self, position: int) -> None:
-        drop = min(max(0, position - self.offset), self.end - self.offset)
-        if drop:
-            self.buffers = [buffer[:, :, drop:].copy() for buffer in self.buffers]  # copy frees the head
+        """Drop the input before `position`: the pieces that end there, and the head of one mostly before it."""
+        while self.pieces and self.offset + self.pieces[0][0].shape[2] <= position:
+            self.offset += self.pieces.pop(0)[0].shape[2]
+        drop = position - self.offset
+        if self.pieces and 2 * drop > self.pieces[0][0].shape[2]:  # mostly done with: keep a copy of its tail only
+            self.pieces[0] = [x[:, :, drop:].copy() for x in self.pieces[0]]
             self.offset += drop
 
 
@@ -166,12 +186,10 @@ class CascadeRun:
         return int(np.ceil(total))
 
     def feed(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Push (items, C, frames) inputs; returns the last stage's new outputs (possibly zero frames long)."""
+        """Push (items, C, frames) inputs, held as they are (not copied: do not change them afterwards); returns the
+        last stage's new outputs (possibly zero frames long)."""
         self._length += inputs[0].shape[2]
-        parts = [inputs]
-        for run in self._runs:
-            parts = [outputs for part in parts for outputs in run.feed(part)] if parts else []
-        return _joined(parts)
+        return _joined(list(self._push(0, [inputs])))
 
     def finish(self) -> list[np.ndarray]:
         """End of input: the last stage's remaining outputs. The input's length must suit every stage's stride."""
@@ -180,12 +198,26 @@ class CascadeRun:
         self._finished = True
         length = Fraction(self._length)
         parts: list[list[np.ndarray]] = []
-        for run in self._runs:
+        for index, run in enumerate(self._runs):
             if length.denominator != 1:
                 raise ValueError(f"{self._length} input frames do not divide into the stages' strides")
-            parts = run.feed(_joined(parts) if parts else [], int(length))
+            for outputs in run.feed([], int(length)):  # each stage's last windows, through the rest as they come
+                parts.extend(self._push(index + 1, outputs))
             length *= run.stage.rate
-        return _joined(parts) if parts else []
+        return _joined(parts)
+
+    def _push(self, index: int, box: list[list[np.ndarray]]) -> Iterator[list[np.ndarray]]:
+        """Feed stage `index` the inputs in `box` (taken out of it) and yield the last stage's outputs window by
+        window, each window's outputs carried through the later stages before the next window runs, and held by
+        nothing once a stage is done with them (so no stage's outputs pile up)."""
+        inputs = box.pop()
+        if index == len(self._runs):
+            yield inputs
+            return
+        windows = self._runs[index].feed(inputs)
+        del inputs
+        for outputs in windows:
+            yield from self._push(index + 1, outputs)
 
 
 def _joined(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
