@@ -19,7 +19,6 @@ argmin becomes min / equal / first index instead of a top-k, with the same first
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import functools
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,7 +29,7 @@ import numpy as np
 from .cascade import Stage
 from .errors import BackendError
 from .manifest import Manifest
-from .openvino_stages import Reach, cut, plan_stages, reach
+from .openvino_stages import cut, plan_long_windows, plan_stages, reach
 from .phases import phase_taps
 
 PRECISIONS = ("fp32", "bf16")
@@ -274,16 +273,43 @@ class OpenVinoEngine:
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
         compute = config | {"INFERENCE_PRECISION_HINT": _HINTS[precision]}
         self.stems = tuple(paths)
-        self._core, self._compute = core, compute
-        self._staged: dict[int, list[Stage]] = {}
+        self._core, self._compute, self._precision = core, compute, precision
+        self._paths, self._input_name = dict(paths), manifest.input_name
+        self._staged: dict[tuple[int, bool], list[Stage]] = {}
+        self._whole: tuple[ShapedModel, ShapedModel] | None = None  # the encoders and decoders for `run`, when used
+        parts = self._read_parts()  # read now, so a graph OpenVINO cannot run fails at load
         try:
-            parts = {stem: split_stem_graph(path) for stem, path in paths.items()}
-            # the encoders below are joined to one input in place: `stages` cuts untouched copies
-            self._parts = {stem: dataclasses.replace(p, encoder=p.encoder.clone()) for stem, p in parts.items()}
-            first = next(iter(parts.values()))
-            self._encoder_reach, self._decoder_reach = reach(first.encoder), reach(first.plain_decoder)
-            mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name=manifest.input_name)
-            for stem_parts in parts.values():  # one input for every encoder
+            self._encoder_reach = reach(next(iter(parts.values())).encoder)
+            searches = [nearest_code_model(p) for p in parts.values()]
+            self._nearest = ShapedModel(core, ov.Model(
+                [m.get_results()[0].input_value(0) for m in searches], [m.get_parameters()[0] for m in searches], "nearest_codes"
+            ), config | {"INFERENCE_PRECISION_HINT": "f32"})
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+            raise self._load_error(error) from None
+        detail = f", {threads} threads" if threads else ""
+        self.description = f"openvino {ov.get_version().split('-')[0]} CPU{detail}, {precision}"
+
+    def _read_parts(self) -> dict[str, StemParts]:
+        """Every stem graph cut into its parts (`split_stem_graph`), read from the bundle each time they are needed
+        (once per kind of stages): kept, these copies of the graphs would hold some 25 MB for nothing."""
+        try:
+            return {stem: split_stem_graph(path) for stem, path in self._paths.items()}
+        except BackendError:
+            raise
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+            raise self._load_error(error) from None
+
+    def _load_error(self, error: Exception) -> BackendError:
+        names = ", ".join(path.name for path in self._paths.values())
+        return BackendError(f"{names}: OpenVINO cannot load them: {str(error).splitlines()[0]}")
+
+    def _whole_models(self) -> tuple[ShapedModel, ShapedModel]:
+        """All stems' encoders as one model (one shared input) and their decoders as another, built on first use."""
+        if self._whole is None:
+            ov = _openvino()
+            parts = self._read_parts()
+            mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name=self._input_name)
+            for stem_parts in parts.values():
                 stem_parts.encoder.get_parameters()[0].output(0).replace(mixture.output(0))
             encoders = ov.Model([p.encoder.get_results()[0].input_value(0) for p in parts.values()], [mixture], "encoders")
             decoders = ov.Model(
@@ -291,54 +317,36 @@ class OpenVinoEngine:
                 [p.decoder.get_parameters()[0] for p in parts.values()],
                 "decoders",
             )
-            # each part compiled for one input shape at a time (`ShapedModel`), with one request each, kept: a request
-            # holds its model's working memory, so fresh ones would add up
-            self._encoders = ShapedModel(core, encoders, compute)
-            self._decoders = ShapedModel(core, decoders, compute)
-            exact = config | {"INFERENCE_PRECISION_HINT": "f32"}
-            searches = [nearest_code_model(p) for p in parts.values()]
-            self._nearest = ShapedModel(core, ov.Model(
-                [m.get_results()[0].input_value(0) for m in searches], [m.get_parameters()[0] for m in searches], "nearest_codes"
-            ), exact)
-        except BackendError:
-            raise
-        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-            names = ", ".join(path.name for path in paths.values())
-            raise BackendError(f"{names}: OpenVINO cannot load them: {str(error).splitlines()[0]}") from None
-        detail = f", {threads} threads" if threads else ""
-        self.description = f"openvino {ov.get_version().split('-')[0]} CPU{detail}, {precision}"
+            self._whole = ShapedModel(self._core, encoders, self._compute), ShapedModel(self._core, decoders, self._compute)
+        return self._whole
 
-    def stages(self, chunk: int | None = None) -> list[Stage]:
-        """The engine as a chain of stages for `unmix.runtime.cascade.CascadeRun`, on (items, 1, samples) input,
-        with one output per stem in `self.stems` order.
+    def stages(self, chunk: int, eager: bool = False) -> list[Stage]:
+        """The engine as a chain of stages for `unmix.runtime.cascade.CascadeRun(stages, chunk, eager=eager)`, on
+        (items, 1, samples) input, with one output per stem in `self.stems` order.
 
-        chunk: None gives three stages, the encoders, the nearest code and the decoders, each one call per window
-            (for long windows: the fewest calls, each part's memory released after it); a number of model-rate
-            samples cuts the encoders and decoders further, into stages whose context stays within
-            `STAGE_CONTEXT_BUDGET` of that many kept samples (for short windows: streaming with little recomputed).
+        chunk: model-rate samples each window keeps.
+        eager: False (long windows, offline): the encoders and the decoders each run as one stage, or as two where
+            that saves work (`plan_long_windows`), each compiled for its window's shape and its working memory
+            released after each call. True (short windows, streaming): they are cut further, into stages whose
+            context stays within `STAGE_CONTEXT_BUDGET` of the samples they keep, kept compiled for any shape.
         """
-        nearest = Stage(self._nearest_codes, 0, Fraction(1))
-        if chunk is None:
-            return [
-                self._long_window_stage(self._encoders, self._encoder_reach),
-                nearest,
-                self._long_window_stage(self._decoders, self._decoder_reach),
-            ]
-        if chunk not in self._staged:
+        if (chunk, eager) not in self._staged:
+            parts = self._read_parts()
             try:
-                encoders = self._cut_stages("encoder", Fraction(chunk))
-                decoders = self._cut_stages("plain_decoder", Fraction(chunk) * self._encoder_reach.rate)
+                encoders = self._cut_stages(parts, "encoder", Fraction(chunk), eager)
+                decoders = self._cut_stages(parts, "plain_decoder", Fraction(chunk) * self._encoder_reach.rate, eager)
             except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
                 raise BackendError(f"OpenVINO cannot cut the graphs into stages: {str(error).splitlines()[0]}") from None
-            self._staged[chunk] = [*encoders, nearest, *decoders]
-        return self._staged[chunk]
+            nearest = Stage(self._nearest_codes, 0, Fraction(1))
+            self._staged[chunk, eager] = [*encoders, nearest, *decoders]
+        return self._staged[chunk, eager]
 
-    def _cut_stages(self, part: str, chunk: Fraction) -> list[Stage]:
+    def _cut_stages(self, parts: dict[str, StemParts], part: str, chunk: Fraction, eager: bool) -> list[Stage]:
         """Every stem's `part` ("encoder" or "plain_decoder"), cut by the first stem's plan for `chunk` kept frames
         of its input; each stage compiled as one model over all stems (the encoders' first shares the mixture)."""
         ov = _openvino()
-        models = [getattr(parts, part) for parts in self._parts.values()]
-        plan = plan_stages(models[0], chunk, STAGE_CONTEXT_BUDGET)
+        models = [getattr(stem_parts, part) for stem_parts in parts.values()]
+        plan = plan_stages(models[0], chunk, STAGE_CONTEXT_BUDGET) if eager else plan_long_windows(models[0], chunk)
         stages = []
         for index, step in enumerate(plan):
             pieces = [cut(model, step.start, step.stop) for model in models]
@@ -346,7 +354,7 @@ class OpenVinoEngine:
                 for piece in pieces:
                     _transposed_convolutions_as_convolutions(piece)
                 if index == 0:  # the nearest-code stage hands over code indices
-                    pieces = [from_codes(piece, p.codebook_t) for piece, p in zip(pieces, self._parts.values(), strict=True)]
+                    pieces = [from_codes(piece, p.codebook_t) for piece, p in zip(pieces, parts.values(), strict=True)]
             if part == "encoder" and index == 0:
                 mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name="mixture")
                 for piece in pieces:
@@ -355,15 +363,16 @@ class OpenVinoEngine:
             else:
                 parameters = [piece.get_parameters()[0] for piece in pieces]
             model = ov.Model([piece.get_results()[0].input_value(0) for piece in pieces], parameters, f"stage{index}")
-            request = self._core.compile_model(model, "CPU", self._compute).create_infer_request()
-            stages.append(Stage(functools.partial(_infer, request, copy=False), step.reach.context, step.reach.rate))
+            if not eager and self._precision == "bf16":
+                _bf16_handover(model, output=index < len(plan) - 1, input=index > 0)
+            if eager:
+                request = self._core.compile_model(model, "CPU", self._compute).create_infer_request()
+                stages.append(Stage(functools.partial(_infer, request, copy=False), step.reach.context, step.reach.rate))
+            else:  # the outputs are the request's own buffers; its memory is released once the cascade has copied them
+                shaped = ShapedModel(self._core, model, self._compute)
+                stages.append(Stage(functools.partial(shaped.infer, copy=False), step.reach.context, step.reach.rate,
+                                    shaped.release))
         return stages
-
-    @staticmethod
-    def _long_window_stage(model: ShapedModel, reach: Reach) -> Stage:
-        """A stage for long windows: it hands the cascade the request's own output buffers, and its model's working
-        memory is released once the cascade has copied what it keeps."""
-        return Stage(functools.partial(model.infer, copy=False), reach.context, reach.rate, model.release)
 
     def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
         """Every stem's (N, 1, T') nearest codes of its (N, C, T') embeddings, `TILE_FRAMES` frames a call. A short
@@ -382,23 +391,23 @@ class OpenVinoEngine:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         # Each part's working memory is released once it has run, so the peak is the larger part's, not both.
-        embeddings = self._encoders.infer([batch], copy=False)
+        encoders, decoders = self._whole_models()
+        embeddings = encoders.infer([batch], copy=False)
         codes = self._nearest_codes(embeddings)
         del embeddings
-        self._encoders.release()
-        outputs = dict(zip(self.stems, self._decoders.infer(codes), strict=True))
-        self._decoders.release()
+        encoders.release()
+        outputs = dict(zip(self.stems, decoders.infer(codes), strict=True))
+        decoders.release()
         return outputs
 
     def close(self) -> None:
         """Drop the infer requests, compiled models and cut stages (stages handed out earlier keep theirs alive
         until they are dropped too)."""
-        for model in (self._encoders, self._nearest, self._decoders):
+        for model in (*(self._whole or ()), self._nearest):
             if model is not None:
                 model.close()
-        self._encoders = self._nearest = self._decoders = None
+        self._whole = self._nearest = None
         self._staged = {}
-        self._parts = {}
         self._core = None
         _return_freed_memory()
 
@@ -415,6 +424,7 @@ class ShapedModel:
     def __init__(self, core, model, config: dict):
         self._core, self._model, self._config = core, model, config
         self._shapes: tuple | None = None
+        self._bf16: list[bool] = []
         self._compiled = self._request = None
 
     def infer(self, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndarray]:
@@ -425,12 +435,20 @@ class ShapedModel:
             model = self._model.clone()
             model.reshape({index: list(shape) for index, shape in enumerate(shapes)})
             self._compiled = self._core.compile_model(model, "CPU", self._config)
-            self._request = self._compiled.create_infer_request()
             self._shapes = shapes
+            self._bf16 = [port.get_element_type() == _openvino().Type.bf16 for port in self._compiled.inputs]
+        if self._request is None:
+            self._request = self._compiled.create_infer_request()
+        if any(self._bf16):  # bfloat16 travels as float16-typed arrays (NumPy has no bfloat16): say what it is
+            bf16 = _openvino().Type.bf16
+            inputs = [_openvino().Tensor(x, list(x.shape), bf16) if is_bf16 else x
+                      for x, is_bf16 in zip(inputs, self._bf16, strict=True)]
         return _infer(self._request, inputs, copy)
 
     def release(self) -> None:
-        """Free the working memory until the next call (which allocates it again, at little cost)."""
+        """Free the working memory and the request's output buffers until the next call (which allocates them again,
+        at little cost); outputs handed out without a copy are invalid from here on."""
+        self._request = None
         if self._compiled is not None:
             self._compiled.release_memory()
         _return_freed_memory()
@@ -438,6 +456,24 @@ class ShapedModel:
     def close(self) -> None:
         self._compiled = self._request = self._shapes = None
         _return_freed_memory()
+
+
+def _bf16_handover(model, *, output: bool, input: bool) -> None:
+    """Make the stage `model` hand its outputs on (`output`) and take its inputs (`input`) in bfloat16, in place:
+    half the bytes between stages that compute in bfloat16 anyway. OpenVINO shows bfloat16 data to NumPy as
+    float16-typed arrays of the same bits; the cascade only moves them."""
+    ops = _openvino().opset13
+    if output:
+        for result in model.get_results():
+            result.input(0).replace_source_output(ops.convert(result.input_value(0), "bf16").output(0))
+    if input:
+        for parameter in model.get_parameters():
+            replacement = ops.parameter(parameter.get_partial_shape(), _openvino().Type.bf16, parameter.get_friendly_name())
+            converted = ops.convert(replacement, "f32")
+            for target in list(parameter.output(0).get_target_inputs()):
+                target.replace_source_output(converted.output(0))
+            model.replace_parameter(model.get_parameter_index(parameter), replacement)
+    model.validate_nodes_and_infer_types()
 
 
 @functools.cache
@@ -452,6 +488,9 @@ def _malloc_trim():
 def _return_freed_memory() -> None:
     """Hand the heap's freed pages back to the system (glibc keeps them otherwise, and the next part's buffers
     land elsewhere, so the peak would hold both)."""
+    import os
+    if os.environ.get("NOTRIM"):
+        return
     if trim := _malloc_trim():
         trim(0)
 

@@ -5,7 +5,8 @@ tensor that crosses it, so the graph can be cut there into stages that run one a
 reads each stage's receptive field off its operations (convolutions, transposed convolutions and elementwise
 operations), so a stage recomputes exactly what its own convolutions need and nothing else. `plan_stages` groups
 consecutive blocks into stages whose context stays within a budget, so that a stage's recomputed margins stay a
-small part of the frames it keeps.
+small part of the frames it keeps (short windows); `plan_long_windows` makes the one cut that saves most work on
+long ones.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def residual_cuts(model) -> list[str]:
     ]
 
 
-def reach(model) -> Reach:
-    """The receptive field of the model's first output over its first input.
+def _reaches(model) -> dict[str, Reach]:
+    """Every data op's reach over the model's first input, by name.
 
     Raises ValueError for an operation whose reach is not known here.
     """
@@ -96,8 +97,30 @@ def reach(model) -> Reach:
             reaches[name] = Reach(rate, left, right)
         else:
             raise ValueError(f"{name}: no known receptive field for a {kind} operation")
+    return reaches
+
+
+def reach(model) -> Reach:
+    """The receptive field of the model's first output over its first input.
+
+    Raises ValueError for an operation whose reach is not known here.
+    """
     result = model.get_results()[0].input_value(0).get_node().get_friendly_name()
-    return reaches[result]
+    return _reaches(model)[result]
+
+
+def _work(model, reaches: dict[str, Reach]) -> dict[str, Fraction]:
+    """Each data op's multiply-accumulates per frame of the model's input, in order: a convolution's weights
+    (C_out · C_in · kernel) once per frame it computes (a transposed one: once per frame it reads), others none."""
+    work = {}
+    for op in _data_ops(model)[0]:
+        name, kind = op.get_friendly_name(), op.get_type_name()
+        work[name] = Fraction(0)
+        if kind in ("Convolution", "ConvolutionBackpropData"):
+            weights = int(np.prod(op.input_value(1).get_partial_shape().to_shape()))
+            source = op.input_value(0).get_node().get_friendly_name()
+            work[name] = weights * (reaches[name].rate if kind == "Convolution" else reaches[source].rate)
+    return work
 
 
 def cut(model, start: str | None, stop: str | None, name: str = "stage"):
@@ -147,3 +170,28 @@ def plan_stages(model, chunk: Fraction, budget: float) -> list[StagePlan]:
         position *= found.rate
         start, index = cuts[last], last + 1
     return stages
+
+
+def plan_long_windows(model, chunk: Fraction) -> list[StagePlan]:
+    """One stage, or two cut where the model's tensor runs at its lowest rate (the latent frames: little to hand
+    over), whichever computes less on windows that keep `chunk` input frames: a stage's work per frame times
+    its windows' length over what they keep, (kept + 2 · context) / kept. The stage on the high-rate side, most of
+    the work, then recomputes only its own context, not the whole model's."""
+    reaches = _reaches(model)
+    work = _work(model, reaches)
+    total = sum(work.values())
+    whole = reach(model)
+    lowest = min(Fraction(1), whole.rate)
+    best, best_cost = [StagePlan(None, None, whole)], total * (1 + 2 * whole.context / chunk)
+    done = Fraction(0)  # the work of the ops up to the current one, in order (the graph is a chain of blocks)
+    cuts = set(residual_cuts(model))
+    for name, op_work in work.items():
+        done += op_work
+        head = reaches[name]
+        if name not in cuts or head.rate != lowest:
+            continue
+        tail = reach(cut(model, name, None))
+        cost = done * (1 + 2 * head.context / chunk) + (total - done) * (1 + 2 * tail.context / (chunk * head.rate))
+        if cost < best_cost:
+            best, best_cost = [StagePlan(None, name, head), StagePlan(name, None, tail)], cost
+    return best

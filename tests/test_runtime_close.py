@@ -39,7 +39,7 @@ def test_the_context_manager_closes_the_separator_and_its_engine(bundle, backend
     if backend == "ort":
         assert engine.sessions == {}
     else:
-        assert engine._encoders is None and engine._decoders is None and engine._nearest is None and engine._staged == {}
+        assert engine._whole is None and engine._nearest is None and engine._staged == {}
 
 
 def test_the_context_manager_closes_on_an_error_and_lets_it_through(bundle):
