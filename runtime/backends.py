@@ -10,13 +10,15 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import onnxruntime as ort
 
 from .errors import BackendError
 from .manifest import Manifest
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 BACKENDS = ("auto", "ort", "openvino", "trt")
 PRECISIONS = ("auto", "fp32", "int8", "fp16", "bf16")
@@ -132,12 +134,20 @@ def default_precision(backend: str) -> str:
 def _shared_cpu_arena() -> None:
     """One CPU memory arena for all our sessions: the stems run one after another, so they can share the
     same working memory (one arena per session would hold one window's activations per stem)."""
+    ort = _onnxruntime()
     memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
     ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))  # 1: grow only as requested
 
 
+def _onnxruntime():
+    """ONNX Runtime, imported when an engine needs it (about 25 MB that a run on OpenVINO does without)."""
+    import onnxruntime
+
+    return onnxruntime
+
+
 def session_options(threads: int | None, spinning: bool, device: Device) -> ort.SessionOptions:
-    options = ort.SessionOptions()
+    options = _onnxruntime().SessionOptions()
     if device.kind == "cpu":
         _shared_cpu_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
@@ -169,6 +179,7 @@ class OrtEngine:
         spinning: bool,
         precision: str,
     ):
+        ort = _onnxruntime()
         self.stems = tuple(paths)
         self.device = device
         self.input_name, self.output_name = manifest.input_name, manifest.output_name
@@ -203,7 +214,7 @@ class OrtEngine:
                 stem: session.run([self.output_name], {self.input_name: batch})[0]
                 for stem, session in self.sessions.items()
             }
-        mixture = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.device.index)  # one upload for all stems
+        mixture = _onnxruntime().OrtValue.ortvalue_from_numpy(batch, "cuda", self.device.index)  # one upload for all stems
         outputs = {}
         for stem, session in self.sessions.items():
             binding = session.io_binding()
