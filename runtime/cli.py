@@ -48,8 +48,11 @@ def _stop_cleanly_on_sigterm() -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _stopped_code(stop: KeyboardInterrupt) -> int:
-    return 128 + (signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT)
+def _stopped(stop: KeyboardInterrupt, what: str) -> typer.Exit:
+    """Say what a stop left (`interrupted: …` after Ctrl-C, `terminated: …` after SIGTERM); exit 130 or 143."""
+    terminated = isinstance(stop, _Terminated)
+    typer.echo(f"{'terminated' if terminated else 'interrupted'}: {what}", err=True)
+    return typer.Exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -69,7 +72,7 @@ def separate(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     backend: str = typer.Option("auto", help="auto (OpenVINO on a CPU where it is installed, else ONNX Runtime), ort, openvino or trt (TensorRT, untested)."),
     threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
-    chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 10 s on OpenVINO, 20 s elsewhere)."),
+    chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 5 s on OpenVINO, 20 s elsewhere)."),
     precision: str = typer.Option("auto", help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16."),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(
@@ -105,8 +108,7 @@ def separate(
     except (UnmixError, BundleError, ValueError) as error:
         raise _fail(str(error)) from None
     except KeyboardInterrupt as stop:
-        typer.echo("interrupted: stopped while loading the model; nothing was written", err=True)
-        raise typer.Exit(_stopped_code(stop)) from None
+        raise _stopped(stop, "stopped while loading the model; nothing was written") from None
     if not quiet:
         typer.echo(f"unmix: {', '.join(separator.stems)} with {separator.description}", err=True)
 
@@ -142,8 +144,7 @@ def separate(
             elapsed += result.elapsed
             typer.echo(f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})")
     except KeyboardInterrupt as stop:
-        typer.echo("interrupted: the track in progress was not written (finished tracks are kept)", err=True)
-        raise typer.Exit(_stopped_code(stop)) from None
+        raise _stopped(stop, "the track in progress was not written (finished tracks are kept)") from None
 
     summary = f"{done} separated"
     if done:
@@ -225,8 +226,7 @@ def stream(
     except (UnmixError, ValueError) as error:
         raise _fail(str(error)) from None
     except KeyboardInterrupt as stop:
-        typer.echo("interrupted: stopped while loading the model; nothing was written", err=True)
-        raise typer.Exit(_stopped_code(stop)) from None
+        raise _stopped(stop, "stopped while loading the model; nothing was written") from None
 
     def report(seconds_in: float, seconds_out: float) -> None:
         if not quiet:
@@ -242,8 +242,8 @@ def stream(
         typer.echo("", err=True)
         raise _fail(str(error), 1) from None
     except KeyboardInterrupt as stop:
-        typer.echo("\ninterrupted: no stem was written", err=True)
-        raise typer.Exit(_stopped_code(stop)) from None
+        typer.echo("", err=True)
+        raise _stopped(stop, "no stem was written") from None
     typer.echo("" if quiet else "\n", err=True, nl=False)
     typer.echo(
         f"{_duration(result.seconds)} streamed into {_common_folder(list(result.outputs.values()))}: stems trail the "

@@ -211,7 +211,7 @@ def test_a_stopped_run_leaves_nothing(bundle, tmp_path, stop, code):
             process.communicate()
     assert process.returncode == code, stderr
     (line,) = stderr.strip().splitlines()
-    assert line.startswith("interrupted: ")
+    assert line.startswith("terminated: " if stop == signal.SIGTERM else "interrupted: "), line
     assert not out.exists(), sorted(out.rglob("*"))  # the temporaries and the folders made for them are gone
 
 

@@ -168,7 +168,7 @@ def _loaded(pid: int, library: str) -> bool:
 
 @pytest.mark.parametrize("stop, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
                          ids=["ctrl-c", "sigterm"])
-@pytest.mark.parametrize("library", ["numpy", "onnxruntime"], ids=["importing", "loading"])
+@pytest.mark.parametrize("library", ["numpy", "openvino_intel_cpu"], ids=["importing", "loading"])
 def test_ctrl_c_while_starting_is_one_line_and_130(bundle, tmp_path, library, stop, code, word):
     """Ctrl-C (SIGTERM) during the imports or the model's loading: `interrupted: …` (`terminated: …`), exit 130
     (143), no traceback, nothing written."""
