@@ -29,10 +29,12 @@ from .manifest import MANIFEST_FILE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STEMS, Bu
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
 
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
-# Kept samples per window. Whole-window backends recompute 2 × 2.08 s of context (21 % extra at 20 s). OpenVINO
-# runs in stages, each recomputing only its own context (about 1 s for the encoders, less for the rest), and keeps
-# memory in proportion to its windows, so it takes 6 s (bench/results: faster and smaller than 10 s windows).
-DEFAULT_CHUNK_SECONDS = {"openvino": 6.0}
+# Kept samples per window; on OpenVINO an odd number of hops: its convolutions run markedly slower on lengths
+# with large power-of-two factors, and with an odd count every stage's window is odd at the latent rate.
+# Whole-window backends recompute 2 × 2.08 s of context (21 % extra at 20 s). OpenVINO runs in stages, each
+# recomputing only its own context (under half a second for the stages that do most of the work), and keeps
+# memory in proportion to its windows, so it takes 5 s (bench/results: as fast as 6 s and smaller).
+DEFAULT_CHUNK_SECONDS = {"openvino": 5.0}
 OTHER_CHUNK_SECONDS = 20.0
 # Samples per engine call (mono items × window length). Memory grows with it: the paper's model holds about
 # 2.5 kB per sample in flight on ONNX Runtime CPU (its 2048-code distance matrix, 8 kB per frame, dominates),
@@ -172,8 +174,8 @@ class Separator:
             (TensorRT engines; needs a CUDA device).
         threads: CPU threads per run (default: ONNX Runtime's, the physical cores).
         stems: the stems to compute (default: all in the bundle); the others cost nothing.
-        chunk: output samples per window at the model's rate, a multiple of its hop (default 10 s on OpenVINO,
-            20 s elsewhere).
+        chunk: output samples per window at the model's rate, a multiple of its hop (default `DEFAULT_CHUNK_SECONDS`
+            on OpenVINO, rounded to an odd number of hops; `OTHER_CHUNK_SECONDS` elsewhere).
         precision: "auto" (bf16 where OpenVINO computes it natively, else fp32), "fp32", "bf16" (the fp32 graphs
             in bfloat16 on the openvino backend), or the bundle's "int8" / "fp16" graphs.
         batch_samples: samples per engine call: windows × channels go as one batch up to this many
@@ -200,7 +202,8 @@ class Separator:
         resolved = resolve_backend(backend, where, precision)
         if chunk is None:
             seconds = DEFAULT_CHUNK_SECONDS.get(resolved, OTHER_CHUNK_SECONDS)
-            chunk = max(1, round(seconds * manifest.sample_rate / hop)) * hop
+            hops = max(1, round(seconds * manifest.sample_rate / hop))
+            chunk = (hops | 1 if resolved == "openvino" else hops) * hop
         elif _whole_number("chunk", chunk) <= 0 or chunk % hop:
             nearest = max(hop, round(chunk / hop) * hop)
             raise UsageError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
@@ -383,7 +386,7 @@ class Stream:
         if hasattr(separator._engine, "stages"):
             hop = separator.manifest.hop_length
             chunk = max(1, round(LOW_LATENCY_SECONDS * model_rate / hop)) * hop if low_latency else self._plan.chunk
-            stages = separator._engine.stages(chunk if low_latency else None)
+            stages = separator._engine.stages(chunk, eager=low_latency)
             self._cascade = CascadeRun(stages, chunk, eager=low_latency)
             self._gate = SilenceGate(self._model_channels, separator.manifest.context_samples)
         refine_frames = {"block_frames": LOW_LATENCY_REFINE_FRAMES} if low_latency and self._cascade else {}

@@ -214,4 +214,5 @@ def test_manifest_facts_drive_the_plan(bundle):
     assert separator._plan.context == manifest["context_samples"] == 408
     assert separator._plan.chunk == 20 * 44100  # the default: 20 s at the model's rate
     if importlib.util.find_spec("openvino"):
-        assert Separator.from_bundle(bundle, backend="openvino")._plan.chunk == 6 * 44100  # stages: shorter windows
+        chunk = Separator.from_bundle(bundle, backend="openvino")._plan.chunk  # stages: shorter windows
+        assert chunk == 27563 * 8 and abs(chunk - 5 * 44100) <= 8  # 5 s as an odd number of hops
