@@ -488,9 +488,6 @@ def _malloc_trim():
 def _return_freed_memory() -> None:
     """Hand the heap's freed pages back to the system (glibc keeps them otherwise, and the next part's buffers
     land elsewhere, so the peak would hold both)."""
-    import os
-    if os.environ.get("NOTRIM"):
-        return
     if trim := _malloc_trim():
         trim(0)
 
