@@ -254,6 +254,8 @@ def check_options(options: ExportOptions, refinement: RefinementFit | None) -> l
         raise ExportError("give exactly one source: --checkpoint (our runs) or --vqvae [--encoder]")
     if options.encoder and not options.vqvae:
         raise ExportError("--encoder goes with --vqvae")
+    if options.config and options.checkpoint:
+        raise ExportError("--config goes with --vqvae: our checkpoints carry their own config")
     if options.int8 != (options.calibration is not None):
         raise ExportError("--int8 and --calibration ROOT go together (int8 is calibrated on real mixtures)")
     return names
@@ -272,7 +274,7 @@ def parse_stems(stem: str | None, stems: str | None) -> list[str]:
 
 def load_separators(options: ExportOptions, names: Sequence[str]) -> tuple[dict[str, StemSeparator], dict[str, dict]]:
     """Each stem's separator and where it came from: our phase-2 runs (--checkpoint) or foreign files (--vqvae)."""
-    model_config = resolve_config(options.config) if options.config else None  # checked with --checkpoint too
+    model_config = resolve_config(options.config) if options.config else None
     separators, sources = {}, {}
     if options.checkpoint:
         for name, path in paths_per_stem(options.checkpoint, names, "--checkpoint").items():

@@ -144,6 +144,7 @@ def test_int8_that_loses_too_much_is_refused_unless_forced(runs, corpus, tmp_pat
         (["--stem", "guitar", "--checkpoint", "x"], "stems must be"),
         (["--stem", "bass", "--checkpoint", "x", "--int8"], "--calibration"),
         (["--stem", "bass", "--encoder", "x", "--checkpoint", "y"], "--encoder goes with --vqvae"),
+        (["--stem", "bass", "--config", "tiny", "--checkpoint", "y"], "--config goes with --vqvae"),
         (["--stem", "bass", "--checkpoint", "no/such/run"], "no such checkpoint or run folder"),
         (["--stem", "bass", "--checkpoint", "x", "--attach", "stages"], "--attach 'stages': give NAME=FILE"),
         (["--stem", "bass", "--checkpoint", "x", "--attach", "stages=no/such.json"], "cannot read no/such.json"),
