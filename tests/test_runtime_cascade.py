@@ -121,6 +121,26 @@ def test_openvino_stages_compute_what_the_whole_graph_computes(engine, chunk, bl
         np.testing.assert_allclose(output, expected[stem], rtol=0, atol=1e-5 * np.abs(expected[stem]).max())
 
 
+@pytest.mark.skipif(not openvino_backend.native_bf16(), reason="this CPU has no native bfloat16")
+def test_bf16_stages_hand_over_what_the_whole_bf16_graph_holds(tmp_path_factory):
+    """Two-stage long windows pass bfloat16 between the stages: the tensor at the cut is bf16 inside the whole
+    graph too, so the staged output is the whole graph's, not merely close to it."""
+    bundle = tiny_bundle(tmp_path_factory)
+    engine = openvino_backend.OpenVinoEngine(
+        {stem: bundle / f"{stem}.onnx" for stem in STEMS}, read_manifest(bundle), threads=1, precision="bf16"
+    )
+    chunk = 2056  # long windows against the tiny model's context: the plan cuts both parts in two
+    stages = engine.stages(chunk)
+    assert len(stages) == 5
+    x = (0.3 * np.random.default_rng(4).standard_normal((1, 1, 2 * chunk))).astype(np.float32)
+    run = CascadeRun(stages, chunk)
+    parts = [run.feed([x]), run.finish()]
+    expected = engine.run(x)
+    for index, stem in enumerate(engine.stems):
+        output = np.concatenate([part[index] for part in parts if part], axis=2)
+        np.testing.assert_allclose(output, expected[stem], rtol=0, atol=1e-6 * np.abs(expected[stem]).max())
+
+
 def test_the_silence_gate_zeroes_only_outputs_whose_input_is_silent_around_them():
     from unmix.runtime.chunking import SilenceGate
 
