@@ -365,9 +365,9 @@ class OpenVinoEngine:
             model = ov.Model([piece.get_results()[0].input_value(0) for piece in pieces], parameters, f"stage{index}")
             if not eager and self._precision == "bf16":
                 _bf16_handover(model, output=index < len(plan) - 1, input=index > 0)
-            if eager:
-                request = self._core.compile_model(model, "CPU", self._compute).create_infer_request()
-                stages.append(Stage(functools.partial(_infer, request, copy=False), step.reach.context, step.reach.rate))
+            if eager:  # startup windows of many lengths, then one: see `ShapedModel`'s `transient`
+                shaped = ShapedModel(self._core, model, self._compute, transient=True)
+                stages.append(Stage(functools.partial(shaped.infer, copy=False), step.reach.context, step.reach.rate))
             else:  # the outputs are the request's own buffers; its memory is released once the cascade has copied them
                 shaped = ShapedModel(self._core, model, self._compute)
                 stages.append(Stage(functools.partial(shaped.infer, copy=False), step.reach.context, step.reach.rate,
@@ -419,17 +419,28 @@ class ShapedModel:
     picks kernels for the exact shape: faster and leaner than its dynamic-shape path, whose allocations it keeps
     per shape. Windows of one length (`cascade`'s fixed windows, the nearest code's whole tiles) compile once; a
     new shape drops the previous compile before compiling its own.
+
+    transient: for calls whose shapes change for a while before they settle (an eager stream's first windows
+        grow to the window length): calls run on one model compiled for any shape, except that the first shape
+        to come a second time gets its own compile, so a stream's start costs no compile per window.
     """
 
-    def __init__(self, core, model, config: dict):
+    def __init__(self, core, model, config: dict, *, transient: bool = False):
         self._core, self._model, self._config = core, model, config
         self._shapes: tuple | None = None
         self._bf16: list[bool] = []
         self._compiled = self._request = None
+        self._any_shape = None  # with `transient`: the request of the model compiled for any shape
+        self._seen: set[tuple] | None = set() if transient else None
 
     def infer(self, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndarray]:
         """One call on `inputs` (shared, not copied); see `_infer` for `copy`."""
         shapes = tuple(x.shape for x in inputs)
+        if self._seen is not None and shapes != self._shapes and (self._shapes is not None or shapes not in self._seen):
+            self._seen.add(shapes)
+            if self._any_shape is None:
+                self._any_shape = self._core.compile_model(self._model, "CPU", self._config).create_infer_request()
+            return _infer(self._any_shape, inputs, copy)
         if shapes != self._shapes:
             self.close()
             model = self._model.clone()
@@ -454,6 +465,7 @@ class ShapedModel:
         _return_freed_memory()
 
     def close(self) -> None:
+        """Drop the compiled model and its request (a later call compiles again)."""
         self._compiled = self._request = self._shapes = None
         _return_freed_memory()
 

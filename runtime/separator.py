@@ -385,7 +385,8 @@ class Stream:
         self._cascade = self._gate = None
         if hasattr(separator._engine, "stages"):
             hop = separator.manifest.hop_length
-            chunk = max(1, round(LOW_LATENCY_SECONDS * model_rate / hop)) * hop if low_latency else self._plan.chunk
+            # an odd number of hops, as the default chunk on OpenVINO (see DEFAULT_CHUNK_SECONDS)
+            chunk = (round(LOW_LATENCY_SECONDS * model_rate / hop) | 1) * hop if low_latency else self._plan.chunk
             stages = separator._engine.stages(chunk, eager=low_latency)
             self._cascade = CascadeRun(stages, chunk, eager=low_latency)
             self._gate = SilenceGate(self._model_channels, separator.manifest.context_samples)
