@@ -125,11 +125,14 @@ def sdr(
         "default", help="the bundle to score: a folder, 'default' (the one shipped) or 'none' (baselines only)"
     ),
     precision: str = typer.Option(
-        None, help="comma list of precisions: the bundle's, or bf16 on openvino (default fp32,int8 on CPU, fp32,fp16 on CUDA)"
+        None,
+        help="comma list of precisions: the bundle's, or bf16 on openvino (default fp32,int8 on CPU, fp32,fp16 on CUDA)",
     ),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
     backend: str = typer.Option("auto", help="auto, ort, openvino or trt"),
-    stereo: str = typer.Option("mid", help="how the refined rows separate stereo: mid (as unmix separate) or per-channel"),
+    stereo: str = typer.Option(
+        "mid", help="how the refined rows separate stereo: mid (as unmix separate) or per-channel"
+    ),
     threads: int = typer.Option(None, help="CPU threads (default: the usable cores)"),
     separator: list[str] = typer.Option(
         None,
@@ -243,9 +246,17 @@ def stream(
         except RuntimeError as error:
             fail(str(error))
     machine = f"{cpu_model()}, {os.cpu_count()} logical cores, load {load}"
-    report = {"schema": SCHEMA_VERSION, "kind": "stream", "created": created, "command": command_line(),
-              "track": str(track or f"synthetic {seconds:g} s"), "seconds": length, "block_s": block,
-              "machine": machine, "rows": to_json(rows)}
+    report = {
+        "schema": SCHEMA_VERSION,
+        "kind": "stream",
+        "created": created,
+        "command": command_line(),
+        "track": str(track or f"synthetic {seconds:g} s"),
+        "seconds": length,
+        "block_s": block,
+        "machine": machine,
+        "rows": to_json(rows),
+    }
     text = markdown(rows, track=report["track"], seconds=length, machine=machine, command=command_line(), date=created)
     announce(write_outputs(report, text, None, output_path(json_path, "stream", created, "cpu")))
 

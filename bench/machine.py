@@ -70,7 +70,12 @@ def gpu_info() -> list[dict]:
     except GpuQueryError:
         return []
     return [
-        {"name": gpu.name, "memory_mib": gpu.memory_mib, "driver": gpu.driver, "compute_capability": gpu.compute_capability}
+        {
+            "name": gpu.name,
+            "memory_mib": gpu.memory_mib,
+            "driver": gpu.driver,
+            "compute_capability": gpu.compute_capability,
+        }
         for gpu in gpus
     ]
 

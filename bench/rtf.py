@@ -135,9 +135,11 @@ class RtfSettings:
             if backend in wanted:
                 runs = BACKEND_PRECISIONS.get(backend)
                 computed = set(COMPUTED_PRECISIONS)  # run from another precision's graphs, by the backends that can
-                rows += [Row(backend, p) for p in self.chosen_precisions() if p in runs] if runs else [
-                    Row(backend, p) for p in self.chosen_precisions() if p not in computed
-                ]
+                rows += (
+                    [Row(backend, p) for p in self.chosen_precisions() if p in runs]
+                    if runs
+                    else [Row(backend, p) for p in self.chosen_precisions() if p not in computed]
+                )
         if "defaults" in wanted:
             rows += [Row(*PREVIOUS_DEFAULT)] * (not self.on_cuda) + [Row(*DEFAULTS)]
         if "peers" in wanted and not self.on_cuda:
@@ -324,8 +326,10 @@ def progress_total(settings: RtfSettings) -> int:
     total = 0
     for row in settings.rows():
         workloads = list(filter(row.runs, settings.workloads))
-        total += sum(settings.warmup + (settings.track_repeats if scope == "track" else settings.repeats)
-                     for scope, _ in workloads)
+        total += sum(
+            settings.warmup + (settings.track_repeats if scope == "track" else settings.repeats)
+            for scope, _ in workloads
+        )
         total += settings.fidelity and FIDELITY_WORKLOAD in workloads
     return total
 

@@ -72,8 +72,19 @@ def main(argv: list[str] | None = None) -> None:
         for minutes in args.minutes:
             track = Path(folder) / f"track-{minutes:g}min.wav"
             write_track(track, minutes * 60, args.sample_rate)
-            command = [sys.executable, "-m", "unmix.runtime.cli", "separate", str(track), "-o", str(Path(folder) / "out"),
-                       "--bundle", str(args.bundle), "--quiet", "--overwrite"]
+            command = [
+                sys.executable,
+                "-m",
+                "unmix.runtime.cli",
+                "separate",
+                str(track),
+                "-o",
+                str(Path(folder) / "out"),
+                "--bundle",
+                str(args.bundle),
+                "--quiet",
+                "--overwrite",
+            ]
             for option in ("stems", "chunk", "threads"):
                 if getattr(args, option) is not None:
                     command += [f"--{option}", str(getattr(args, option))]
@@ -91,8 +102,12 @@ def main(argv: list[str] | None = None) -> None:
             "",
             "| input | audio (s) | peak RSS (MiB) | wall (s) | RTF |",
             "|---|---:|---:|---:|---:|",
-            *(f"| {name} | {seconds:.0f} | {rss:.0f} | {wall:.1f} | {wall / seconds:.3f} |" if seconds else
-              f"| {name} | – | {rss:.0f} | {wall:.1f} | – |" for name, seconds, rss, wall in rows),
+            *(
+                f"| {name} | {seconds:.0f} | {rss:.0f} | {wall:.1f} | {wall / seconds:.3f} |"
+                if seconds
+                else f"| {name} | – | {rss:.0f} | {wall:.1f} | – |"
+                for name, seconds, rss, wall in rows
+            ),
             "",
         ]
     )

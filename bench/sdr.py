@@ -264,8 +264,12 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
         stems = [stem for stem in stems if stem in settings.stems]
     if bundle is not None:
         precisions = settings.precisions or default_precisions(manifest.precisions, settings.device)
-        model = {"bundle": str(bundle), "precisions": list(precisions), "provenance": manifest.provenance,
-                 "refinement": manifest.refinement}
+        model = {
+            "bundle": str(bundle),
+            "precisions": list(precisions),
+            "provenance": manifest.provenance,
+            "refinement": manifest.refinement,
+        }
         for precision in precisions:
             try:
                 runtime[precision] = Separator.from_bundle(
@@ -279,8 +283,14 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
                 )
                 if settings.stereo == "mid" and covers_the_mixture(stems):
                     refiners[precision] = Separator.from_bundle(
-                        bundle, device=settings.device, backend=settings.backend, threads=threads,
-                        precision=precision, stems=stems, refine=True, stereo="mid",
+                        bundle,
+                        device=settings.device,
+                        backend=settings.backend,
+                        threads=threads,
+                        precision=precision,
+                        stems=stems,
+                        refine=True,
+                        stereo="mid",
                     )
             except BackendError as error:
                 skipped.append(f"{model_method(precision, backend_of(settings, precision))}: unavailable — {error}")
@@ -328,8 +338,11 @@ def song_estimates(
         yield method, estimates
         if methods.refined:
             stereo = "per-channel" if precision in methods.refiners else "mid"  # mid: what a mono song gets anyway
-            yield refined_method(method, stereo), refine(
-                song.mixture, estimates, weights=separator.refinement_weights, spread=separator.refinement_spread
+            yield (
+                refined_method(method, stereo),
+                refine(
+                    song.mixture, estimates, weights=separator.refinement_weights, spread=separator.refinement_spread
+                ),
             )
         del estimates
         if precision in methods.refiners:
@@ -407,7 +420,9 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
         "metric": "the paper's SDR (eq. 2), global over each whole song and both channels (as the MDX 2021 SDR); "
         "mean over songs; total = mean over stems",
         "methods": table,
-        "fidelity": sdr_fidelity(table, excerpts, {p: model_method(p, backend_of(settings, p)) for p in methods.runtime}),
+        "fidelity": sdr_fidelity(
+            table, excerpts, {p: model_method(p, backend_of(settings, p)) for p in methods.runtime}
+        ),
         "skipped": skipped,
     }
 

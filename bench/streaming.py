@@ -51,7 +51,9 @@ def _run(command: list[str], stdin: Path | None = None) -> tuple[str, float]:
     return process.stdout.decode(), wall
 
 
-def measure(track: Path, *, bundle: str = "default", block: float = 0.5, extra: list[str] | None = None) -> list[StreamRow]:
+def measure(
+    track: Path, *, bundle: str = "default", block: float = 0.5, extra: list[str] | None = None
+) -> list[StreamRow]:
     """Time `unmix separate` and `unmix stream` on `track`, with and without refinement; one process each.
 
     Each command runs under a small probe process that reads that command's own peak RSS (wait4).
@@ -67,22 +69,57 @@ def measure(track: Path, *, bundle: str = "default", block: float = 0.5, extra: 
         offline: dict[bool, float] = {}
         for refine in (False, True):
             flag = "--refine" if refine else "--no-refine"
-            command = [*unmix, "separate", str(track), "-o", f"{scratch}/offline", "-q", "--overwrite", "--bundle",
-                       bundle, flag, *extra]
+            command = [
+                *unmix,
+                "separate",
+                str(track),
+                "-o",
+                f"{scratch}/offline",
+                "-q",
+                "--overwrite",
+                "--bundle",
+                bundle,
+                flag,
+                *extra,
+            ]
             _, wall, peak = _run_isolated(command)
             offline[refine] = wall
             rows.append(StreamRow(f"unmix separate {flag}", shlex.join(command), refine, wall, wall / seconds, peak))
-            command = [*unmix, "stream", "-", "-o", f"{scratch}/stream", "-q", "--rate", str(rate), "--channels",
-                       str(audio.shape[1]), "--block", str(block), "--bundle", bundle, flag, *extra]
+            command = [
+                *unmix,
+                "stream",
+                "-",
+                "-o",
+                f"{scratch}/stream",
+                "-q",
+                "--rate",
+                str(rate),
+                "--channels",
+                str(audio.shape[1]),
+                "--block",
+                str(block),
+                "--bundle",
+                bundle,
+                flag,
+                *extra,
+            ]
             out, wall, peak = _run_isolated(command, stdin=raw)
             found = _STREAMED.search(out)
             if not found:
                 raise RuntimeError(f"unexpected output from unmix stream: {out.strip()!r}")
-            rows.append(StreamRow(
-                f"unmix stream {flag} ({block:g} s blocks)", shlex.join(command), refine, wall, wall / seconds, peak,
-                latency_promised_s=float(found.group(1)), lag_s=float(found.group(2)),
-                compute_ratio=wall / offline[refine],
-            ))
+            rows.append(
+                StreamRow(
+                    f"unmix stream {flag} ({block:g} s blocks)",
+                    shlex.join(command),
+                    refine,
+                    wall,
+                    wall / seconds,
+                    peak,
+                    latency_promised_s=float(found.group(1)),
+                    lag_s=float(found.group(2)),
+                    compute_ratio=wall / offline[refine],
+                )
+            )
     return rows
 
 
@@ -133,4 +170,3 @@ def synthetic_track(path: Path, seconds: float, sample_rate: int = 44100) -> Pat
 
     write_track(path, seconds, sample_rate)
     return path
-

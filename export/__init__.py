@@ -1,9 +1,9 @@
 """unmix.export: trained separators → validated ONNX deploy bundles (and int8, fp16, TensorRT).
 
-    export_bundle(separators, out_dir, ...)      the library entry point (unmix-export is a thin CLI on it)
-    separator_from_run / separator_from_vqvae     separators from our runs or from foreign checkpoints
-    load_parity_audio / calibration_chunks        audio for the parity proof and for int8 calibration
-    build_bundle_engines                          TensorRT engines for a bundle (untested: no GPU here)
+export_bundle(separators, out_dir, ...)      the library entry point (unmix-export is a thin CLI on it)
+separator_from_run / separator_from_vqvae     separators from our runs or from foreign checkpoints
+load_parity_audio / calibration_chunks        audio for the parity proof and for int8 calibration
+build_bundle_engines                          TensorRT engines for a bundle (untested: no GPU here)
 """
 
 from .audio import ParityAudio, calibration_chunks, load_parity_audio, synthetic_audio

@@ -154,9 +154,9 @@ def synthetic_audio(sample_rate: int, hop: int, *, segments: int = 4, seconds: f
     drums += 0.15 * np.diff(noise, prepend=0) * np.exp(-((t % (beat / 2)) / beat) * 60)  # eighth-note hats
     roots = np.array([45, 41, 48, 43])[(beat_index // 4) % 4]  # A F C G, one chord per bar
     bass = 0.5 * tone(440 * 2 ** ((roots - 69) / 12), 5, 0.5) * np.exp(-((t % (beat / 2)) / beat) * 3)
-    other = sum(
-        0.12 * tone(440 * 2 ** ((roots + 24 + step - 69) / 12), 4, 0.4) for step in (0, 4, 7)
-    ) * (0.6 + 0.4 * np.cos(2 * np.pi * t / (4 * beat)))
+    other = sum(0.12 * tone(440 * 2 ** ((roots + 24 + step - 69) / 12), 4, 0.4) for step in (0, 4, 7)) * (
+        0.6 + 0.4 * np.cos(2 * np.pi * t / (4 * beat))
+    )
     melody = roots + 36 + np.array([0, 2, 4, 7, 4, 2, 0, -1])[beat_index % 8]
     vibrato = 1 + 0.006 * np.sin(2 * np.pi * 5.5 * t)
     vocals = 0.25 * tone(440 * 2 ** ((melody - 69) / 12) * vibrato, 6, 0.6) * ((beat_index // 8) % 2 == 0)
@@ -168,7 +168,10 @@ def synthetic_audio(sample_rate: int, hop: int, *, segments: int = 4, seconds: f
     stems = {name: (stem * 0.8 / peak).astype(np.float32) for name, stem in stems.items()}
     mixture = sum(stems.values())
     audio = ParityAudio(
-        f"synthetic stereo song (not real audio): {segments} × {seconds:g} s", [], synthetic=True, sample_rate=sample_rate
+        f"synthetic stereo song (not real audio): {segments} × {seconds:g} s",
+        [],
+        synthetic=True,
+        sample_rate=sample_rate,
     )
     for index in range(segments):
         cut = slice(index * length, (index + 1) * length)

@@ -69,7 +69,9 @@ def export_bundle(
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} exists; choose another folder or overwrite it explicitly")
     if int8_calibration is not None and calibration_method not in CALIBRATION_METHODS:
-        raise ExportError(f"unknown calibration method {calibration_method!r}; choose one of {sorted(CALIBRATION_METHODS)}")
+        raise ExportError(
+            f"unknown calibration method {calibration_method!r}; choose one of {sorted(CALIBRATION_METHODS)}"
+        )
     if int8_calibration is not None and not len(int8_calibration):
         raise ExportError("int8 needs at least one calibration chunk")
     audio = parity_audio or synthetic_audio(config.sample_rate, config.hop_length, segments=2, seconds=1.0)
@@ -140,7 +142,9 @@ class _BundleWriter:
             graph = FusedGraph(self.separators, half=precision == "fp16")
             path = self._export(graph, self.fused[precision], list(self.separators), precision)
             if precision == "fp32":
-                self._check_runs(path, reference=_graphs_reference({s: self.folder / n for s, n in self.models["fp32"].items()}))
+                self._check_runs(
+                    path, reference=_graphs_reference({s: self.folder / n for s, n in self.models["fp32"].items()})
+                )
             else:
                 self._check_runs(path, batch_independent=False)
 
@@ -171,8 +175,12 @@ class _BundleWriter:
 
     def write_manifest(self) -> None:
         manifest = Manifest(
-            stems=list(self.separators), models=self.models, ort_optimized=self.optimized, fused=self.fused,
-            provenance=self.provenance, **bundle_facts(self.config),
+            stems=list(self.separators),
+            models=self.models,
+            ort_optimized=self.optimized,
+            fused=self.fused,
+            provenance=self.provenance,
+            **bundle_facts(self.config),
         )
         manifest.files = {
             path.relative_to(self.folder).as_posix(): sha256_file(path)
@@ -244,7 +252,9 @@ def _common_config(separators: dict[str, StemSeparator], config: VQVAEConfig | N
     for stem in separators:
         if not _STEM_NAME.match(stem):
             raise ExportError(f"stem name {stem!r} is not a simple lower-case name (it becomes a file name)")
-    configs = {s.mixture_encoder.config for s in separators.values()} | {s.stem_decoder.config for s in separators.values()}
+    configs = {s.mixture_encoder.config for s in separators.values()} | {
+        s.stem_decoder.config for s in separators.values()
+    }
     if config is None:
         if len(configs) != 1:
             raise ExportError("the separators were built from different configs; pass config= explicitly")

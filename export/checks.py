@@ -79,7 +79,9 @@ def check_runs(
             where = f"{name} at batch {batch}, {length} samples"
             _check_outputs(where, outputs, batch, length, hop_length)
             if batch_independent and alone:
-                _compare(f"{where} (item 0 against batch {batches[0]})", {k: v[:1] for k, v in outputs.items()}, alone, atol)
+                _compare(
+                    f"{where} (item 0 against batch {batches[0]})", {k: v[:1] for k, v in outputs.items()}, alone, atol
+                )
             alone = alone or {k: v[:1] for k, v in outputs.items()}
             row = {"graph": name, "batch": batch, "samples": length}
             if reference is not None:
@@ -108,7 +110,9 @@ def _compare(where: str, outputs: dict[str, np.ndarray], expected: dict[str, np.
         if output == CODES_NAME:
             agreement = float((value == expected[output]).mean())
             if agreement < 1.0:
-                raise ExportError(f"{where}: codes agree with the reference on {100 * agreement:.3f} % of frames, not 100 %")
+                raise ExportError(
+                    f"{where}: codes agree with the reference on {100 * agreement:.3f} % of frames, not 100 %"
+                )
             row["code_agreement"] = agreement
         else:
             error = float(np.abs(value - expected[output]).max())

@@ -136,7 +136,8 @@ def main(
         _DEFAULT["trust_pickle"], "--trust-pickle", help="allow full unpickling of foreign files (can run code)"
     ),
     audio: Path = typer.Option(
-        _DEFAULT["audio"], "--audio",
+        _DEFAULT["audio"],
+        "--audio",
         help="parity audio: MUSDB-layout folder, audio folder or file (default: a synthetic song)",
     ),
     parity_segments: int = typer.Option(
@@ -158,7 +159,8 @@ def main(
         _DEFAULT["calibration_seconds"], "--calibration-seconds", min=0.1, help="seconds per calibration chunk"
     ),
     calibration_method: str = typer.Option(
-        _DEFAULT["calibration_method"], "--calibration-method",
+        _DEFAULT["calibration_method"],
+        "--calibration-method",
         help="minmax, entropy or percentile (the last two hold every activation in memory: ~0.5 GB per second of audio for the paper's model)",
     ),
     fp16: bool = typer.Option(_DEFAULT["fp16"], "--fp16", help="also fp16 graphs for GPUs (fp32 vq island)"),
@@ -181,11 +183,13 @@ def main(
         None, "--attach", help="NAME=FILE: a JSON or JSON-lines file stored in the manifest's provenance under NAME"
     ),
     refinement_data: Path = typer.Option(
-        _DEFAULT["refinement_data"], "--refinement-data",
+        _DEFAULT["refinement_data"],
+        "--refinement-data",
         help="MUSDB-layout folder whose training songs fit the refinement's band weights",
     ),
     refinement_songs: str = typer.Option(
-        _DEFAULT["refinement_songs"], "--refinement-songs",
+        _DEFAULT["refinement_songs"],
+        "--refinement-songs",
         help="START:STOP of the training songs (by name); best ones unseen in training",
     ),
     refinement_seconds: float = typer.Option(
@@ -195,20 +199,43 @@ def main(
         _DEFAULT["refinement_bands"], "--refinement-bands", min=1, help="log-spaced frequency bands"
     ),
     refinement_spread: str = typer.Option(
-        _DEFAULT["refinement_spread"], "--refinement-spread",
+        _DEFAULT["refinement_spread"],
+        "--refinement-spread",
         help="STEM=BINS,...: average those stems' powers over BINS (odd) bins, e.g. other=3",
     ),
 ) -> None:
     """Export separators to a deploy bundle and prove it computes what PyTorch computes."""
     options = ExportOptions(
-        out=out, stem=stem, stems=stems, checkpoint=tuple(checkpoint or ()), vqvae=tuple(vqvae or ()),
-        encoder=tuple(encoder or ()), config=config, trust_pickle=trust_pickle, audio=audio,
-        parity_segments=parity_segments, parity_seconds=parity_seconds, int8=int8, calibration=calibration,
-        calibration_chunks_count=calibration_chunks_count, calibration_seconds=calibration_seconds,
-        calibration_method=calibration_method, fp16=fp16, fused=fused, ort_optimized=ort_optimized, trt=trt,
-        max_sdr_loss=max_sdr_loss, force=force, overwrite=overwrite, note=note, attach=tuple(attach or ()),
-        refinement_data=refinement_data, refinement_songs=refinement_songs, refinement_seconds=refinement_seconds,
-        refinement_bands=refinement_bands, refinement_spread=refinement_spread,
+        out=out,
+        stem=stem,
+        stems=stems,
+        checkpoint=tuple(checkpoint or ()),
+        vqvae=tuple(vqvae or ()),
+        encoder=tuple(encoder or ()),
+        config=config,
+        trust_pickle=trust_pickle,
+        audio=audio,
+        parity_segments=parity_segments,
+        parity_seconds=parity_seconds,
+        int8=int8,
+        calibration=calibration,
+        calibration_chunks_count=calibration_chunks_count,
+        calibration_seconds=calibration_seconds,
+        calibration_method=calibration_method,
+        fp16=fp16,
+        fused=fused,
+        ort_optimized=ort_optimized,
+        trt=trt,
+        max_sdr_loss=max_sdr_loss,
+        force=force,
+        overwrite=overwrite,
+        note=note,
+        attach=tuple(attach or ()),
+        refinement_data=refinement_data,
+        refinement_songs=refinement_songs,
+        refinement_seconds=refinement_seconds,
+        refinement_bands=refinement_bands,
+        refinement_spread=refinement_spread,
     )
     try:
         bundle = run(options)
@@ -321,13 +348,19 @@ def export_audio(options: ExportOptions, separator: StemSeparator) -> tuple[Pari
     """The parity audio and, for --int8, the calibration chunks, at the model's rate and in whole hops."""
     model = separator.mixture_encoder.config
     parity_audio = load_parity_audio(
-        options.audio, model.sample_rate, model.hop_length, segments=options.parity_segments,
+        options.audio,
+        model.sample_rate,
+        model.hop_length,
+        segments=options.parity_segments,
         seconds=options.parity_seconds,
     )
     chunks = None
     if options.calibration is not None:
         chunks = calibration_chunks(
-            options.calibration, model.sample_rate, model.hop_length, count=options.calibration_chunks_count,
+            options.calibration,
+            model.sample_rate,
+            model.hop_length,
+            count=options.calibration_chunks_count,
             seconds=options.calibration_seconds,
         )
     return parity_audio, chunks
@@ -339,8 +372,12 @@ def refinement_fit(options: ExportOptions) -> RefinementFit | None:
         return None
     first, stop = parse_song_range(options.refinement_songs)
     return RefinementFit(
-        data=options.refinement_data, first=first, count=stop - first, seconds=options.refinement_seconds,
-        bands=options.refinement_bands, spread=parse_spread(options.refinement_spread),
+        data=options.refinement_data,
+        first=first,
+        count=stop - first,
+        seconds=options.refinement_seconds,
+        bands=options.refinement_bands,
+        spread=parse_spread(options.refinement_spread),
     )
 
 

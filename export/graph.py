@@ -85,4 +85,3 @@ class FusedGraph(nn.Module):
 
     def forward(self, mixture: Tensor) -> tuple[Tensor, ...]:
         return tuple(branch(mixture)[0] for branch in self.branches)
-

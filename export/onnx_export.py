@@ -62,4 +62,3 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, object]) -> None:
         entry = model.metadata_props.add()
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-

@@ -128,7 +128,9 @@ def _fp32_exactness(reference: TorchReference, expected: list, iterations: list)
     # Polygraphy's relative-error statistics divide by zeros in silent stretches: not our concern.
     with G_LOGGER.verbosity(G_LOGGER.ERROR), np.errstate(divide="ignore", invalid="ignore"):
         verdict = Comparator.compare_accuracy(resolved, compare_func=compare)
-    errors = [np.abs(r[OUTPUT_NAME] - g[OUTPUT_NAME]).max() for r, g in zip(resolved_iterations, iterations, strict=False)]
+    errors = [
+        np.abs(r[OUTPUT_NAME] - g[OUTPUT_NAME]).max() for r, g in zip(resolved_iterations, iterations, strict=False)
+    ]
     return {
         "tie_frames": ties,
         "real_disagreements": real,
@@ -161,7 +163,11 @@ def gate(report: dict, max_sdr_loss: float) -> dict[str, list[str]]:
             elif delta < -max_sdr_loss:
                 failures[precision].append(f"{stem}: loses {-delta:.3f} dB SDR (limit {max_sdr_loss:g})")
     report["gates"] = {
-        "fp32": {"real_disagreements": 0, "max_abs_error_ties_resolved": FP32_MAX_ABS, "abs_sdr_delta_db": FP32_MAX_SDR_DELTA},
+        "fp32": {
+            "real_disagreements": 0,
+            "max_abs_error_ties_resolved": FP32_MAX_ABS,
+            "abs_sdr_delta_db": FP32_MAX_SDR_DELTA,
+        },
         "reduced_precision": {"max_sdr_loss_db": max_sdr_loss},
         "failures": failures,
     }

@@ -55,8 +55,13 @@ class Excerpt:
 
 
 def training_excerpts(
-    root: str | Path, separate: Callable[[np.ndarray], dict[str, np.ndarray]], sample_rate: int, *, first: int,
-    count: int, seconds: float,
+    root: str | Path,
+    separate: Callable[[np.ndarray], dict[str, np.ndarray]],
+    sample_rate: int,
+    *,
+    first: int,
+    count: int,
+    seconds: float,
 ) -> list[Excerpt]:
     """The middle `seconds` of training songs first..first+count of a MUSDB-layout folder, with `separate`'s
     estimates (a function (frames, channels) → {stem: (frames, channels)}: the bundle's raw output)."""
@@ -92,7 +97,9 @@ class _Band:
         masked = STEMS.index(MASKED_FIRST)
         for mixture, powers, covariances, truth in self.parts:
             weighted = [power * gain + _TINY for power, gain in zip(powers, gains, strict=False)]
-            for index, (output, target) in enumerate(zip(split(mixture, weighted, covariances, masked), truth, strict=False)):
+            for index, (output, target) in enumerate(
+                zip(split(mixture, weighted, covariances, masked), truth, strict=False)
+            ):
                 total[index] += np.sum(np.abs(output - target) ** 2)
         return total
 
@@ -115,22 +122,29 @@ def _bands(excerpts: list[Excerpt], edges: np.ndarray, window: int, spread: Mapp
         for band, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=False)):
             part = {stem: spectrum[:, low:high] for stem, spectrum in estimates.items()}
             covariances = [
-                spatial_covariance(np.einsum("tba,tbc->bac", part[stem], part[stem].conj()),
-                                   powers[stem][:, low:high].mean(axis=-1).sum(axis=0))
+                spatial_covariance(
+                    np.einsum("tba,tbc->bac", part[stem], part[stem].conj()),
+                    powers[stem][:, low:high].mean(axis=-1).sum(axis=0),
+                )
                 for stem in filtered
             ]
             scored = slice(None, None, SCORED_EVERY)  # copies, so that the whole spectra can be freed
-            bands[band].append((
-                mixture[scored, low:high].copy(),
-                [spread_powers[stem][scored, low:high].copy() for stem in STEMS],
-                covariances,
-                [truth[stem][scored, low:high].copy() for stem in STEMS],
-            ))
+            bands[band].append(
+                (
+                    mixture[scored, low:high].copy(),
+                    [spread_powers[stem][scored, low:high].copy() for stem in STEMS],
+                    covariances,
+                    [truth[stem][scored, low:high].copy() for stem in STEMS],
+                )
+            )
     return [_Band(parts) for parts in bands]
 
 
 def fit_band_weights(
-    excerpts: list[Excerpt], sample_rate: int, bands: int = 16, window: int = WINDOW,
+    excerpts: list[Excerpt],
+    sample_rate: int,
+    bands: int = 16,
+    window: int = WINDOW,
     spread: Mapping[str, int] | None = None,
 ) -> tuple[BandWeights, dict]:
     """The gains that minimise the normalised error band by band, for powers spread as `spread` says (stem → bins,
@@ -152,30 +166,47 @@ def fit_band_weights(
             decibels[free] = trial
             return float(np.sum(band.errors(10 ** (decibels / 10)) / totals))
 
-        result = minimize(objective, np.zeros(len(free)), method="Powell",
-                          bounds=[(-MAX_GAIN_DB, MAX_GAIN_DB)] * len(free), options={"xtol": 0.5, "ftol": 1e-4})
+        result = minimize(
+            objective,
+            np.zeros(len(free)),
+            method="Powell",
+            bounds=[(-MAX_GAIN_DB, MAX_GAIN_DB)] * len(free),
+            options={"xtol": 0.5, "ftol": 1e-4},
+        )
         decibels = np.zeros(len(STEMS))
         decibels[free] = result.x
         gains_db.append(np.round(decibels, 2))
         after.append(result.fun)
     gains = np.array(gains_db)
-    fitted_errors = np.array([band.errors(10 ** (decibels / 10)) for band, decibels in zip(fitted, gains, strict=False)]).sum(axis=0)
+    fitted_errors = np.array(
+        [band.errors(10 ** (decibels / 10)) for band, decibels in zip(fitted, gains, strict=False)]
+    ).sum(axis=0)
     weights = BandWeights(
         tuple(float(edge) * sample_rate / window for edge in edges),
         {stem: tuple(float(g) for g in gains[:, index]) for index, stem in enumerate(STEMS)},
     )
     report = {  # on the excerpts fitted on: an upper bound on what unseen songs gain
-        "error_change_db": {stem: round(float(10 * np.log10(fitted_errors[i] / totals[i])), 2)
-                            for i, stem in enumerate(STEMS)},
-        "objective_per_band": {"before": np.round(np.sum(before / totals, axis=1), 5).tolist(),
-                               "after": np.round(after, 5).tolist()},
+        "error_change_db": {
+            stem: round(float(10 * np.log10(fitted_errors[i] / totals[i])), 2) for i, stem in enumerate(STEMS)
+        },
+        "objective_per_band": {
+            "before": np.round(np.sum(before / totals, axis=1), 5).tolist(),
+            "after": np.round(after, 5).tolist(),
+        },
     }
     return weights, report
 
 
 def refit_bundle(
-    bundle: str | Path, data: str | Path, *, first: int = 0, count: int = 24, seconds: float = 15.0, bands: int = 16,
-    spread: Mapping[str, int] | None = None, threads: int | None = None,
+    bundle: str | Path,
+    data: str | Path,
+    *,
+    first: int = 0,
+    count: int = 24,
+    seconds: float = 15.0,
+    bands: int = 16,
+    spread: Mapping[str, int] | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Fit band weights for `bundle` (all four stems, fp32 estimates) on `data`'s training songs, for powers spread
     as `spread` says, and store both in its manifest. Returns the manifest's new `refinement` entry."""
@@ -185,8 +216,9 @@ def refit_bundle(
     # checked before the estimates are made; a spread of 1 is none
     spread = {stem: bins for stem, bins in (spread or {}).items() if check_spread(stem, bins) > 1}
     rate = separator.manifest.sample_rate
-    excerpts = training_excerpts(data, lambda mixture: separator.separate(mixture, rate), rate,
-                                 first=first, count=count, seconds=seconds)
+    excerpts = training_excerpts(
+        data, lambda mixture: separator.separate(mixture, rate), rate, first=first, count=count, seconds=seconds
+    )
     weights, report = fit_band_weights(excerpts, rate, bands, spread=spread)
     entry = {
         "band_weights": weights.to_dict(),
@@ -197,7 +229,8 @@ def refit_bundle(
             "estimates": "fp32, raw",
             "bands": bands,
             "window": WINDOW,
-        } | report,
+        }
+        | report,
     }
     store_refinement(separator.bundle, entry)
     return entry

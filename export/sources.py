@@ -93,7 +93,9 @@ def _build(build, checkpoint: Checkpoint):
     try:
         return build(checkpoint)
     except CheckpointError as error:
-        hint = "" if checkpoint.format == "unmix" else " (foreign checkpoints carry no config: pass the model's --config)"
+        hint = (
+            "" if checkpoint.format == "unmix" else " (foreign checkpoints carry no config: pass the model's --config)"
+        )
         raise ExportError(f"{error}{hint}") from None
 
 

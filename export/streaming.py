@@ -136,7 +136,9 @@ class StreamingStemGraph(nn.Module):
                 conv = layer.dilated if isinstance(layer, CachedResBlock) else layer
                 upsample = part == "decoder" and index in self.upsamplers
                 specs.append(
-                    CachedLayer(f"state.{part}.{index}", conv.weight.shape[1], conv.padding, conv.span, conv.stride, upsample)
+                    CachedLayer(
+                        f"state.{part}.{index}", conv.weight.shape[1], conv.padding, conv.span, conv.stride, upsample
+                    )
                 )
         return specs
 
@@ -191,13 +193,22 @@ def export_streaming_graph(graph: StreamingStemGraph, path, metadata: dict[str, 
     specs = graph.state_specs()
     inputs = [INPUT_NAME, LIMITS_NAME, *(spec.name for spec in specs)]
     outputs = [OUTPUT_NAME, *(next_state_name(spec.name) for spec in specs)]
-    axes = {name: {0: "batch", 2: f"time_{index}"} for index, name in enumerate(inputs + outputs) if name != LIMITS_NAME}
+    axes = {
+        name: {0: "batch", 2: f"time_{index}"} for index, name in enumerate(inputs + outputs) if name != LIMITS_NAME
+    }
     example = (torch.zeros(1, 1, 2 * graph.delay + 64), no_limits(graph), *graph.initial_states())
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            graph.eval(), example, str(path), dynamo=False, opset_version=OPSET,
-            input_names=inputs, output_names=outputs, dynamic_axes=axes, do_constant_folding=True,
+            graph.eval(),
+            example,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            do_constant_folding=True,
         )
     model = onnx.load(str(path))
     set_metadata(model, metadata or {})
@@ -229,10 +240,12 @@ def separator_from_graph(path) -> StemSeparator:
     if "unmix.config" not in meta:
         raise ValueError(f"{path}: not an unmix stem graph (no unmix.config metadata)")
     config = VQVAEConfig(**json.loads(meta["unmix.config"]))
-    weights = {tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in model.graph.initializer}
+    weights = {
+        tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in model.graph.initializer
+    }
     separator = StemSeparator.from_vqvae(VQVAE(config))
     for prefix, module in (("mixture_encoder.", separator.mixture_encoder), ("stem_decoder.", separator.stem_decoder)):
-        state = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
+        state = {key[len(prefix) :]: value for key, value in weights.items() if key.startswith(prefix)}
         module.load_state_dict(state, strict=True)
     separator.codebook.k.copy_(weights["vq.codebook_t"].T)
     return separator.eval()

@@ -52,7 +52,9 @@ TRT_SUPPORTED_OPS: dict[str, set[str]] = {
 def unsupported_by_tensorrt(path: str | Path) -> list[str]:
     """What in the graph TensorRT 10 cannot parse: its opset, or nodes (op and first-input type) off the list."""
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    problems = [f"opset {o.version}" for o in model.opset_import if o.domain in ("", "ai.onnx") and o.version not in TRT_OPSETS]
+    problems = [
+        f"opset {o.version}" for o in model.opset_import if o.domain in ("", "ai.onnx") and o.version not in TRT_OPSETS
+    ]
     types = {value.name: value.type.tensor_type.elem_type for value in (*model.graph.input, *model.graph.value_info)}
     types |= {init.name: init.data_type for init in model.graph.initializer}
     for node in model.graph.node:

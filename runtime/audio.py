@@ -27,7 +27,15 @@ AUDIO_EXTENSIONS = frozenset(
 )
 # Output formats by the name users give them, with their file extension.
 OUTPUT_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
-_FORMAT_EXTENSIONS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "W64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
+_FORMAT_EXTENSIONS = {
+    "WAV": "wav",
+    "WAVEX": "wav",
+    "RF64": "wav",
+    "W64": "wav",
+    "FLAC": "flac",
+    "OGG": "ogg",
+    "MP3": "mp3",
+}
 # When a format cannot hold the input's subtype (a float WAV into FLAC, say): its most faithful one.
 _FALLBACK_SUBTYPES = {"WAV": "FLOAT", "FLAC": "PCM_24", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
 _MAX_CHANNELS = {"MP3": 2}  # per output format
@@ -157,13 +165,17 @@ def output_format(name: str | None, info: AudioInfo) -> tuple[str, str, str]:
         fmt = OUTPUT_FORMATS[name.lower()]
     else:
         raise OutputError(f"unknown output format {name!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-    subtype = info.subtype if sf.check_format(fmt, info.subtype) else _FALLBACK_SUBTYPES.get(fmt, sf.default_subtype(fmt))
+    subtype = (
+        info.subtype if sf.check_format(fmt, info.subtype) else _FALLBACK_SUBTYPES.get(fmt, sf.default_subtype(fmt))
+    )
     # An input without a suffix keeps its format but would give "drums."; name the format instead.
     kept = info.path.suffix.lower().lstrip(".") if name is None and fmt == info.format else ""
     extension = kept or _FORMAT_EXTENSIONS[fmt]
     limit = _MAX_CHANNELS.get(fmt)
     if limit and info.channels > limit:
-        raise OutputError(f"{fmt} holds at most {limit} channels, the input has {info.channels}; choose another --format")
+        raise OutputError(
+            f"{fmt} holds at most {limit} channels, the input has {info.channels}; choose another --format"
+        )
     return fmt, subtype, extension
 
 

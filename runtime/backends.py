@@ -197,7 +197,9 @@ class OrtEngine:
             try:
                 session = ort.InferenceSession(str(path), options, providers=providers)
             except Exception as error:  # ORT raises its own exception types for every failure
-                raise BackendError(f"{path.name}: onnxruntime cannot load it on {device}: {str(error).splitlines()[0]}") from None
+                raise BackendError(
+                    f"{path.name}: onnxruntime cannot load it on {device}: {str(error).splitlines()[0]}"
+                ) from None
             # ORT falls back to the CPU when the CUDA libraries fail to load: that is an error here.
             if session.get_providers()[0] != provider:
                 raise BackendError(
@@ -214,7 +216,9 @@ class OrtEngine:
                 stem: session.run([self.output_name], {self.input_name: batch})[0]
                 for stem, session in self.sessions.items()
             }
-        mixture = _onnxruntime().OrtValue.ortvalue_from_numpy(batch, "cuda", self.device.index)  # one upload for all stems
+        mixture = _onnxruntime().OrtValue.ortvalue_from_numpy(
+            batch, "cuda", self.device.index
+        )  # one upload for all stems
         outputs = {}
         for stem, session in self.sessions.items():
             binding = session.io_binding()

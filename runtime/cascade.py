@@ -88,7 +88,9 @@ class _StageRun:
             self.done = window.keep_stop
             # keep what the next window reads: from `context` before the next output, and a window's length back
             # from the input's end (the final fixed window is flush with it; an eager one reaches that far back)
-            keep_from = self.done if self.context == 0 else min(self.done - self.context, self.end - self.plan.window_length)
+            keep_from = (
+                self.done if self.context == 0 else min(self.done - self.context, self.end - self.plan.window_length)
+            )
             self._discard_before(keep_from)
             yield kept
 
@@ -146,7 +148,9 @@ class _StageRun:
         # one buffer per input, reused for every window of its shape (fresh large arrays cost page faults each time)
         shapes = [(*xs[0].shape[:2], stop - start) for xs in zip(*parts, strict=True)]
         if [window.shape for window in self.window] != shapes:
-            self.window = [np.empty(shape, xs[0].dtype) for shape, xs in zip(shapes, zip(*parts, strict=True), strict=True)]
+            self.window = [
+                np.empty(shape, xs[0].dtype) for shape, xs in zip(shapes, zip(*parts, strict=True), strict=True)
+            ]
         for window, xs in zip(self.window, zip(*parts, strict=True), strict=True):
             np.concatenate(xs, axis=2, out=window)
         return self.window

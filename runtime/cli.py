@@ -70,19 +70,29 @@ def separate(
         DEFAULT_FILENAME, help="Output path under -o; fields {track}, {trackext}, {stem}, {ext}."
     ),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    backend: str = typer.Option("auto", help="auto (OpenVINO on a CPU where it is installed, else ONNX Runtime), ort, openvino or trt (TensorRT, untested)."),
+    backend: str = typer.Option(
+        "auto",
+        help="auto (OpenVINO on a CPU where it is installed, else ONNX Runtime), ort, openvino or trt (TensorRT, untested).",
+    ),
     threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
-    chunk: int | None = typer.Option(None, help="Samples per chunk at the model's rate, a multiple of 8 (default 5 s on OpenVINO, 20 s elsewhere)."),
-    precision: str = typer.Option("auto", help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16."),
+    chunk: int | None = typer.Option(
+        None, help="Samples per chunk at the model's rate, a multiple of 8 (default 5 s on OpenVINO, 20 s elsewhere)."
+    ),
+    precision: str = typer.Option(
+        "auto",
+        help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16.",
+    ),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(
-        None, "--refine/--no-refine",
+        None,
+        "--refine/--no-refine",
         help="Filter the mixture with the stems' estimates (default: on for four-stem bundles; "
         "--no-refine gives the paper's raw decoder output and runs only the stems asked for).",
     ),
     stereo: str | None = typer.Option(
-        None, help="How stereo is separated: mid (once, on (L+R)/2; the refinement places each stem; the default "
-        "with refinement) or per-channel (the default without)."
+        None,
+        help="How stereo is separated: mid (once, on (L+R)/2; the refinement places each stem; the default "
+        "with refinement) or per-channel (the default without).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo tracks whose stems already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -122,8 +132,9 @@ def separate(
         for path in planned:
             bar = _ProgressBar(path.name, disable=quiet, rate=_sample_rate(path))
             try:
-                result = separator.separate_file(path, output, filename=filename, format=format, overwrite=overwrite,
-                                                 progress=bar.update)
+                result = separator.separate_file(
+                    path, output, filename=filename, format=format, overwrite=overwrite, progress=bar.update
+                )
             except (UnmixError, BundleError, Cancelled) as error:
                 result, problem = None, str(error)
             except Exception as error:  # a backend failure on one file must not stop the batch
@@ -142,7 +153,9 @@ def separate(
             done += 1
             audio_seconds += result.seconds
             elapsed += result.elapsed
-            typer.echo(f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})")
+            typer.echo(
+                f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})"
+            )
     except KeyboardInterrupt as stop:
         raise _stopped(stop, "the track in progress was not written (finished tracks are kept)") from None
 
@@ -188,11 +201,13 @@ def _plan(found: list, output: Path, filename: str, format: str | None, stems) -
         taken = [claimed[target] for target in resolved.values() if target in claimed]
         if clobbered:
             stem, target = clobbered[0]
-            refused.append(f"{path}: its {stem} output {target} is an input of this run; "
-                           "choose another -o or --filename")
+            refused.append(
+                f"{path}: its {stem} output {target} is an input of this run; choose another -o or --filename"
+            )
         elif taken:
-            refused.append(f"{path}: its stems would go where those of {taken[0]} go; "
-                           "add {trackext} or a folder to --filename")
+            refused.append(
+                f"{path}: its stems would go where those of {taken[0]} go; add {{trackext}} or a folder to --filename"
+            )
         else:
             claimed.update(dict.fromkeys(resolved.values(), path))
             planned.append(path)
@@ -201,17 +216,23 @@ def _plan(found: list, output: Path, filename: str, format: str | None, stems) -
 
 @app.command()
 def stream(
-    source: str = typer.Argument("-", help="Raw float32 little-endian interleaved samples: - for stdin, or a file or FIFO."),
+    source: str = typer.Argument(
+        "-", help="Raw float32 little-endian interleaved samples: - for stdin, or a file or FIFO."
+    ),
     output: Path = typer.Option(Path("separated"), "-o", "--output", help="Folder for the stems (<stem>.<format>)."),
     rate: int = typer.Option(44100, "--rate", help="The input's sample rate in Hz."),
     channels: int = typer.Option(2, "--channels", help="The input's channel count."),
     block: float = typer.Option(0.5, help="Seconds of input read per step."),
     format: str = typer.Option("wav", "--format", help="wav (float) or flac (24 bit)."),
-    backend: str = typer.Option("auto", help="auto, ort or openvino (low latency needs openvino; ort runs whole windows)."),
+    backend: str = typer.Option(
+        "auto", help="auto, ort or openvino (low latency needs openvino; ort runs whole windows)."
+    ),
     threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
     precision: str = typer.Option("auto", help="auto, fp32 or bf16 (openvino)."),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
-    refine: bool | None = typer.Option(None, "--refine/--no-refine", help="Refinement (default: on for four-stem bundles)."),
+    refine: bool | None = typer.Option(
+        None, "--refine/--no-refine", help="Refinement (default: on for four-stem bundles)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No running report."),
 ) -> None:
     """Separate a live stream of raw samples, writing each stem's samples as they become final.
@@ -233,9 +254,17 @@ def stream(
             typer.echo(f"\rin {seconds_in:7.1f} s  out {seconds_out:7.1f} s", err=True, nl=False)
 
     try:
-        with (sys.stdin.buffer if source == "-" else open(source, "rb")) as handle:
-            result = separate_live(separator, handle, output, sample_rate=rate, channels=channels, block_seconds=block,
-                                   format=format, on_block=report)
+        with sys.stdin.buffer if source == "-" else open(source, "rb") as handle:
+            result = separate_live(
+                separator,
+                handle,
+                output,
+                sample_rate=rate,
+                channels=channels,
+                block_seconds=block,
+                format=format,
+                on_block=report,
+            )
     except OSError as error:
         raise _fail(f"{source}: {error.strerror or error}", 1) from None
     except UnmixError as error:
@@ -273,11 +302,23 @@ class _ProgressBar:
             return
         if self.bar is None:
             if total:
-                self.bar = tqdm(total=total, desc=self.name, leave=False, file=sys.stderr, dynamic_ncols=True,
-                                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+                self.bar = tqdm(
+                    total=total,
+                    desc=self.name,
+                    leave=False,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+                )
             else:
-                self.bar = tqdm(desc=self.name, leave=False, file=sys.stderr, unit="s", unit_scale=1 / self.rate,
-                                bar_format="{desc} {n:.1f} s of audio | {elapsed}")
+                self.bar = tqdm(
+                    desc=self.name,
+                    leave=False,
+                    file=sys.stderr,
+                    unit="s",
+                    unit_scale=1 / self.rate,
+                    bar_format="{desc} {n:.1f} s of audio | {elapsed}",
+                )
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:

@@ -24,7 +24,17 @@ from .separator import DEFAULT_BUNDLE, resolve_bundle
 
 ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "ort-nightly")
 CPU_FLAGS = (
-    "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "asimddp",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "asimddp",
     "sve",
 )
 CUDA_LIBRARIES = ("libcudart.so.12", "libcublas.so.12", "libcudnn.so.9")
@@ -61,7 +71,11 @@ def _versions(lines: list[str], advice: list[str]) -> None:
     _row(lines, "numpy", np.__version__)
     installed = {name: _version(name) for name in ORT_DISTRIBUTIONS}
     installed = {name: version for name, version in installed.items() if version}
-    _row(lines, "onnxruntime", f"{ort.__version__} ({', '.join(f'{n} {v}' for n, v in installed.items()) or 'unknown wheel'})")
+    _row(
+        lines,
+        "onnxruntime",
+        f"{ort.__version__} ({', '.join(f'{n} {v}' for n, v in installed.items()) or 'unknown wheel'})",
+    )
     if len(installed) > 1:
         advice.append(
             f"several ONNX Runtime wheels are installed ({', '.join(installed)}); they overwrite each other: "
@@ -100,7 +114,9 @@ def _cpu(lines: list[str], advice: list[str]) -> None:
     present = [flag for flag in CPU_FLAGS if flag in flags]
     _row(lines, "features", ", ".join(present) or "unknown")
     if flags and not ({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"} & flags):
-        advice.append("this CPU has no int8 dot-product instructions (VNNI/dotprod): --precision int8 may not be faster")
+        advice.append(
+            "this CPU has no int8 dot-product instructions (VNNI/dotprod): --precision int8 may not be faster"
+        )
 
 
 def _physical_cores(info: str) -> set[tuple[str, str]]:

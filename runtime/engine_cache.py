@@ -71,7 +71,9 @@ def gpu_info(device: int = 0) -> NvidiaGpu:
     try:
         return nvidia_gpus(visible[device] if visible else str(device))[0]
     except NoNvidiaSmi:
-        raise EngineCacheError(f"no NVIDIA driver found (nvidia-smi is missing): TensorRT needs an NVIDIA GPU; {INSTALL_HINT}") from None
+        raise EngineCacheError(
+            f"no NVIDIA driver found (nvidia-smi is missing): TensorRT needs an NVIDIA GPU; {INSTALL_HINT}"
+        ) from None
     except GpuQueryError as error:
         raise EngineCacheError(f"no CUDA device {device}: {error}") from None
 
@@ -83,7 +85,9 @@ def import_tensorrt():
     except ImportError:
         raise EngineCacheError(f"TensorRT is not installed: {INSTALL_HINT}") from None
     if int(tensorrt.__version__.split(".")[0]) < 10:
-        raise EngineCacheError(f"TensorRT {tensorrt.__version__} is too old (strongly typed networks need ≥ 10): {INSTALL_HINT}")
+        raise EngineCacheError(
+            f"TensorRT {tensorrt.__version__} is too old (strongly typed networks need ≥ 10): {INSTALL_HINT}"
+        )
     return tensorrt
 
 
@@ -136,8 +140,9 @@ def find_engine(cache_dir: str | Path, stem: str, key: EngineKey) -> Path | None
     return plan if recorded.get("key") == json.loads(json.dumps(key.to_dict())) else None
 
 
-def build_engine(onnx_path: str | Path, cache_dir: str | Path, stem: str, key: EngineKey,
-                 workspace_bytes: int | None = None) -> Path:
+def build_engine(
+    onnx_path: str | Path, cache_dir: str | Path, stem: str, key: EngineKey, workspace_bytes: int | None = None
+) -> Path:
     """Build, serialize and cache the engine for `key` (UNTESTED, see the module docstring).
 
     A strongly typed network takes each tensor's precision from the graph (the fp16 graphs carry
@@ -175,13 +180,23 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, stem: str, key: E
         raise EngineCacheError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
     target = engine_path(cache_dir, stem, key)
     _write_atomically(target, memoryview(plan))
-    _write_atomically(target.with_suffix(".json"), json.dumps({"key": key.to_dict(), "onnx": str(onnx_path)}, indent=2).encode())
+    _write_atomically(
+        target.with_suffix(".json"), json.dumps({"key": key.to_dict(), "onnx": str(onnx_path)}, indent=2).encode()
+    )
     _write_atomically(timing_path, memoryview(config.get_timing_cache().serialize()))
     return target
 
 
-def cached_engine(onnx_path: str | Path, onnx_sha256: str, cache_dir: str | Path, stem: str, precision: str,
-                  profiles: tuple[Profile, ...], device: int = 0, build: bool = True) -> Path:
+def cached_engine(
+    onnx_path: str | Path,
+    onnx_sha256: str,
+    cache_dir: str | Path,
+    stem: str,
+    precision: str,
+    profiles: tuple[Profile, ...],
+    device: int = 0,
+    build: bool = True,
+) -> Path:
     """The engine for this graph on this machine: from the cache, or built now when `build`."""
     key = engine_key(onnx_sha256, precision, profiles, device)
     found = find_engine(cache_dir, stem, key)

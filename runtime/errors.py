@@ -60,7 +60,10 @@ def _is_command_line() -> bool:
     if os.path.basename(sys.argv[0] if sys.argv else "") == "unmix":
         return True
     argv = list(getattr(sys, "orig_argv", []))
-    return any(a == "-m" and b == "unmix.runtime.cli" for a, b in zip(argv, argv[1:], strict=False)) or "-munmix.runtime.cli" in argv
+    return (
+        any(a == "-m" and b == "unmix.runtime.cli" for a, b in zip(argv, argv[1:], strict=False))
+        or "-munmix.runtime.cli" in argv
+    )
 
 
 # This module is the first of unmix.runtime to be imported: from here on, until the command sets up its own

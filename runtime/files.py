@@ -95,8 +95,10 @@ def track_name(input: Path) -> str:
     """
     name = input.stem
     if not name.strip(".").strip():
-        raise OutputError(f"{input}: its name gives the track name {name!r}, which is not a usable folder or file name; "
-                          "rename the file")
+        raise OutputError(
+            f"{input}: its name gives the track name {name!r}, which is not a usable folder or file name; "
+            "rename the file"
+        )
     return name
 
 
@@ -334,10 +336,14 @@ def find_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[Path
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            audio = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and keep(p))
+            audio = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and keep(p)
+            )
             found.extend(audio or [AudioError(f"{path}: no audio files in this folder")])
         elif glob.has_magic(argument):
-            matches = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file() and keep(Path(p)))
+            matches = sorted(
+                Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file() and keep(Path(p))
+            )
             found.extend(matches or [AudioError(f"{argument}: no files match this pattern")])
         elif path.exists():  # a FIFO, device or socket: it exists, but is nothing to seek through twice
             found.append(AudioError(f"{path}: not a regular file or folder (a pipe, device or socket)"))

@@ -133,7 +133,9 @@ def _check_stem_graphs(field_name: str, graphs, stems: list[str], files: dict, c
     _check_dict(field_name, graphs)
     for stem, path in graphs.items():
         if stem not in stems:
-            raise BundleError(f"malformed manifest: {field_name} has a graph for {stem!r}, which is not one of its stems")
+            raise BundleError(
+                f"malformed manifest: {field_name} has a graph for {stem!r}, which is not one of its stems"
+            )
         _check_path(f"{field_name}.{stem}", path, files)
     if complete and (missing := [stem for stem in stems if stem not in graphs]):
         raise BundleError(f"malformed manifest: {field_name} has no graph for {', '.join(map(repr, missing))}")

@@ -41,7 +41,11 @@ STAGE_CONTEXT_BUDGET = 0.2
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 # Node names the exporter gives the nearest-code block (export/graph.py, `NearestCode`).
 _VQ_IN, _VQ_OUT, _VQ_MATMUL, _VQ_SCALE, _VQ_SUB = (
-    "/vq/Transpose", "/vq/Transpose_1", "/vq/MatMul", "/vq/Mul", "/vq/Sub"
+    "/vq/Transpose",
+    "/vq/Transpose_1",
+    "/vq/MatMul",
+    "/vq/Mul",
+    "/vq/Sub",
 )
 
 
@@ -184,9 +188,12 @@ def _output_on_phases(transposed, phases) -> bool:
     bias, out_bias = _bias(bias_add), _bias(output_add)
     if (
         kernel.get_type_name() != "Constant"
-        or attributes["strides"] != [1] or attributes["dilations"] != [1]
-        or attributes["pads_begin"] != [1] or attributes["pads_end"] != [1]
-        or bias is None or out_bias is None
+        or attributes["strides"] != [1]
+        or attributes["dilations"] != [1]
+        or attributes["pads_begin"] != [1]
+        or attributes["pads_end"] != [1]
+        or bias is None
+        or out_bias is None
     ):
         return False
     weights = np.array(kernel.get_data(), np.float32)  # (1, C, 3)
@@ -270,7 +277,9 @@ class OpenVinoEngine:
         if threads is not None and threads < 1:
             raise BackendError(f"threads must be at least 1, got {threads}")
         core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1} | (
+            {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        )
         compute = config | {"INFERENCE_PRECISION_HINT": _HINTS[precision]}
         self.stems = tuple(paths)
         self._core, self._compute, self._precision = core, compute, precision
@@ -281,9 +290,15 @@ class OpenVinoEngine:
         try:
             self._encoder_reach = reach(next(iter(parts.values())).encoder)
             searches = [nearest_code_model(p) for p in parts.values()]
-            self._nearest = ShapedModel(core, ov.Model(
-                [m.get_results()[0].input_value(0) for m in searches], [m.get_parameters()[0] for m in searches], "nearest_codes"
-            ), config | {"INFERENCE_PRECISION_HINT": "f32"})
+            self._nearest = ShapedModel(
+                core,
+                ov.Model(
+                    [m.get_results()[0].input_value(0) for m in searches],
+                    [m.get_parameters()[0] for m in searches],
+                    "nearest_codes",
+                ),
+                config | {"INFERENCE_PRECISION_HINT": "f32"},
+            )
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
             raise self._load_error(error) from None
         detail = f", {threads} threads" if threads else ""
@@ -311,13 +326,18 @@ class OpenVinoEngine:
             mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name=self._input_name)
             for stem_parts in parts.values():
                 stem_parts.encoder.get_parameters()[0].output(0).replace(mixture.output(0))
-            encoders = ov.Model([p.encoder.get_results()[0].input_value(0) for p in parts.values()], [mixture], "encoders")
+            encoders = ov.Model(
+                [p.encoder.get_results()[0].input_value(0) for p in parts.values()], [mixture], "encoders"
+            )
             decoders = ov.Model(
                 [p.decoder.get_results()[0].input_value(0) for p in parts.values()],
                 [p.decoder.get_parameters()[0] for p in parts.values()],
                 "decoders",
             )
-            self._whole = ShapedModel(self._core, encoders, self._compute), ShapedModel(self._core, decoders, self._compute)
+            self._whole = (
+                ShapedModel(self._core, encoders, self._compute),
+                ShapedModel(self._core, decoders, self._compute),
+            )
         return self._whole
 
     def stages(self, chunk: int, eager: bool = False) -> list[Stage]:
@@ -336,7 +356,9 @@ class OpenVinoEngine:
                 encoders = self._cut_stages(parts, "encoder", Fraction(chunk), eager)
                 decoders = self._cut_stages(parts, "plain_decoder", Fraction(chunk) * self._encoder_reach.rate, eager)
             except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-                raise BackendError(f"OpenVINO cannot cut the graphs into stages: {str(error).splitlines()[0]}") from None
+                raise BackendError(
+                    f"OpenVINO cannot cut the graphs into stages: {str(error).splitlines()[0]}"
+                ) from None
             nearest = Stage(self._nearest_codes, 0, Fraction(1))
             self._staged[chunk, eager] = [*encoders, nearest, *decoders]
         return self._staged[chunk, eager]
@@ -370,8 +392,11 @@ class OpenVinoEngine:
                 stages.append(Stage(functools.partial(shaped.infer, copy=False), step.reach.context, step.reach.rate))
             else:  # the outputs are the request's own buffers; its memory is released once the cascade has copied them
                 shaped = ShapedModel(self._core, model, self._compute)
-                stages.append(Stage(functools.partial(shaped.infer, copy=False), step.reach.context, step.reach.rate,
-                                    shaped.release))
+                stages.append(
+                    Stage(
+                        functools.partial(shaped.infer, copy=False), step.reach.context, step.reach.rate, shaped.release
+                    )
+                )
         return stages
 
     def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
@@ -452,8 +477,10 @@ class ShapedModel:
             self._request = self._compiled.create_infer_request()
         if any(self._bf16):  # bfloat16 travels as float16-typed arrays (NumPy has no bfloat16): say what it is
             bf16 = _openvino().Type.bf16
-            inputs = [_openvino().Tensor(x, list(x.shape), bf16) if is_bf16 else x
-                      for x, is_bf16 in zip(inputs, self._bf16, strict=True)]
+            inputs = [
+                _openvino().Tensor(x, list(x.shape), bf16) if is_bf16 else x
+                for x, is_bf16 in zip(inputs, self._bf16, strict=True)
+            ]
         return _infer(self._request, inputs, copy)
 
     def release(self) -> None:
@@ -480,7 +507,9 @@ def _bf16_handover(model, *, output: bool, input: bool) -> None:
             result.input(0).replace_source_output(ops.convert(result.input_value(0), "bf16").output(0))
     if input:
         for parameter in model.get_parameters():
-            replacement = ops.parameter(parameter.get_partial_shape(), _openvino().Type.bf16, parameter.get_friendly_name())
+            replacement = ops.parameter(
+                parameter.get_partial_shape(), _openvino().Type.bf16, parameter.get_friendly_name()
+            )
             converted = ops.convert(replacement, "f32")
             for target in list(parameter.output(0).get_target_inputs()):
                 target.replace_source_output(converted.output(0))

@@ -53,7 +53,8 @@ def residual_cuts(model) -> list[str]:
     """Names of the additions of two computed tensors (the residual blocks' outputs), in order."""
     ordered, dependent = _data_ops(model)
     return [
-        op.get_friendly_name() for op in ordered
+        op.get_friendly_name()
+        for op in ordered
         if op.get_type_name() == "Add"
         and all(op.input_value(i).get_node().get_friendly_name() in dependent for i in range(2))
     ]
@@ -71,8 +72,11 @@ def _reaches(model) -> dict[str, Reach]:
         if kind == "Parameter":
             reaches[name] = Reach(Fraction(1), Fraction(0), Fraction(0))
             continue
-        inputs = [reaches[source] for i in range(op.get_input_size())
-                  if (source := op.input_value(i).get_node().get_friendly_name()) in dependent]
+        inputs = [
+            reaches[source]
+            for i in range(op.get_input_size())
+            if (source := op.input_value(i).get_node().get_friendly_name()) in dependent
+        ]
         rate = inputs[0].rate
         if any(other.rate != rate for other in inputs):
             raise ValueError(f"{name}: its inputs run at different rates")

@@ -90,8 +90,10 @@ class BandWeights:
     def from_dict(cls, data: Mapping) -> BandWeights:
         """Read the manifest's form, {"edges_hz": [...], "gains_db": {stem: [...]}}."""
         try:
-            return cls(tuple(map(float, data["edges_hz"])),
-                       {stem: tuple(map(float, gains)) for stem, gains in data["gains_db"].items()})
+            return cls(
+                tuple(map(float, data["edges_hz"])),
+                {stem: tuple(map(float, gains)) for stem, gains in data["gains_db"].items()},
+            )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"band weights need edges_hz and gains_db per stem ({error})") from None
 
@@ -120,9 +122,17 @@ class Refiner:
     one block plus one window.
     """
 
-    def __init__(self, stems: tuple[str, ...], channels: int, window: int = WINDOW, block_frames: int = BLOCK_FRAMES,
-                 weights: Mapping[str, np.ndarray] | None = None, spread: Mapping[str, int] | None = None, *,
-                 spatial: str = "estimates"):
+    def __init__(
+        self,
+        stems: tuple[str, ...],
+        channels: int,
+        window: int = WINDOW,
+        block_frames: int = BLOCK_FRAMES,
+        weights: Mapping[str, np.ndarray] | None = None,
+        spread: Mapping[str, int] | None = None,
+        *,
+        spatial: str = "estimates",
+    ):
         """`weights`: a power gain per bin (window // 2 + 1 of them) for any stem (default 1; `BandWeights.per_bin`);
         `spread`: an odd number of bins to average any stem's power over (default 1: none; `spread_power`);
         `spatial`: what each filtered stem's spatial covariance is measured on: "estimates", its estimate, or
@@ -146,8 +156,9 @@ class Refiner:
         # A spread power is taken as a sum over its bins times weight / bins, one product; None where that factor is
         # one, so the hot path skips multiplying every power by ones.
         self._gains = [
-            None if not weights and width == 1 else
-            np.broadcast_to(np.asarray((weights or {}).get(stem, 1.0), float) / width, (bins,)).astype(np.float32)
+            None
+            if not weights and width == 1
+            else np.broadcast_to(np.asarray((weights or {}).get(stem, 1.0), float) / width, (bins,)).astype(np.float32)
             for stem, width in zip(self.stems, self._spread, strict=False)
         ]
         # Channels filtered together: mono or stereo as one group; more (surround) one by one, as mono signals,
@@ -183,7 +194,8 @@ class Refiner:
             raise ValueError(f"the stems' estimates differ in length: {sorted(lengths)}")
         for stem in self.stems:
             self._estimates[stem] = np.concatenate(
-                [self._estimates[stem], np.asarray(estimates[stem], np.float32).T], axis=1)
+                [self._estimates[stem], np.asarray(estimates[stem], np.float32).T], axis=1
+            )
         self._length += lengths.pop()
         if self._origin + self._mixture.shape[1] < self._length:
             raise ValueError("the estimates are ahead of the mixture they refine")
@@ -232,16 +244,21 @@ class Refiner:
         # The weights and spreads shape the powers the filters share the mixture by (in place: the plain powers are
         # done with); the spatial covariances are normalised by the plain powers, since a stem's place in the stereo
         # field does not depend on how loud it is.
-        weighted = [_weigh(power, bins, gain) for power, bins, gain in zip(powers, self._spread, self._gains, strict=False)]
+        weighted = [
+            _weigh(power, bins, gain) for power, bins, gain in zip(powers, self._spread, self._gains, strict=False)
+        ]
         if self.spatial == "mixture":  # Y_j = X · w_j / Σ_k w_k per channel
             total, power, cross = _sum(weighted), _squared_magnitude(mixture), _cross(mixture)
             for slot, index in enumerate(self._filtered):
                 mask = weighted[index] / total
-                self._accumulate(group, slot, power * np.square(mask),
-                                 None if cross is None else cross * (mask[0] * mask[1]))
-        return _spatial_filter(_rest(mixture, weighted, self._masked),
-                               _variances([weighted[index] for index in self._filtered]),
-                               _covariance_entries(self._diagonal[group], self._cross[group], self._power[group]))
+                self._accumulate(
+                    group, slot, power * np.square(mask), None if cross is None else cross * (mask[0] * mask[1])
+                )
+        return _spatial_filter(
+            _rest(mixture, weighted, self._masked),
+            _variances([weighted[index] for index in self._filtered]),
+            _covariance_entries(self._diagonal[group], self._cross[group], self._power[group]),
+        )
 
     def _accumulate(self, group: int, slot: int, power: np.ndarray, cross: np.ndarray | None) -> None:
         """Add one block of a filtered stem's spatial statistics to its running sums: |S|² (channels, frames, bins)
@@ -487,8 +504,12 @@ def _adjugate_products(r00: np.ndarray, r11: np.ndarray, r01: np.ndarray) -> tup
             if j == stems - 1 or k == j:
                 row.append(None)
                 continue
-            entries = (r00[j] * r11[k] - r01[j] * c10[k], r01[j] * r00[k] - r00[j] * r01[k],
-                       c10[j] * r11[k] - r11[j] * c10[k], r11[j] * r00[k] - c10[j] * r01[k])
+            entries = (
+                r00[j] * r11[k] - r01[j] * c10[k],
+                r01[j] * r00[k] - r00[j] * r01[k],
+                c10[j] * r11[k] - r11[j] * c10[k],
+                r11[j] * r00[k] - c10[j] * r01[k],
+            )
             p00, p01, p10, p11 = (entry.astype(np.complex64) for entry in entries)
             row.append(((p00, p01), (p10, p11)))
         products.append(row)
@@ -503,8 +524,13 @@ def _pad_samples(array: np.ndarray, samples: int) -> np.ndarray:
 
 
 def refine(
-    mixture: np.ndarray, estimates: Mapping[str, np.ndarray], window: int = WINDOW, block_frames: int = BLOCK_FRAMES,
-    weights: Mapping[str, np.ndarray] | None = None, spread: Mapping[str, int] | None = None, *,
+    mixture: np.ndarray,
+    estimates: Mapping[str, np.ndarray],
+    window: int = WINDOW,
+    block_frames: int = BLOCK_FRAMES,
+    weights: Mapping[str, np.ndarray] | None = None,
+    spread: Mapping[str, int] | None = None,
+    *,
     spatial: str = "estimates",
 ) -> dict[str, np.ndarray]:
     """Refine whole (frames, channels) estimates against their mixture in one pass (what a stream gives)."""

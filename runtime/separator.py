@@ -52,6 +52,7 @@ LOW_LATENCY_SECONDS = 0.5
 LOW_LATENCY_REFINE_FRAMES = 4
 ARRAY_BLOCK_FRAMES = 1 << 18  # arrays are fed in blocks so the working copies stay small
 
+
 def resolve_bundle(bundle: str | Path) -> Path:
     """The folder of `bundle`: a path, or "default" for the bundle shipped inside the package."""
     if str(bundle) == "default":
@@ -137,7 +138,9 @@ class Separator:
         if stereo not in STEREO_MODES:
             raise UsageError(f"unknown stereo mode {stereo!r}; use one of {', '.join(STEREO_MODES)}")
         if stereo == "mid" and not refine:
-            raise UsageError("stereo 'mid' needs the refinement to place each stem in the stereo field; use per-channel")
+            raise UsageError(
+                "stereo 'mid' needs the refinement to place each stem in the stereo field; use per-channel"
+            )
         self.manifest = manifest
         self._engine = engine
         self._closed = False
@@ -206,7 +209,9 @@ class Separator:
             chunk = (hops | 1 if resolved == "openvino" else hops) * hop
         elif _whole_number("chunk", chunk) <= 0 or chunk % hop:
             nearest = max(hop, round(chunk / hop) * hop)
-            raise UsageError(f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}")
+            raise UsageError(
+                f"chunk must be a positive multiple of the hop ({hop} samples), e.g. {nearest}; got {chunk}"
+            )
         engine = open_engine(
             path,
             manifest,
@@ -220,7 +225,13 @@ class Separator:
         if batch_samples is None:
             batch_samples = DEFAULT_BATCH_SAMPLES.get(resolved, DEFAULT_BATCH_SAMPLES[where.kind])
         return cls(
-            manifest, engine, chunk=chunk, batch_samples=batch_samples, bundle=path, stems=chosen, refine=refine,
+            manifest,
+            engine,
+            chunk=chunk,
+            batch_samples=batch_samples,
+            bundle=path,
+            stems=chosen,
+            refine=refine,
             stereo=stereo,
         )
 
@@ -282,7 +293,12 @@ class Separator:
         """
         self._check_open()
         return Stream(
-            self, sample_rate, channels, progress=progress, cancel=cancel, total_frames=total_frames,
+            self,
+            sample_rate,
+            channels,
+            progress=progress,
+            cancel=cancel,
+            total_frames=total_frames,
             low_latency=low_latency,
         )
 
@@ -328,7 +344,13 @@ class Separator:
         """Separate an audio file into `output_dir`/`filename` per stem; see `unmix.runtime.files.separate_file`."""
         self._check_open()
         return _separate_file(
-            self, input, output_dir, filename=filename, format=format, overwrite=overwrite, progress=progress,
+            self,
+            input,
+            output_dir,
+            filename=filename,
+            format=format,
+            overwrite=overwrite,
+            progress=progress,
             cancel=cancel,
         )
 
@@ -352,8 +374,13 @@ class Stream:
         low_latency: bool = False,
     ):
         # bool is an int (True == 1): refuse it, and NaN, inf, None, strings and fractions, with one line.
-        if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(sample_rate) or int(sample_rate) != sample_rate or sample_rate <= 0:
+        if (
+            isinstance(sample_rate, (bool, np.bool_))
+            or not isinstance(sample_rate, (int, float, np.integer, np.floating))
+            or not np.isfinite(sample_rate)
+            or int(sample_rate) != sample_rate
+            or sample_rate <= 0
+        ):
             raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate!r}")
         if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:  # a 1 Hz rate would make soxr ask for gigabytes
             raise AudioError(
@@ -373,10 +400,17 @@ class Stream:
         model_rate = separator.sample_rate
         self._ratio = self.sample_rate / model_rate
         resampling = self.sample_rate != model_rate
-        self._resample_in = soxr.ResampleStream(self.sample_rate, model_rate, channels, dtype="float32") if resampling else None
-        self._resample_out = {
-            stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32") for stem in separator.stems
-        } if resampling else None
+        self._resample_in = (
+            soxr.ResampleStream(self.sample_rate, model_rate, channels, dtype="float32") if resampling else None
+        )
+        self._resample_out = (
+            {
+                stem: soxr.ResampleStream(model_rate, self.sample_rate, channels, dtype="float32")
+                for stem in separator.stems
+            }
+            if resampling
+            else None
+        )
         # the model's channels: the mid channel alone, or each channel
         self._mid = separator.stereo == "mid" and channels == 2
         self._model_channels = 1 if self._mid else channels
@@ -391,10 +425,18 @@ class Stream:
             self._cascade = CascadeRun(stages, chunk, eager=low_latency)
             self._gate = SilenceGate(self._model_channels, separator.manifest.context_samples)
         refine_frames = {"block_frames": LOW_LATENCY_REFINE_FRAMES} if low_latency and self._cascade else {}
-        self._refiner = Refiner(
-            separator._engine.stems, channels, weights=separator.refinement_weights, spread=separator.refinement_spread,
-            spatial="mixture" if self._mid else "estimates", **refine_frames,
-        ) if separator.refine else None
+        self._refiner = (
+            Refiner(
+                separator._engine.stems,
+                channels,
+                weights=separator.refinement_weights,
+                spread=separator.refinement_spread,
+                spatial="mixture" if self._mid else "estimates",
+                **refine_frames,
+            )
+            if separator.refine
+            else None
+        )
         window = self._plan.window_length
         self._windows_per_call = max(1, separator.batch_samples // (window * self._model_channels))
         self._next_window = 0  # full windows run so far
@@ -469,8 +511,11 @@ class Stream:
             results = self._cascade.feed([np.ascontiguousarray(pending[:, :, first : first + step])])
             if final and first + step >= pending.shape[2]:
                 finished = self._cascade.finish()
-                results = [np.concatenate(pair, axis=2) for pair in zip(results, finished, strict=True)] if results \
+                results = (
+                    [np.concatenate(pair, axis=2) for pair in zip(results, finished, strict=True)]
+                    if results
                     else finished
+                )
             if results and results[0].shape[2]:
                 self._keep(outputs, results)
 
@@ -496,7 +541,9 @@ class Stream:
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise AudioError(f"expected blocks of shape (frames, {self.channels}), got {block.shape}")
-        if not np.issubdtype(block.dtype, np.floating):  # as separate() refuses: int16 is not scaled, complex is not audio
+        if not np.issubdtype(
+            block.dtype, np.floating
+        ):  # as separate() refuses: int16 is not scaled, complex is not audio
             raise AudioError(f"audio must be floating point in [-1, 1], got {block.dtype}")
         block = np.ascontiguousarray(block, dtype=np.float32)
         finite = np.isfinite(block)

@@ -34,13 +34,23 @@ class CachedLayer:
     @classmethod
     def from_dict(cls, data: dict) -> CachedLayer:
         return cls(
-            str(data["name"]), int(data["channels"]), int(data["padding"]), int(data["span"]), int(data["stride"]),
+            str(data["name"]),
+            int(data["channels"]),
+            int(data["padding"]),
+            int(data["span"]),
+            int(data["stride"]),
             bool(data.get("upsample", False)),
         )
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "channels": self.channels, "padding": self.padding, "span": self.span,
-                "stride": self.stride, "upsample": self.upsample}
+        return {
+            "name": self.name,
+            "channels": self.channels,
+            "padding": self.padding,
+            "span": self.span,
+            "stride": self.stride,
+            "upsample": self.upsample,
+        }
 
 
 class StreamLayout:

@@ -69,7 +69,9 @@ class TensorRTEngine:
                 raise BackendError(str(error)) from None
             engine = runtime.deserialize_cuda_engine(plan.read_bytes())
             if engine is None:
-                raise BackendError(f"{plan}: TensorRT cannot load this engine (see its log above); delete it to rebuild")
+                raise BackendError(
+                    f"{plan}: TensorRT cannot load this engine (see its log above); delete it to rebuild"
+                )
             context = engine.create_execution_context()
             context.set_optimization_profile_async(0, self.stream_handle)  # profile 0: offline windows
             self.contexts[stem] = (engine, context)
@@ -85,7 +87,10 @@ class TensorRTEngine:
                 f"the TensorRT engines take windows of at most {self.max_time} samples; use a smaller --chunk"
             )
         outputs = {stem: np.empty_like(batch) for stem in self.stems}
-        h2d, d2h = (self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+        h2d, d2h = (
+            self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+            self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+        )
         for first in range(0, items, self.max_items):
             part = np.ascontiguousarray(batch[first : first + self.max_items])
             mixture = self._buffer(self.input_name, part.nbytes)

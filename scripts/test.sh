@@ -12,4 +12,5 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[train,export,bench,openvino,peers,dev]"
 python -m ruff check .   # lint (pyproject.toml [tool.ruff]): imports, bugbear, pyupgrade, pyflakes
+python -m ruff format --check .   # formatting, as `ruff format` writes it
 python -m pytest "$@"

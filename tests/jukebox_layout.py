@@ -72,7 +72,11 @@ def forget_jukebox() -> None:
 
 def save_jukebox_style(path: Path, state: dict, hps: object = None, legacy: bool = False, prefix: str = "") -> Path:
     """torch.save of {'hps', 'model', 'opt', 'step'} as Jukebox's save_checkpoint writes it."""
-    payload = {"hps": hps if hps is not None else {}, "model": {prefix + k: v for k, v in state.items()},
-               "opt": None, "step": 0}
+    payload = {
+        "hps": hps if hps is not None else {},
+        "model": {prefix + k: v for k, v in state.items()},
+        "opt": None,
+        "step": 0,
+    }
     torch.save(payload, path, _use_new_zipfile_serialization=not legacy)
     return path

@@ -52,7 +52,10 @@ BAD_INPUTS = {
     "truncated-ogg": (lambda folder: _truncated(folder / "cut.ogg", "OGG"), "truncated"),
     "truncated-mp3": (lambda folder: _truncated(folder / "cut.mp3", "MP3"), "truncated"),
     "zero-length": (lambda folder: _zero_length(folder / "empty.wav"), "zero-length"),
-    "nan": (lambda folder: _nan_wav(folder / "nan.wav"), r"non-finite sample \(nan\) at frame 22050 \(0\.500 s\), channel 1"),
+    "nan": (
+        lambda folder: _nan_wav(folder / "nan.wav"),
+        r"non-finite sample \(nan\) at frame 22050 \(0\.500 s\), channel 1",
+    ),
 }
 FOLDER_WITHOUT_AUDIO = (_empty_folder, "no audio files")
 

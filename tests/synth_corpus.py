@@ -84,8 +84,9 @@ def make_song(rng: np.random.Generator, seconds: float, sample_rate: int = 44100
     return sources
 
 
-def write_song(root: Path, name: str, sources: dict[str, np.ndarray], sample_rate: int, layout: str,
-               split: str = "train") -> None:
+def write_song(
+    root: Path, name: str, sources: dict[str, np.ndarray], sample_rate: int, layout: str, split: str = "train"
+) -> None:
     """Write one song's sources in `layout` ("musdb" or "unmix") under `root`."""
     for source, audio in sources.items():
         if layout == "musdb":
@@ -98,8 +99,14 @@ def write_song(root: Path, name: str, sources: dict[str, np.ndarray], sample_rat
         sf.write(path, audio, sample_rate, subtype="FLOAT")
 
 
-def make_corpus(root: str | Path, songs: int = 5, seconds: float = 3.0, sample_rate: int = 44100,
-                layout: str = "musdb", seed: int = 0) -> Path:
+def make_corpus(
+    root: str | Path,
+    songs: int = 5,
+    seconds: float = 3.0,
+    sample_rate: int = 44100,
+    layout: str = "musdb",
+    seed: int = 0,
+) -> Path:
     """Write `songs` synthetic songs under `root` in `layout`; returns `root` (the `--data` folder)."""
     root = Path(root)
     rng = np.random.default_rng(seed)

@@ -18,8 +18,15 @@ from unmix.bench.rtf import PAPER_RTF, RtfSettings
 def test_rows_per_device():
     cpu = RtfSettings(device="cpu").rows()
     assert [(row.backend, row.variant) for row in cpu] == [
-        ("pytorch", "eager-fp32"), ("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
-        ("ort", "fp32/per-channel"), ("auto", "auto"), ("peer", "htdemucs"), ("peer", "umxl"),
+        ("pytorch", "eager-fp32"),
+        ("ort", "fp32"),
+        ("ort", "int8"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+        ("ort", "fp32/per-channel"),
+        ("auto", "auto"),
+        ("peer", "htdemucs"),
+        ("peer", "umxl"),
     ]
     assert cpu[0].is_reference and cpu[0].label("cpu") == "PyTorch eager fp32 (paper-style reference)"
     assert "previous defaults" in cpu[5].label("cpu") and "defaults" in cpu[6].label("cpu")
@@ -128,7 +135,9 @@ def test_openvino_defaults_and_peers_rows_run_the_track(tmp_path):
     args += ["--threads", "1", "--no-progress", "--no-fidelity"]
     result = CliRunner().invoke(app, [*args, "--json", str(out)])
     assert result.exit_code == 0, result.output
-    rows = {(m["backend"], m["variant"], m["scope"], m["stems"]): m for m in json.loads(out.read_text())["measurements"]}
+    rows = {
+        (m["backend"], m["variant"], m["scope"], m["stems"]): m for m in json.loads(out.read_text())["measurements"]
+    }
     assert rows[("openvino", "fp32", "track", 4)]["status"] == "ok"
     assert rows[("auto", "auto", "track", 4)]["status"] == "ok"
     assert rows[("ort", "fp32/per-channel", "track", 4)]["status"] == "ok"

@@ -133,8 +133,14 @@ def test_a_four_stem_bundle_is_scored_raw_and_as_unmix_separate_refines_it(train
 
     bundle = shutil.copytree(tiny_bundle(tmp_path_factory, STEMS), tmp_path / "bundle")
     weights = BandWeights((0.0, 3000.0, 22050.0), {"drums": (-6.0, 6.0), "vocals": (3.0, -20.0)})
-    store_refinement(bundle, {"band_weights": weights.to_dict(), "spread_bins": {"other": 5},
-                              "fitted": {"data": "D", "songs": "songs 1 to 2"}})
+    store_refinement(
+        bundle,
+        {
+            "band_weights": weights.to_dict(),
+            "spread_bins": {"other": 5},
+            "fitted": {"data": "D", "songs": "songs 1 to 2"},
+        },
+    )
     settings = SdrSettings(data=trained / "data", bundle=str(bundle), songs=1, precisions=("fp32",), baselines=False)
     report = evaluate_sdr(settings, progress=False)
     methods = {row["method"]: row for row in report["methods"]}

@@ -12,7 +12,9 @@ from unmix.bench.streaming import markdown, measure, synthetic_track  # noqa: E4
 
 def test_the_stream_rows_report_a_lag_within_their_promise(tmp_path_factory, tmp_path):
     bundle = tiny_bundle(tmp_path_factory, ("drums", "bass", "other", "vocals"))  # all four: refinement too
-    track = synthetic_track(tmp_path / "track.wav", seconds=2.0, sample_rate=44100)  # the model's rate: no resampler delay
+    track = synthetic_track(
+        tmp_path / "track.wav", seconds=2.0, sample_rate=44100
+    )  # the model's rate: no resampler delay
     rows = measure(track, bundle=str(bundle), block=0.1, extra=["--backend", "openvino"])
     assert [row.refine for row in rows] == [False, False, True, True]
     streams = [row for row in rows if row.latency_promised_s is not None]

@@ -16,8 +16,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "train" / "recipes" / "compact_co
 
 
 def _run(*args: str) -> str:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_pack_then_unpack_gives_a_consistent_corpus(tmp_path):

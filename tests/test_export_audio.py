@@ -56,7 +56,9 @@ def test_bad_sources_fail_clearly(tmp_path):
 def test_calibration_chunks_are_mono_mixture_excerpts_from_training_songs(corpus):
     chunks = calibration_chunks(corpus, 44100, 8, count=5, seconds=0.25)
     assert len(chunks) == 5 and all(c.ndim == 1 and len(c) == 11024 for c in chunks)
-    training = np.concatenate([sf.read(p, dtype="float32")[0].T.ravel() for p in sorted(corpus.glob("train/*/mixture.wav"))])
+    training = np.concatenate(
+        [sf.read(p, dtype="float32")[0].T.ravel() for p in sorted(corpus.glob("train/*/mixture.wav"))]
+    )
     assert all(np.isin(c[:16], training).all() for c in chunks)
     np.testing.assert_array_equal(chunks[0], calibration_chunks(corpus, 44100, 8, count=5, seconds=0.25)[0])
 

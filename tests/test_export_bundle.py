@@ -20,8 +20,6 @@ from unmix.train.config import TINY
 QUICK_AUDIO = synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.25)
 
 
-
-
 @pytest.fixture(scope="module")
 def two_stem_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "bundle"
@@ -41,7 +39,12 @@ def test_bundle_files_and_manifest(two_stem_bundle):
     assert manifest.decoder_receptive_field == TINY.decoder_receptive_field()
     assert manifest.provenance["source"] == "test" and "onnxruntime" in manifest.provenance["tools"]
     assert set(manifest.files) == {
-        "bass.onnx", "other.onnx", "bass.ort-extended.onnx", "other.ort-extended.onnx", "parity.json", "parity.md"
+        "bass.onnx",
+        "other.onnx",
+        "bass.ort-extended.onnx",
+        "other.ort-extended.onnx",
+        "parity.json",
+        "parity.md",
     }
     assert manifest.ort_optimized == {"fp32": {"bass": "bass.ort-extended.onnx", "other": "other.ort-extended.onnx"}}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary folders left behind"
@@ -136,7 +139,9 @@ def test_parity_report(two_stem_bundle):
     assert report["gates"]["failures"] == {"fp32": []}
     graphs = {run["graph"] for run in report["ort_runs"]}
     assert graphs == {"bass.onnx", "other.onnx", "bass.ort-extended.onnx", "other.ort-extended.onnx"}
-    assert {(run["batch"], run["samples"]) for run in report["ort_runs"]} == {(b, n) for b in (1, 3) for n in (128, 1000, 4096)}
+    assert {(run["batch"], run["samples"]) for run in report["ort_runs"]} == {
+        (b, n) for b in (1, 3) for n in (128, 1000, 4096)
+    }
     assert "synthetic signal, not real music" in (out / "parity.md").read_text()
 
 
@@ -145,7 +150,9 @@ def test_parity_scores_with_the_shape_checked_sdr(two_stem_bundle):
     number computed by broadcasting (a mono truth against stereo outputs used to score silently)."""
     out, separators = two_stem_bundle
     assert parity.sdr is metrics.sdr
-    mono_truth = ParityAudio("mono truth", QUICK_AUDIO.mixtures, {"bass": [m.mean(axis=0) for m in QUICK_AUDIO.mixtures]})
+    mono_truth = ParityAudio(
+        "mono truth", QUICK_AUDIO.mixtures, {"bass": [m.mean(axis=0) for m in QUICK_AUDIO.mixtures]}
+    )
     assert QUICK_AUDIO.mixtures[0].ndim == 2 and QUICK_AUDIO.mixtures[0].shape[0] == 2
     with pytest.raises(ValueError, match="differ in shape"):
         parity.measure_parity({"bass": separators["bass"]}, {"fp32": {"bass": out / "bass.onnx"}}, mono_truth)

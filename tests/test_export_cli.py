@@ -21,7 +21,16 @@ from unmix.train.checkpoint import write_checkpoint
 from unmix.train.config import TINY
 from unmix.train.model import VQVAE
 
-QUICK = ["--parity-segments", "1", "--parity-seconds", "0.5", "--calibration-chunks", "4", "--calibration-seconds", "0.25"]
+QUICK = [
+    "--parity-segments",
+    "1",
+    "--parity-seconds",
+    "0.5",
+    "--calibration-chunks",
+    "4",
+    "--calibration-seconds",
+    "0.25",
+]
 
 
 def run(*args) -> object:
@@ -57,9 +66,24 @@ def four_stem_bundle(runs, corpus, tmp_path_factory):
     stages = out.parent / "stages.jsonl"  # as train/recipes/default_model.sh logs its stages
     stages.write_text('{"stage": "generic", "seconds": 12}\n{"stage": "phase2-bass", "seconds": 3}\n')
     result = run(
-        "--stems", "all", "--checkpoint", runs / "phase2-{stem}", "-o", out, "--audio", corpus,
-        "--int8", "--calibration", corpus, "--fp16", "--fused", "--no-ort-optimized", "--force", *QUICK,
-        "--attach", f"training_stages={stages}",
+        "--stems",
+        "all",
+        "--checkpoint",
+        runs / "phase2-{stem}",
+        "-o",
+        out,
+        "--audio",
+        corpus,
+        "--int8",
+        "--calibration",
+        corpus,
+        "--fp16",
+        "--fused",
+        "--no-ort-optimized",
+        "--force",
+        *QUICK,
+        "--attach",
+        f"training_stages={stages}",
     )
     assert result.exit_code == 0, result.output
     return out
@@ -126,8 +150,19 @@ def test_reduced_precisions_keep_the_vq_island_in_fp32(four_stem_bundle):
 
 def test_int8_that_loses_too_much_is_refused_unless_forced(runs, corpus, tmp_path):
     """A gate no model can pass (it may lose at most −100 dB, i.e. must gain 100) shows the refusal path."""
-    args = ["--stem", "bass", "--checkpoint", runs / "phase2-bass", "--int8", "--calibration", corpus,
-            "--max-sdr-loss", "-100", "--no-ort-optimized", *QUICK]
+    args = [
+        "--stem",
+        "bass",
+        "--checkpoint",
+        runs / "phase2-bass",
+        "--int8",
+        "--calibration",
+        corpus,
+        "--max-sdr-loss",
+        "-100",
+        "--no-ort-optimized",
+        *QUICK,
+    ]
     refused = run(*args, "-o", tmp_path / "refused")
     assert refused.exit_code == 2 and "refusing to write" in refused.output
     assert list(tmp_path.iterdir()) == []
@@ -178,13 +213,38 @@ def test_run_folder_with_several_checkpoints_uses_the_latest(tmp_path):
 
 
 # A value other than the default for every ExportOptions field; the options are named after the fields but these.
-GIVEN = {"out": Path("b"), "stem": "bass", "stems": "all", "checkpoint": ("c1", "c2"), "vqvae": ("v",),
-         "encoder": ("e",), "config": "tiny", "trust_pickle": True, "audio": Path("a"), "parity_segments": 2,
-         "parity_seconds": 1.5, "int8": True, "calibration": Path("cal"), "calibration_chunks_count": 3,
-         "calibration_seconds": 0.5, "calibration_method": "entropy", "fp16": True, "fused": True,
-         "ort_optimized": False, "trt": True, "max_sdr_loss": 0.5, "force": True, "overwrite": True, "note": "n",
-         "attach": ("x=y",), "refinement_data": Path("r"), "refinement_songs": "1:2", "refinement_seconds": 3.0,
-         "refinement_bands": 4, "refinement_spread": "other=3"}
+GIVEN = {
+    "out": Path("b"),
+    "stem": "bass",
+    "stems": "all",
+    "checkpoint": ("c1", "c2"),
+    "vqvae": ("v",),
+    "encoder": ("e",),
+    "config": "tiny",
+    "trust_pickle": True,
+    "audio": Path("a"),
+    "parity_segments": 2,
+    "parity_seconds": 1.5,
+    "int8": True,
+    "calibration": Path("cal"),
+    "calibration_chunks_count": 3,
+    "calibration_seconds": 0.5,
+    "calibration_method": "entropy",
+    "fp16": True,
+    "fused": True,
+    "ort_optimized": False,
+    "trt": True,
+    "max_sdr_loss": 0.5,
+    "force": True,
+    "overwrite": True,
+    "note": "n",
+    "attach": ("x=y",),
+    "refinement_data": Path("r"),
+    "refinement_songs": "1:2",
+    "refinement_seconds": 3.0,
+    "refinement_bands": 4,
+    "refinement_spread": "other=3",
+}
 FLAGS = {"out": "-o", "calibration_chunks_count": "--calibration-chunks", "ort_optimized": "--no-ort-optimized"}
 
 
@@ -205,7 +265,18 @@ def test_every_option_reaches_its_export_options_field(monkeypatch):
     given = received[0].given()  # what the manifest records: options that say something, JSON-ready
     assert given["checkpoint"] == ["c1", "c2"] and given["out"] == "b" and "ort_optimized" not in given
     assert set(ExportOptions(out=Path("o"), stems="all", int8=True).given()) == {
-        "out", "stems", "int8", "parity_segments", "parity_seconds", "calibration_chunks_count", "calibration_seconds",
-        "calibration_method", "ort_optimized", "max_sdr_loss", "refinement_songs", "refinement_seconds",
-        "refinement_bands", "refinement_spread",
+        "out",
+        "stems",
+        "int8",
+        "parity_segments",
+        "parity_seconds",
+        "calibration_chunks_count",
+        "calibration_seconds",
+        "calibration_method",
+        "ort_optimized",
+        "max_sdr_loss",
+        "refinement_songs",
+        "refinement_seconds",
+        "refinement_bands",
+        "refinement_spread",
     }

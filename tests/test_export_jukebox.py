@@ -19,7 +19,6 @@ from unmix.train.model import VQVAE, StemSeparator
 QUICK = ["--parity-segments", "1", "--parity-seconds", "0.25", "--no-ort-optimized"]
 
 
-
 def level0_state(separator: StemSeparator, parts=("encoder", "decoder", "codebook")) -> dict[str, torch.Tensor]:
     """A separator's weights under Jukebox's level-0 key names (its ME stands in for the VQ-VAE's encoder)."""
     state = {}
@@ -47,7 +46,9 @@ def test_jukebox_checkpoint_exports_what_pytorch_computes(tmp_path):
     vqvae.load_state_dict(level0_state(tiny_separator(21)))
     state = official_state(vqvae)
     assert any(key.startswith("encoders.1.") for key in state) and any(key.startswith("decoders.2.") for key in state)
-    path = save_jukebox_style(tmp_path / "vqvae.pth.tar", state, {"sr": 44100, "levels": 3}, legacy=True, prefix="module.")
+    path = save_jukebox_style(
+        tmp_path / "vqvae.pth.tar", state, {"sr": 44100, "levels": 3}, legacy=True, prefix="module."
+    )
 
     result = run("--stem", "vocals", "--vqvae", path, "--config", "tiny", "-o", tmp_path / "bundle", *QUICK)
     assert result.exit_code == 0, result.output
@@ -73,8 +74,17 @@ def test_paper_phase2_encoder_serves_as_mixture_encoder(tmp_path):
     save_jukebox_style(tmp_path / "bass-encoder.pth.tar", level0_state(mixture_model, parts=("encoder",)))
 
     result = run(
-        "--stem", "bass", "--vqvae", tmp_path / "{stem}-vqvae.pth.tar", "--encoder", tmp_path / "{stem}-encoder.pth.tar",
-        "--config", "tiny", "-o", tmp_path / "bundle", *QUICK,
+        "--stem",
+        "bass",
+        "--vqvae",
+        tmp_path / "{stem}-vqvae.pth.tar",
+        "--encoder",
+        tmp_path / "{stem}-encoder.pth.tar",
+        "--config",
+        "tiny",
+        "-o",
+        tmp_path / "bundle",
+        *QUICK,
     )
     assert result.exit_code == 0, result.output
     sources = read_manifest(tmp_path / "bundle").provenance["sources"]["bass"]

@@ -27,8 +27,11 @@ def _excerpt(seed: int, seconds: float = 2.0) -> Excerpt:
     rng = np.random.default_rng(seed)
     time = np.arange(int(seconds * RATE)) / RATE
     tones = {"drums": 7000.0, "bass": 90.0, "other": 12000.0, "vocals": 600.0}
-    truth = {s: np.stack([np.sin(2 * np.pi * (f + rng.uniform(-5, 5)) * time + rng.uniform(0, 6))] * 2, 1)
-             .astype(np.float32) * 0.2 for s, f in tones.items()}
+    truth = {
+        s: np.stack([np.sin(2 * np.pi * (f + rng.uniform(-5, 5)) * time + rng.uniform(0, 6))] * 2, 1).astype(np.float32)
+        * 0.2
+        for s, f in tones.items()
+    }
     noise = (0.05 * rng.standard_normal((len(time), 2))).astype(np.float32)
     estimates = dict(truth, vocals=truth["vocals"] + noise)
     return Excerpt(sum(truth.values()), truth, estimates)
@@ -54,8 +57,20 @@ def _export(*args) -> object:
 def test_export_refits_an_existing_bundle_and_the_runtime_uses_the_weights(tmp_path_factory, tmp_path):
     bundle = Path(shutil.copytree(tiny_bundle(tmp_path_factory, STEMS), tmp_path / "bundle"))
     data = make_corpus(tmp_path / "data", songs=3, seconds=2.0)
-    result = _export("-o", bundle, "--refinement-data", data, "--refinement-songs", "1:3",
-                     "--refinement-seconds", 1.5, "--refinement-bands", 3, "--refinement-spread", "other=3,bass=1")
+    result = _export(
+        "-o",
+        bundle,
+        "--refinement-data",
+        data,
+        "--refinement-songs",
+        "1:3",
+        "--refinement-seconds",
+        1.5,
+        "--refinement-bands",
+        3,
+        "--refinement-spread",
+        "other=3,bass=1",
+    )
     assert result.exit_code == 0, result.output
     assert "refinement band weights stored" in result.output
     manifest = read_manifest(bundle)  # still verifies: the graphs are untouched

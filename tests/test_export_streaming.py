@@ -76,7 +76,9 @@ def torch_step(graph):
 def whole(separator, signal: np.ndarray) -> np.ndarray:
     padded = -(-signal.shape[-1] // HOP) * HOP
     with torch.no_grad():
-        out = StemGraph(separator).eval()(torch.from_numpy(np.pad(signal, ((0, 0), (0, 0), (0, padded - signal.shape[-1])))))
+        out = StemGraph(separator).eval()(
+            torch.from_numpy(np.pad(signal, ((0, 0), (0, 0), (0, padded - signal.shape[-1]))))
+        )
     return out[0].numpy()[..., : signal.shape[-1]]
 
 
@@ -113,8 +115,13 @@ def test_the_onnx_streaming_graph_runs_on_onnx_runtime_and_matches(separator, gr
 
 
 def test_a_stateless_graph_gives_back_its_separator(separator, tmp_path):
-    path = export_onnx(StemGraph(separator), tmp_path / "stem.onnx", [OUTPUT_NAME, "codes"], hop_length=HOP,
-                       metadata={"unmix.config": TINY.to_dict()})
+    path = export_onnx(
+        StemGraph(separator),
+        tmp_path / "stem.onnx",
+        [OUTPUT_NAME, "codes"],
+        hop_length=HOP,
+        metadata={"unmix.config": TINY.to_dict()},
+    )
     rebuilt = separator_from_graph(path)
     signal = (0.3 * np.random.default_rng(8).standard_normal((1, 1, 2048))).astype(np.float32)
     np.testing.assert_allclose(whole(rebuilt, signal), whole(separator, signal), rtol=0, atol=1e-6)

@@ -60,7 +60,9 @@ def test_the_op_check_catches_what_tensorrt_lacks(tmp_path):
     """An int8 QDQ graph (asymmetric zero points) and a ReduceMin + ArgMin bottleneck are flagged."""
     node = helper.make_node("ReduceMin", ["x"], ["y"], name="paper_min", keepdims=0)
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
@@ -76,8 +78,13 @@ def key(**changes) -> EngineKey:
 
 def test_engine_key_changes_with_everything_an_engine_depends_on():
     changes = [
-        {"onnx_sha256": "cd" * 32}, {"gpu_name": "NVIDIA A100-SXM4-80GB"}, {"compute_capability": "8.0"},
-        {"tensorrt_version": "10.9.0.34"}, {"precision": "fp32"}, {"profiles": (dataclasses.replace(key().profiles[0], max=(8, 1, 8)),)}, {"tf32": True},
+        {"onnx_sha256": "cd" * 32},
+        {"gpu_name": "NVIDIA A100-SXM4-80GB"},
+        {"compute_capability": "8.0"},
+        {"tensorrt_version": "10.9.0.34"},
+        {"precision": "fp32"},
+        {"profiles": (dataclasses.replace(key().profiles[0], max=(8, 1, 8)),)},
+        {"tf32": True},
         {"optimization_level": 5},
     ]
     digests = {key().digest()} | {key(**change).digest() for change in changes}
@@ -113,7 +120,9 @@ def test_a_cached_engine_is_used_only_under_its_exact_key(tmp_path):
 def test_missing_tensorrt_is_one_clear_line(tmp_path):
     with pytest.raises(EngineCacheError, match="TensorRT is not installed: pip install 'unmix\\[trt\\]'"):
         import_tensorrt()
-    result = CliRunner().invoke(app, ["--stem", "bass", "--checkpoint", str(tmp_path), "--trt", "-o", str(tmp_path / "b")])
+    result = CliRunner().invoke(
+        app, ["--stem", "bass", "--checkpoint", str(tmp_path), "--trt", "-o", str(tmp_path / "b")]
+    )
     assert result.exit_code == 2 and INSTALL_HINT in result.output and result.output.count("\n") == 1
     assert not (tmp_path / "b").exists()
 
@@ -127,4 +136,3 @@ def test_missing_driver_is_named(monkeypatch):
 def test_engine_cache_needs_no_torch():
     code = "import sys, unmix.runtime.engine_cache; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
-

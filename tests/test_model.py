@@ -37,7 +37,9 @@ def test_decoder_dilations_are_reversed():
     dec = model.decoder.level_blocks[0].model[1][0].model
     assert [b.model[1].dilation[0] for b in enc] == [1, 3, 9, 27, 81, 243, 729, 2187]
     assert [b.model[1].dilation[0] for b in dec] == [2187, 729, 243, 81, 27, 9, 3, 1]
-    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in model.modules())
+    assert not any(
+        isinstance(m, (torch.nn.BatchNorm1d, torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in model.modules()
+    )
 
 
 @pytest.mark.parametrize("length", [8, 9, 15, 16, 1001, 4096])

@@ -117,7 +117,9 @@ def test_other_rates_are_resampled_in_and_back(separator, rate):
     assert stems["bass"].shape == audio.shape
     # Reference: resample the whole signal to the model rate, separate, resample back, same length.
     at_model_rate = soxr.resample(audio, rate, separator.sample_rate)
-    expected = soxr.resample(separator.separate(at_model_rate, separator.sample_rate)["bass"], separator.sample_rate, rate)
+    expected = soxr.resample(
+        separator.separate(at_model_rate, separator.sample_rate)["bass"], separator.sample_rate, rate
+    )
     expected = np.pad(expected, ((0, max(0, len(audio) - len(expected))), (0, 0)))[: len(audio)]
     np.testing.assert_allclose(stems["bass"], expected, atol=1e-5)
 

@@ -45,8 +45,9 @@ def cascade(stages, x, chunk, block, eager):
     return np.concatenate([part[0] for part in parts if part], axis=2), run
 
 
-@pytest.mark.parametrize("chunk,block,eager", [(64, 1000, False), (16, 2, True), (2, 2, True), (64, 50, True),
-                                               (4096, 999, False)])
+@pytest.mark.parametrize(
+    "chunk,block,eager", [(64, 1000, False), (16, 2, True), (2, 2, True), (64, 50, True), (4096, 999, False)]
+)
 @pytest.mark.parametrize("length", [2, 30, 1000])
 def test_a_cascade_computes_what_the_whole_signal_run_computes(chunk, block, eager, length):
     x = np.random.default_rng(length).standard_normal((2, 1, length)).astype(np.float32)
@@ -106,8 +107,7 @@ def engine(tmp_path_factory):
     )
 
 
-@pytest.mark.parametrize("chunk,block,eager", [(1024, 4096, False), (256, 8, True), (256, 1000, True),
-                                               (64, 24, False)])
+@pytest.mark.parametrize("chunk,block,eager", [(1024, 4096, False), (256, 8, True), (256, 1000, True), (64, 24, False)])
 def test_openvino_stages_compute_what_the_whole_graph_computes(engine, chunk, block, eager):
     x = (0.3 * np.random.default_rng(3).standard_normal((2, 1, 3000))).astype(np.float32)
     stages = engine.stages(chunk, eager)
@@ -161,8 +161,9 @@ def test_the_silence_gate_zeroes_only_outputs_whose_input_is_silent_around_them(
 def raw_separator(tmp_path_factory):
     from unmix.runtime import Separator
 
-    return Separator.from_bundle(tiny_bundle(tmp_path_factory), backend="openvino", precision="fp32", refine=False,
-                                 chunk=512, threads=1)
+    return Separator.from_bundle(
+        tiny_bundle(tmp_path_factory), backend="openvino", precision="fp32", refine=False, chunk=512, threads=1
+    )
 
 
 def test_a_low_latency_stream_computes_what_separate_computes_and_trails_by_its_latency(raw_separator):

@@ -44,10 +44,15 @@ def test_files_folders_and_globs(bundle, tmp_path):
     (tmp_path / "album" / "cover.txt").write_text("not audio")
     write(tmp_path / "loose" / "three.ogg", rate=48000)
     write(tmp_path / "single.mp3", rate=44100)
-    result = separate(bundle, tmp_path / "album", f"{tmp_path}/loose/*.ogg", tmp_path / "single.mp3", "-o", tmp_path / "out")
+    result = separate(
+        bundle, tmp_path / "album", f"{tmp_path}/loose/*.ogg", tmp_path / "single.mp3", "-o", tmp_path / "out"
+    )
     assert result.exit_code == 0, result.output
-    expected = {f"{track}/{stem}.{ext}" for track, ext in [("one", "wav"), ("two", "flac"), ("three", "ogg"),
-                                                           ("single", "mp3")] for stem in STEMS}
+    expected = {
+        f"{track}/{stem}.{ext}"
+        for track, ext in [("one", "wav"), ("two", "flac"), ("three", "ogg"), ("single", "mp3")]
+        for stem in STEMS
+    }
     assert {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.*")} == expected
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("4 separated") and "RTF" in summary and "0 failed" in summary
@@ -87,8 +92,18 @@ def test_unusual_but_valid_input(bundle, tmp_path, channels, rate, silent):
 
 def test_only_the_chosen_stems_format_and_filename(bundle, tmp_path):
     source = write(tmp_path / "song.wav", subtype="PCM_24")
-    result = separate(bundle, source, "-o", tmp_path / "out", "--stems", "vocals", "--format", "flac",
-                      "--filename", "{track}-{stem}.{ext}")
+    result = separate(
+        bundle,
+        source,
+        "-o",
+        tmp_path / "out",
+        "--stems",
+        "vocals",
+        "--format",
+        "flac",
+        "--filename",
+        "{track}-{stem}.{ext}",
+    )
     assert result.exit_code == 0, result.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["song-vocals.flac"]
     assert sf.info(str(tmp_path / "out" / "song-vocals.flac")).subtype == "PCM_24"
@@ -178,8 +193,16 @@ def test_default_bundle_with_no_flags(bundle, tmp_path, monkeypatch):
 def test_doctor():
     result = unmix("doctor")
     assert result.exit_code == 0
-    for words in ("onnxruntime", "CPUExecutionProvider", "libsndfile", "cores", "features", "nvidia gpus", "tensorrt",
-                  "default model"):
+    for words in (
+        "onnxruntime",
+        "CPUExecutionProvider",
+        "libsndfile",
+        "cores",
+        "features",
+        "nvidia gpus",
+        "tensorrt",
+        "default model",
+    ):
         assert words in result.stdout
 
 
@@ -194,10 +217,25 @@ def test_a_stopped_run_leaves_nothing(bundle, tmp_path, stop, code):
     """Ctrl-C or `kill` while a track is being separated: one line, exit 128 + signal, no stems, no temporaries."""
     source = write(tmp_path / "long.wav", frames=44100 * 60)  # minutes of work at --chunk 256: never done first
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "unmix.runtime.cli", "separate", str(source), "-o", str(out),
-               "--bundle", str(bundle), "--chunk", "256", "--threads", "1", "-q"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_restore_sigint)
+    command = [
+        sys.executable,
+        "-m",
+        "unmix.runtime.cli",
+        "separate",
+        str(source),
+        "-o",
+        str(out),
+        "--bundle",
+        str(bundle),
+        "--chunk",
+        "256",
+        "--threads",
+        "1",
+        "-q",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_restore_sigint
+    )
     try:
         _wait_for_temporaries(out, process)  # every stem's writer is open: the track is under way
         process.send_signal(stop)

@@ -87,8 +87,13 @@ def test_separate_file_takes_its_options_by_keyword(bundle, tmp_path):
     event = threading.Event()
     with load(bundle) as separator:
         result = separator.separate_file(
-            source, tmp_path / "out", filename="{stem}-{track}.{ext}", format="flac", overwrite=False,
-            progress=lambda done, total: calls.append((done, total)), cancel=event,
+            source,
+            tmp_path / "out",
+            filename="{stem}-{track}.{ext}",
+            format="flac",
+            overwrite=False,
+            progress=lambda done, total: calls.append((done, total)),
+            cancel=event,
         )
         assert sorted(p.name for p in result.outputs.values()) == [f"{s}-song.flac" for s in sorted(separator.stems)]
         assert all(sf.info(p).format == "FLAC" for p in result.outputs.values())
@@ -96,8 +101,9 @@ def test_separate_file_takes_its_options_by_keyword(bundle, tmp_path):
         assert separator.separate_file(source, tmp_path / "out", filename="{stem}-{track}.{ext}", format="flac").skipped
         event.set()  # an event cancels, as a function does
         with pytest.raises(Cancelled):
-            separator.separate_file(source, tmp_path / "out", filename="{stem}-{track}.{ext}", format="flac",
-                                    overwrite=True, cancel=event)
+            separator.separate_file(
+                source, tmp_path / "out", filename="{stem}-{track}.{ext}", format="flac", overwrite=True, cancel=event
+            )
         with pytest.raises(TypeError):
             separator.separate_file(source, tmp_path / "out", subtype="PCM_16")  # unknown options are refused
         with pytest.raises(TypeError):

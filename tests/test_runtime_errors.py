@@ -30,8 +30,11 @@ def test_every_runtime_exception_is_an_unmix_error():
     exceptions = _runtime_exceptions()
     assert {BundleError, Cancelled, EngineCacheError} <= set(exceptions)
     # The command line's private SIGTERM stand-in is a KeyboardInterrupt, which is what unwinds a run: not an error.
-    strays = [f"{cls.__module__}.{cls.__qualname__}" for cls in exceptions
-              if not issubclass(cls, UnmixError) and not issubclass(cls, KeyboardInterrupt)]
+    strays = [
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in exceptions
+        if not issubclass(cls, UnmixError) and not issubclass(cls, KeyboardInterrupt)
+    ]
     assert strays == []
 
 
@@ -64,6 +67,7 @@ def test_a_cancelled_run_is_caught_as_unmix_error(tmp_path_factory, tmp_path):
     source = write(tmp_path / "a.wav", frames=20_000)
     calls = []
     with pytest.raises(UnmixError, match="cancelled") as error:
-        separator.separate_file(source, tmp_path / "out", progress=lambda d, t: calls.append(d),
-                                cancel=lambda: len(calls) >= 2)
+        separator.separate_file(
+            source, tmp_path / "out", progress=lambda d, t: calls.append(d), cancel=lambda: len(calls) >= 2
+        )
     assert isinstance(error.value, Cancelled)

@@ -44,7 +44,11 @@ def test_formats_and_bit_depth_are_kept(separator, tmp_path, name, options):
         assert path == tmp_path / "out" / "a" / f"{stem}{source.suffix}"
         out = sf.info(str(path))
         assert (out.format, out.subtype, out.samplerate, out.channels) == (
-            info.format, info.subtype, info.samplerate, info.channels)
+            info.format,
+            info.subtype,
+            info.samplerate,
+            info.channels,
+        )
         if info.format in ("WAV", "FLAC"):  # lossless: the frame count is exact
             assert out.frames == info.frames
     assert files_under(tmp_path / "out") == ["a"] + [f"a/{stem}{source.suffix}" for stem in sorted(STEMS)]
@@ -140,8 +144,9 @@ def test_cancel_mid_file_leaves_nothing(separator, tmp_path):
     source = write(tmp_path / "a.wav", frames=200_000)
     calls = []
     with pytest.raises(Cancelled):
-        separator.separate_file(source, tmp_path / "out", progress=lambda d, t: calls.append(d),
-                                cancel=lambda: len(calls) >= 3)
+        separator.separate_file(
+            source, tmp_path / "out", progress=lambda d, t: calls.append(d), cancel=lambda: len(calls) >= 3
+        )
     assert len(calls) == 3 and files_under(tmp_path / "out") == []
 
 

@@ -31,7 +31,8 @@ def fake_smi(tmp_path, monkeypatch):
     def install(lines: list[str], error: str | None = None):
         script = tmp_path / "bin" / "nvidia-smi"
         script.parent.mkdir(exist_ok=True)
-        script.write_text(textwrap.dedent(f"""\
+        script.write_text(
+            textwrap.dedent(f"""\
             #!{sys.executable}
             import json, sys
             with open({str(tmp_path / "calls")!r}, "a") as calls:
@@ -47,7 +48,8 @@ def fake_smi(tmp_path, monkeypatch):
                     print("No devices were found")
                     sys.exit(6)
             print("\\n".join(lines))
-        """))
+        """)
+        )
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ.get('PATH', '')}")
         return lambda: [json.loads(line) for line in (tmp_path / "calls").read_text().splitlines()]
@@ -67,7 +69,10 @@ def test_every_gpu_is_parsed(fake_smi):
 
 def test_the_three_users_read_the_same_query(fake_smi):
     calls = fake_smi([H100, L4])
-    assert doctor_gpus() == ["0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 550.54.15", "1, NVIDIA L4, 8.9, ? MiB, 550.54.15"]
+    assert doctor_gpus() == [
+        "0, NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 550.54.15",
+        "1, NVIDIA L4, 8.9, ? MiB, 550.54.15",
+    ]
     assert bench_gpus() == [
         {"name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559, "driver": "550.54.15", "compute_capability": "9.0"},
         {"name": "NVIDIA L4", "memory_mib": None, "driver": "550.54.15", "compute_capability": "8.9"},

@@ -42,7 +42,9 @@ def test_a_full_separation_imports_no_torch_train_or_export(bundle, tmp_path):
     source = write(tmp_path / "song.wav", frames=20_000)
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(source), str(tmp_path / "out"), str(bundle)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -29,8 +29,25 @@ def test_stream_writes_the_stems_a_low_latency_stream_computes(bundle, tmp_path)
     audio = (0.3 * np.random.default_rng(1).standard_normal((5000, 2))).astype(np.float32)
     raw = tmp_path / "input.f32"
     raw.write_bytes(audio.astype("<f4").tobytes())
-    result = stream_cli(raw, "-o", tmp_path / "out", "--rate", rate, "--channels", 2, "--block", 0.01,
-                        "--bundle", bundle, "--backend", "openvino", "--precision", "fp32", "--no-refine", "-q")
+    result = stream_cli(
+        raw,
+        "-o",
+        tmp_path / "out",
+        "--rate",
+        rate,
+        "--channels",
+        2,
+        "--block",
+        0.01,
+        "--bundle",
+        bundle,
+        "--backend",
+        "openvino",
+        "--precision",
+        "fp32",
+        "--no-refine",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     assert "stems trail the input by at most" in result.output
     expected = separator.separate(audio, rate)
@@ -41,7 +58,9 @@ def test_stream_writes_the_stems_a_low_latency_stream_computes(bundle, tmp_path)
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(f"{s}.wav" for s in separator.stems)
 
 
-@pytest.mark.parametrize("data,message", [(b"\0" * 10, "stray bytes"), (np.array([0.1, np.nan], "<f4").tobytes(), "non-finite")])
+@pytest.mark.parametrize(
+    "data,message", [(b"\0" * 10, "stray bytes"), (np.array([0.1, np.nan], "<f4").tobytes(), "non-finite")]
+)
 def test_bad_raw_input_is_one_line_and_leaves_nothing(bundle, tmp_path, data, message):
     raw = tmp_path / "input.f32"
     raw.write_bytes(data)

@@ -66,7 +66,9 @@ def test_nearest_code_takes_the_first_of_tied_codes_as_argmin_does():
     parts = openvino_backend.StemParts(
         encoder=None, codebook_t=codebook.T.copy(), code_norms=(codebook**2).sum(1), scale=np.float32(2), decoder=None
     )
-    nearest = ov.Core().compile_model(openvino_backend.nearest_code_model(parts), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    nearest = ov.Core().compile_model(
+        openvino_backend.nearest_code_model(parts), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
     embeddings = np.array([[[0.9, 0.1, -2.0], [0.1, 0.8, 0.1]]], np.float32)  # (1, C=2, T'=3)
     found = nearest({0: embeddings})[0]
     distances = ((embeddings[0].T[:, None, :] - codebook[None]) ** 2).sum(-1)

@@ -175,8 +175,13 @@ def test_spread_power_averages_each_bin_with_its_neighbours_and_refuses_even_wid
     np.testing.assert_allclose(spread_power(power, 3)[0, :, 0], [2 / 3, 1 / 3, 4 / 3, 2.0, 8 / 3])  # edges repeated
     np.testing.assert_allclose(spread_power(power, 5)[0, :, 0], [3 / 5, 6 / 5, 7 / 5, 8 / 5, 10 / 5])
     assert spread_power(power, 1) is power
-    for stem, bins, match in [("other", 2, "odd number"), ("other", 0, "odd number"), ("other", True, "odd number"),
-                              ("other", "3", "odd number"), ("piano", 3, "unknown stem")]:
+    for stem, bins, match in [
+        ("other", 2, "odd number"),
+        ("other", 0, "odd number"),
+        ("other", True, "odd number"),
+        ("other", "3", "odd number"),
+        ("piano", 3, "unknown stem"),
+    ]:
         with pytest.raises(ValueError, match=match):
             check_spread(stem, bins)
 
@@ -186,9 +191,12 @@ def test_band_weights_map_bands_to_bins_and_refuse_what_does_not_fit():
     gains = weights.per_bin(16, 1600)["drums"]  # bins every 100 Hz: 0 in the first band, 100..800 in the second
     np.testing.assert_allclose(gains, [0.1] + [10.0] * 8)
     assert BandWeights.from_dict(weights.to_dict()) == weights
-    for edges, gains, match in [((0.0,), {}, "two or more"), ((0.0, 10.0, 5.0), {}, "increasing"),
-                                ((0.0, 10.0), {"drums": (1.0, 2.0)}, "2 gains for 1 bands"),
-                                ((0.0, 10.0), {"piano": (1.0,)}, "unknown stem")]:
+    for edges, gains, match in [
+        ((0.0,), {}, "two or more"),
+        ((0.0, 10.0, 5.0), {}, "increasing"),
+        ((0.0, 10.0), {"drums": (1.0, 2.0)}, "2 gains for 1 bands"),
+        ((0.0, 10.0), {"piano": (1.0,)}, "unknown stem"),
+    ]:
         with pytest.raises(ValueError, match=match):
             BandWeights(edges, gains)
     with pytest.raises(ValueError, match="need edges_hz"):
@@ -208,11 +216,11 @@ def test_estimates_cannot_run_ahead_of_the_mixture_and_every_stem_is_needed():
         refiner.refine({stem: np.zeros((len(stem), 1), np.float32) for stem in STEMS})
 
 
-
 def _mono(estimates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each estimate's mid channel on both channels: what a model run once on (L + R) / 2 hands the refinement."""
-    return {stem: np.repeat(audio.mean(axis=1, keepdims=True), audio.shape[1], axis=1)
-            for stem, audio in estimates.items()}
+    return {
+        stem: np.repeat(audio.mean(axis=1, keepdims=True), audio.shape[1], axis=1) for stem, audio in estimates.items()
+    }
 
 
 def test_the_spatial_covariances_come_from_the_estimates_or_the_mixture_and_nothing_else():
@@ -241,8 +249,12 @@ def test_covariances_from_the_mixture_put_mono_estimates_back_in_their_channels(
         return audio
 
     left, right, silent = source((0, 2), (4, 6)), source((2, 6)), np.zeros(6 * block, np.float32)
-    stems = {"drums": np.stack([silent] * 2, 1), "bass": np.stack([silent] * 2, 1),
-             "other": np.stack([left, silent], 1), "vocals": np.stack([silent, right], 1)}
+    stems = {
+        "drums": np.stack([silent] * 2, 1),
+        "bass": np.stack([silent] * 2, 1),
+        "other": np.stack([left, silent], 1),
+        "vocals": np.stack([silent, right], 1),
+    }
     mixture = sum(stems.values())
     both = slice(4 * block, 6 * block)
     for spatial, least_sdr, most_elsewhere in [("mixture", 12, 0.03), ("estimates", None, None)]:
@@ -264,21 +276,27 @@ def test_covariances_from_the_mixture_refine_in_pieces_as_in_one_pass(window, bl
     mixture, stems = _signals(2 * block + 5 * window + 123, seed=9)
     noisy = _mono({stem: audio + 0.3 * np.roll(audio, 500, axis=0) for stem, audio in stems.items()})
     whole = _refine(mixture, noisy, window=window, block_frames=block_frames, spatial="mixture")
-    assert not np.allclose(whole["vocals"], _refine(mixture, noisy, window=window, block_frames=block_frames)["vocals"],
-                           atol=1e-3)  # the covariances did change
-    for cuts in ([1, 2, 3], sorted([window - 1, block, block + 1, 2 * block + 5]),
-                 list(range(97, len(mixture), len(mixture) // 23))):
+    assert not np.allclose(
+        whole["vocals"], _refine(mixture, noisy, window=window, block_frames=block_frames)["vocals"], atol=1e-3
+    )  # the covariances did change
+    for cuts in (
+        [1, 2, 3],
+        sorted([window - 1, block, block + 1, 2 * block + 5]),
+        list(range(97, len(mixture), len(mixture) // 23)),
+    ):
         pieces = _refine(mixture, noisy, cuts, window=window, block_frames=block_frames, spatial="mixture")
         for stem in STEMS:
             np.testing.assert_array_equal(pieces[stem], whole[stem])
 
 
-@pytest.mark.parametrize("length, channels", [(1, 2), (WINDOW + 1, 2), (3 * WINDOW + 17, 2), (2 * WINDOW, 1),
-                                              (2 * WINDOW, 3)])
+@pytest.mark.parametrize(
+    "length, channels", [(1, 2), (WINDOW + 1, 2), (3 * WINDOW + 17, 2), (2 * WINDOW, 1), (2 * WINDOW, 3)]
+)
 def test_covariances_from_the_mixture_still_split_it_exactly(length, channels):
     mixture, stems = _signals(length, channels, seed=10)
-    refined = _refine(mixture, _mono({stem: audio + np.float32(0.1) for stem, audio in stems.items()}),
-                      spatial="mixture")
+    refined = _refine(
+        mixture, _mono({stem: audio + np.float32(0.1) for stem, audio in stems.items()}), spatial="mixture"
+    )
     for audio in refined.values():
         assert audio.shape == mixture.shape and audio.dtype == np.float32 and np.isfinite(audio).all()
     np.testing.assert_allclose(sum(refined.values()), mixture, rtol=0, atol=1e-5)
@@ -341,8 +359,11 @@ def test_a_bundle_s_band_weights_and_spread_reach_the_stream_and_malformed_ones_
     path.write_text(json.dumps(manifest | {"refinement": {"band_weights": weights.to_dict()}}))
     separator = Separator.from_bundle(bundle, chunk=8192, **PER_CHANNEL)
     weighted = separator.separate(audio, 44100)
-    expected = refine(audio, Separator.from_bundle(bundle, refine=False, backend="ort").separate(audio, 44100),
-                      weights=weights.per_bin(WINDOW, 44100))
+    expected = refine(
+        audio,
+        Separator.from_bundle(bundle, refine=False, backend="ort").separate(audio, 44100),
+        weights=weights.per_bin(WINDOW, 44100),
+    )
     for stem in STEMS:
         np.testing.assert_allclose(weighted[stem], expected[stem], rtol=0, atol=1e-5)
     assert not np.allclose(weighted["vocals"], plain["vocals"], atol=1e-4)
@@ -351,8 +372,11 @@ def test_a_bundle_s_band_weights_and_spread_reach_the_stream_and_malformed_ones_
         Separator.from_bundle(bundle)
     path.write_text(json.dumps(manifest | {"refinement": {"spread_bins": {"other": 5, "vocals": 3}}}))
     spread = Separator.from_bundle(bundle, chunk=8192, **PER_CHANNEL).separate(audio, 44100)
-    expected = refine(audio, Separator.from_bundle(bundle, refine=False, backend="ort").separate(audio, 44100),
-                      spread={"other": 5, "vocals": 3})
+    expected = refine(
+        audio,
+        Separator.from_bundle(bundle, refine=False, backend="ort").separate(audio, 44100),
+        spread={"other": 5, "vocals": 3},
+    )
     for stem in STEMS:
         np.testing.assert_allclose(spread[stem], expected[stem], rtol=0, atol=1e-5)
     assert not np.allclose(spread["other"], plain["other"], atol=1e-4)

@@ -23,12 +23,16 @@ def one_line(error: pytest.ExceptionInfo) -> str:
     return text
 
 
-@pytest.mark.parametrize("block", [
-    np.zeros((100, 2), np.int16),
-    np.zeros((100, 2), np.int32),
-    np.zeros((100, 2), np.complex64),
-    np.zeros((100, 2), bool),
-], ids=["int16", "int32", "complex", "bool"])
+@pytest.mark.parametrize(
+    "block",
+    [
+        np.zeros((100, 2), np.int16),
+        np.zeros((100, 2), np.int32),
+        np.zeros((100, 2), np.complex64),
+        np.zeros((100, 2), bool),
+    ],
+    ids=["int16", "int32", "complex", "bool"],
+)
 def test_feed_refuses_what_separate_refuses(separator, block):
     with pytest.raises(AudioError, match="floating point") as fed:
         separator.stream(44100, 2).feed(block)
@@ -37,8 +41,26 @@ def test_feed_refuses_what_separate_refuses(separator, block):
         separator.separate(block, 44100)
 
 
-@pytest.mark.parametrize("rate", [True, False, None, float("nan"), float("inf"), -float("inf"), "44100", 44100.5,
-                                  0, -44100, 1, 999, 1_000_001, 10**12, np.float64("nan")])
+@pytest.mark.parametrize(
+    "rate",
+    [
+        True,
+        False,
+        None,
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        "44100",
+        44100.5,
+        0,
+        -44100,
+        1,
+        999,
+        1_000_001,
+        10**12,
+        np.float64("nan"),
+    ],
+)
 def test_bad_sample_rates_are_one_line_audio_errors(separator, rate):
     with pytest.raises(AudioError, match="sample rate") as stream:
         separator.stream(rate, 2)
@@ -70,7 +92,6 @@ def test_feed_and_finish_after_finish_raise_stream_finished(separator):
         one_line(error)
 
 
-
 @pytest.mark.parametrize("rate", [1, 500, 2_000_000])
 def test_a_file_at_an_absurd_rate_is_refused_before_anything_is_written(tmp_path_factory, separator, tmp_path, rate):
     import soundfile as sf
@@ -84,8 +105,18 @@ def test_a_file_at_an_absurd_rate_is_refused_before_anything_is_written(tmp_path
         separator.separate_file(source, tmp_path / "api")
     assert str(source) in one_line(error)
     assert not (tmp_path / "api").exists()
-    result = CliRunner().invoke(app, ["separate", "--bundle", str(tiny_bundle(tmp_path_factory)), "--quiet",
-                                      str(source), "-o", str(tmp_path / "cli")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "separate",
+            "--bundle",
+            str(tiny_bundle(tmp_path_factory)),
+            "--quiet",
+            str(source),
+            "-o",
+            str(tmp_path / "cli"),
+        ],
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(source) in line and "sample rate" in line
@@ -110,12 +141,20 @@ def test_too_many_channels_in_a_file_name_the_file_and_no_array_hint(separator, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"chunk": 100}, "multiple of the hop"), ({"chunk": 0}, "multiple of the hop"), ({"chunk": 1.5}, "whole number"),
-    ({"chunk": True}, "whole number"), ({"chunk": "512"}, "whole number"), ({"batch_samples": 0}, "positive"),
-    ({"batch_samples": 2.0}, "whole number"), ({"stereo": "sides"}, "unknown stereo mode"),
-    ({"stereo": "mid", "refine": False}, "needs the refinement"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"chunk": 100}, "multiple of the hop"),
+        ({"chunk": 0}, "multiple of the hop"),
+        ({"chunk": 1.5}, "whole number"),
+        ({"chunk": True}, "whole number"),
+        ({"chunk": "512"}, "whole number"),
+        ({"batch_samples": 0}, "positive"),
+        ({"batch_samples": 2.0}, "whole number"),
+        ({"stereo": "sides"}, "unknown stereo mode"),
+        ({"stereo": "mid", "refine": False}, "needs the refinement"),
+    ],
+)
 def test_bad_separator_options_are_one_line_usage_errors(tmp_path_factory, options, message):
     from unmix.runtime import UnmixError, UsageError
 

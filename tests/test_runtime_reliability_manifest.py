@@ -28,6 +28,7 @@ def good(bundle) -> dict:
 
 def _set(path: str, value):
     """An edit of the manifest dict setting dotted `path` to `value` (DELETE removes the key)."""
+
     def edit(data):
         *parents, last = path.split(".")
         for key in parents:
@@ -36,6 +37,7 @@ def _set(path: str, value):
             del data[last]
         else:
             data[last] = value
+
     return edit
 
 
@@ -51,6 +53,7 @@ def _model_path(value):
     def edit(data):
         precision, stem = _first_model(data)
         data["models"][precision][stem] = value
+
     return edit
 
 
@@ -148,7 +151,9 @@ def test_the_cli_refuses_a_malformed_bundle_with_one_line_and_exit_2(bundle, goo
     folder = _copy(bundle, tmp_path)
     _write(folder, _edited(good, edit))
     track = write(tmp_path / "a.wav")
-    result = CliRunner().invoke(app, ["separate", "--bundle", str(folder), "-q", str(track), "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app, ["separate", "--bundle", str(folder), "-q", str(track), "-o", str(tmp_path / "out")]
+    )
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
     assert "Traceback" not in result.output and words.replace("\\", "") in line.replace("\\", "")

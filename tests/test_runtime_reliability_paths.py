@@ -28,8 +28,9 @@ def separator(bundle):
 
 
 def separate(bundle, *args):
-    return CliRunner().invoke(app, ["separate", "--bundle", str(bundle), "--chunk", "2048", "--quiet",
-                                    *[str(a) for a in args]])
+    return CliRunner().invoke(
+        app, ["separate", "--bundle", str(bundle), "--chunk", "2048", "--quiet", *[str(a) for a in args]]
+    )
 
 
 def everything(folder: Path) -> set[str]:
@@ -101,8 +102,16 @@ def test_bad_templates_are_refused_quickly_with_one_line(bundle, separator, tmp_
     assert not Path("/tmp/unmix-escape").exists()
 
 
-@pytest.mark.parametrize("template", ["{track}/{stem}.{ext}", "{track}-{stem}.{ext}", "x/{trackext}/{track}/{stem}",
-                                      "{stem}/{track}.{ext}", "a..b/{stem}.{ext}"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{track}/{stem}.{ext}",
+        "{track}-{stem}.{ext}",
+        "x/{trackext}/{track}/{stem}",
+        "{stem}/{track}.{ext}",
+        "a..b/{stem}.{ext}",
+    ],
+)
 def test_plain_templates_still_work(template):
     check_template(template)
     paths = output_paths(Path("song.flac"), Path("out"), template, STEMS, "flac")

@@ -29,8 +29,9 @@ def four(tmp_path_factory):
 
 
 def separate(bundle, *args):
-    return CliRunner().invoke(app, ["separate", "--bundle", str(bundle), "--chunk", "2048", "--quiet",
-                                    *[str(a) for a in args]])
+    return CliRunner().invoke(
+        app, ["separate", "--bundle", str(bundle), "--chunk", "2048", "--quiet", *[str(a) for a in args]]
+    )
 
 
 def errors(result) -> list[str]:
@@ -94,9 +95,17 @@ def test_a_track_being_written_by_another_process_is_refused(bundle, tmp_path):
     out = tmp_path / "out"
     (out / "song").mkdir(parents=True)
     lock = out / "song" / f".{STEMS[0]}.wav.unmix-lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
-                               f"f = open({str(lock)!r}, 'w'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True)\n"
-                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"f = open({str(lock)!r}, 'w'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True)\n"
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         result = separate(bundle, source, "-o", out)
@@ -166,8 +175,11 @@ def _loaded(pid: int, library: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("stop, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-                         ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    "stop, code, word",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl-c", "sigterm"],
+)
 @pytest.mark.parametrize("library", ["numpy", "openvino_intel_cpu"], ids=["importing", "loading"])
 def test_ctrl_c_while_starting_is_one_line_and_130(bundle, tmp_path, library, stop, code, word):
     """Ctrl-C (SIGTERM) during the imports or the model's loading: `interrupted: …` (`terminated: …`), exit 130
@@ -176,9 +188,24 @@ def test_ctrl_c_while_starting_is_one_line_and_130(bundle, tmp_path, library, st
         pytest.skip("needs /proc to see how far the process got")
     source = write(tmp_path / "song.wav")
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "unmix.runtime.cli", "separate", str(source), "-o", str(out),
-                                "--bundle", str(bundle), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, preexec_fn=_restore_sigint)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "unmix.runtime.cli",
+            "separate",
+            str(source),
+            "-o",
+            str(out),
+            "--bundle",
+            str(bundle),
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_restore_sigint,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _loaded(process.pid, library) and process.poll() is None and time.monotonic() < deadline:
@@ -202,8 +229,20 @@ def test_a_second_unmix_process_on_the_same_output_refuses(bundle, tmp_path):
     """Two `unmix separate` runs into one -o: the second refuses with one line while the first writes."""
     source = write(tmp_path / "long.wav", frames=44100 * 60)  # minutes of work at --chunk 256
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "unmix.runtime.cli", "separate", str(source), "-o", str(out),
-               "--bundle", str(bundle), "--threads", "1", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "unmix.runtime.cli",
+        "separate",
+        str(source),
+        "-o",
+        str(out),
+        "--bundle",
+        str(bundle),
+        "--threads",
+        "1",
+        "-q",
+    ]
     first = subprocess.Popen([*command, "--chunk", "256"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -49,8 +49,13 @@ def test_a_refined_stereo_song_runs_the_model_once_on_its_mid_channel(four_stems
     # the stream computes the one-shot refinement of the mid channel's raw estimates, image from the mixture
     raw = Separator.from_bundle(four_stems, backend="ort", refine=False).separate(audio.mean(axis=1), 44100)
     separator = Separator.from_bundle(four_stems, backend="ort")
-    expected = refine(audio, {stem: np.repeat(raw[stem][:, None], 2, axis=1) for stem in STEMS},
-                      weights=separator.refinement_weights, spread=separator.refinement_spread, spatial="mixture")
+    expected = refine(
+        audio,
+        {stem: np.repeat(raw[stem][:, None], 2, axis=1) for stem in STEMS},
+        weights=separator.refinement_weights,
+        spread=separator.refinement_spread,
+        spatial="mixture",
+    )
     for stem in STEMS:
         assert stems[stem].shape == audio.shape
         np.testing.assert_allclose(stems[stem], expected[stem], rtol=0, atol=1e-5)

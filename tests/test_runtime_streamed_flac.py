@@ -80,8 +80,17 @@ def test_reader_returns_the_same_samples(tmp_path, channels, subtype, block_fram
 @pytest.mark.skipif(shutil.which("flac") is None, reason="needs the flac encoder")
 def test_flac_encoding_from_a_pipe(tmp_path):
     audio = (noise(20_000, 2) * 32767).astype("<i2")
-    command = ["flac", "--silent", "--force-raw-format", "--endian=little", "--sign=signed", "--channels=2",
-               "--bps=16", "--sample-rate=44100", "-"]
+    command = [
+        "flac",
+        "--silent",
+        "--force-raw-format",
+        "--endian=little",
+        "--sign=signed",
+        "--channels=2",
+        "--bps=16",
+        "--sample-rate=44100",
+        "-",
+    ]
     encoded = subprocess.run(command, input=audio.tobytes(), capture_output=True, check=True).stdout
     (tmp_path / "piped.flac").write_bytes(encoded)
     assert sf.info(str(tmp_path / "piped.flac")).frames > MAX_DECLARED
@@ -102,8 +111,9 @@ def test_separating_it_equals_separating_the_normal_file(separator, tmp_path):
 
 def test_cli_separates_it(bundle, tmp_path):
     _, piped = flac_pair(tmp_path / "in")
-    result = CliRunner().invoke(app, ["separate", "--bundle", str(bundle), "--chunk", "2048", str(piped),
-                                      "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app, ["separate", "--bundle", str(bundle), "--chunk", "2048", str(piped), "-o", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     assert "1 separated: 0:00.2 of audio" in result.stdout
     assert "s of audio |" in result.stderr  # no total to show a bar against: a counter of seconds done
@@ -116,8 +126,10 @@ def test_cli_refuses_a_truncated_one_with_one_line(bundle, tmp_path):
     _, piped = flac_pair(tmp_path / "in", frames=44100)
     data = piped.read_bytes()
     piped.write_bytes(data[: len(data) // 2])
-    result = CliRunner().invoke(app, ["separate", "--bundle", str(bundle), "--chunk", "2048", "--quiet", str(piped),
-                                      "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        ["separate", "--bundle", str(bundle), "--chunk", "2048", "--quiet", str(piped), "-o", str(tmp_path / "out")],
+    )
     assert result.exit_code == 1
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert str(piped) in line and "truncated or corrupt file" in line, line

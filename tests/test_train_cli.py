@@ -19,8 +19,23 @@ from unmix.train.distributed import connect
 from unmix.train.options import TrainOptions
 from unmix.train.phases import build_phase1
 
-QUICK = ["--config", "tiny", "--chunk", "4096", "--batch", "2", "--warmup", "1", "--save-every", "0",
-         "--workers", "0", "--device", "cpu", "--no-progress"]
+QUICK = [
+    "--config",
+    "tiny",
+    "--chunk",
+    "4096",
+    "--batch",
+    "2",
+    "--warmup",
+    "1",
+    "--save-every",
+    "0",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def _invoke(*arguments: str):
@@ -40,8 +55,9 @@ def data(tmp_path_factory):
 
 def test_generic_vqvae_seeds_a_stem_vqvae_and_plots(tmp_path, data):
     generic = tmp_path / "generic"
-    result = _invoke("phase1", "--data", data, "--out", generic, "--stem", "all", "--steps", 3, "--val-every", 3,
-                     *QUICK)
+    result = _invoke(
+        "phase1", "--data", data, "--out", generic, "--stem", "all", "--steps", 3, "--val-every", 3, *QUICK
+    )
     assert result.exit_code == 0, result.output
     assert f"saved {generic / 'checkpoint'}" in result.output
     info = json.loads((generic / "checkpoint" / "config.json").read_text())
@@ -49,18 +65,49 @@ def test_generic_vqvae_seeds_a_stem_vqvae_and_plots(tmp_path, data):
     assert {"val_sdr", "val_sdr_mixture", "val_sdr_drums", "val_sdr_vocals"} <= set(info["validation"])
 
     drums = tmp_path / "drums"
-    result = _invoke("phase1", "--data", data, "--out", drums, "--stem", "drums", "--init", f"unmix:{generic}",
-                     "--steps", 2, "--val-every", 0, *QUICK)
+    result = _invoke(
+        "phase1",
+        "--data",
+        data,
+        "--out",
+        drums,
+        "--stem",
+        "drums",
+        "--init",
+        f"unmix:{generic}",
+        "--steps",
+        2,
+        "--val-every",
+        0,
+        *QUICK,
+    )
     assert result.exit_code == 0, result.output
     provenance = json.loads((drums / "checkpoint" / "config.json").read_text())["provenance"]
     generic_weights = (generic / "checkpoint" / "model.safetensors").read_bytes()
     assert provenance["init"] == f"unmix:{generic}"
     assert provenance["init_sha256"] == hashlib.sha256(generic_weights).hexdigest()
 
-    _one_line_error(_invoke("phase2", "--data", data, "--out", tmp_path / "p2", "--stem", "bass", "--vqvae", drums,
-                            "--steps", 1, *QUICK[2:]), "a VQ-VAE of drums, not of bass")
-    _one_line_error(_invoke("phase1", "--data", data, "--out", tmp_path / "j", "--init", f"jukebox:{drums}", *QUICK),
-                    "not what jukebox: expects")
+    _one_line_error(
+        _invoke(
+            "phase2",
+            "--data",
+            data,
+            "--out",
+            tmp_path / "p2",
+            "--stem",
+            "bass",
+            "--vqvae",
+            drums,
+            "--steps",
+            1,
+            *QUICK[2:],
+        ),
+        "a VQ-VAE of drums, not of bass",
+    )
+    _one_line_error(
+        _invoke("phase1", "--data", data, "--out", tmp_path / "j", "--init", f"jukebox:{drums}", *QUICK),
+        "not what jukebox: expects",
+    )
 
     result = _invoke("plot", generic)
     assert result.exit_code == 0, result.output
@@ -106,11 +153,34 @@ def test_bad_options_are_one_line_errors_that_write_nothing(tmp_path, data, argu
 
 
 # A value other than the default for every TrainOptions field a phase takes from its command line.
-GIVEN = {"stem": "drums", "config": "tiny", "init": "unmix:/runs/generic", "vqvae": "unmix:/runs/p1", "steps": 11,
-         "batch": 3, "chunk": 800, "lr": 0.5, "warmup": 7, "clip": 2.5, "ema_decay": 0.5, "seed": 9, "save_every": 13,
-         "val_every": 17, "val_songs": 2, "val_chunks": 5, "stats_chunks": 6, "remix": 0.25, "shift": False,
-         "blend": False, "workers": 1, "device": "cpu:9", "precision": "fp32", "resume": True, "trust_pickle": True,
-         "progress": False}
+GIVEN = {
+    "stem": "drums",
+    "config": "tiny",
+    "init": "unmix:/runs/generic",
+    "vqvae": "unmix:/runs/p1",
+    "steps": 11,
+    "batch": 3,
+    "chunk": 800,
+    "lr": 0.5,
+    "warmup": 7,
+    "clip": 2.5,
+    "ema_decay": 0.5,
+    "seed": 9,
+    "save_every": 13,
+    "val_every": 17,
+    "val_songs": 2,
+    "val_chunks": 5,
+    "stats_chunks": 6,
+    "remix": 0.25,
+    "shift": False,
+    "blend": False,
+    "workers": 1,
+    "device": "cpu:9",
+    "precision": "fp32",
+    "resume": True,
+    "trust_pickle": True,
+    "progress": False,
+}
 
 
 @pytest.mark.parametrize(("phase", "absent"), [("phase1", "vqvae"), ("phase2", "config")])

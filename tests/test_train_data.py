@@ -15,8 +15,13 @@ from unmix.train.sampling import ChunkSampler
 
 def test_the_stems_are_the_bundles_stems_in_the_papers_order():
     assert data.STEMS is manifest.STEMS  # one list for training, export, the runtime and the benchmarks
-    assert SOURCES == ("mixture", *manifest.STEMS) and data.UNMIX_IDS == {"mixture": 0, "drums": 1, "bass": 2,
-                                                                          "other": 3, "vocals": 4}
+    assert SOURCES == ("mixture", *manifest.STEMS) and data.UNMIX_IDS == {
+        "mixture": 0,
+        "drums": 1,
+        "bass": 2,
+        "other": 3,
+        "vocals": 4,
+    }
 
 
 def test_musdb_and_unmix_layouts_hold_the_same_songs(tmp_path):

@@ -21,8 +21,13 @@ STEPS = 4
 
 
 def _rank(rank: int, port: int, data: Path, out: Path) -> None:
-    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
-                   "LOCAL_RANK": str(rank)}
+    os.environ |= {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": "2",
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+    }
     torch.set_num_threads(1)
     options = phase1_options(data, out / "run", batch=2, steps=STEPS, save_every=2, val_every=2)
     with connect("cpu") as cluster:

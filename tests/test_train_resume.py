@@ -72,12 +72,32 @@ def _cli(*arguments: str) -> list[str]:
 def test_sigterm_saves_a_checkpoint_that_resume_continues(tmp_path):
     data = make_corpus(tmp_path / "data", songs=3, seconds=1.0)
     run = tmp_path / "run"
-    arguments = ["phase1", "--data", str(data), "--out", str(run), "--config", "tiny", "--chunk", "4096",
-                 "--batch", "2", "--save-every", "0", "--val-every", "0", "--workers", "0", "--device", "cpu",
-                 "--no-progress"]
+    arguments = [
+        "phase1",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--config",
+        "tiny",
+        "--chunk",
+        "4096",
+        "--batch",
+        "2",
+        "--save-every",
+        "0",
+        "--val-every",
+        "0",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     environment = os.environ | {"OMP_NUM_THREADS": "1"}  # as one_torch_thread does in this process
-    process = subprocess.Popen(_cli(*arguments, "--steps", "100000"), stderr=subprocess.PIPE, text=True,
-                               env=environment)
+    process = subprocess.Popen(
+        _cli(*arguments, "--steps", "100000"), stderr=subprocess.PIPE, text=True, env=environment
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if (run / "metrics.jsonl").is_file() and len(read_metrics(run)) >= 3:

@@ -78,8 +78,13 @@ class TrainOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data).expanduser().resolve())
         object.__setattr__(self, "out", Path(self.out).expanduser().resolve())
-        positive = {"steps": self.steps, "batch": self.batch, "chunk": self.chunk, "val_chunks": self.val_chunks,
-                    "stats_chunks": self.stats_chunks}
+        positive = {
+            "steps": self.steps,
+            "batch": self.batch,
+            "chunk": self.chunk,
+            "val_chunks": self.val_chunks,
+            "stats_chunks": self.stats_chunks,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise OptionsError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")

@@ -65,7 +65,11 @@ def _provenance(prefix: str, source: WeightSource, checkpoint: Checkpoint | None
 
 
 def _prepare(
-    options: TrainOptions, cluster: Cluster, run: RunFolder, resumed: dict | None, config: VQVAEConfig,
+    options: TrainOptions,
+    cluster: Cluster,
+    run: RunFolder,
+    resumed: dict | None,
+    config: VQVAEConfig,
     sources: Sequence[str],
 ) -> Setup:
     """Find and split the songs, build the sampler and measure (or, resuming, reload) the statistics."""
@@ -74,8 +78,9 @@ def _prepare(
     songs = find_songs(options.data, expand_sources(sources, options.remix), config.sample_rate)
     count = default_validation_count(len(songs)) if options.val_songs is None else options.val_songs
     training, validation = split_songs(songs, count)
-    sampler = ChunkSampler(training, options.chunk, sources, options.seed,
-                           shift=options.shift, blend=options.blend, remix=options.remix)
+    sampler = ChunkSampler(
+        training, options.chunk, sources, options.seed, shift=options.shift, blend=options.blend, remix=options.remix
+    )
     if resumed is not None:
         stats = DataStats.from_dict(resumed["data_stats"])
     else:
@@ -140,8 +145,10 @@ class EncoderTask(Task):
         separate = StemSeparator.from_vqvae(self.separator)
         if self.baseline is None:
             self.baseline = _score(self.setup, scaled_mixture, "mixture", self.stem)
-        return {"val_sdr": _score(self.setup, lambda x: separate(x)[0], "mixture", self.stem),
-                "val_sdr_scaled_mixture": self.baseline}
+        return {
+            "val_sdr": _score(self.setup, lambda x: separate(x)[0], "mixture", self.stem),
+            "val_sdr_scaled_mixture": self.baseline,
+        }
 
     def deploy_state(self) -> dict[str, Tensor]:
         """The whole deployable model: `encoders.0` is ME; decoder and codebook are phase 1's."""
@@ -150,8 +157,16 @@ class EncoderTask(Task):
 
 def _score(setup: Setup, predict: Predict, input_source: str, target_source: str) -> float | None:
     options = setup.options
-    return mean_sdr(setup.validation_songs, predict, input_source, target_source, options.chunk,
-                    options.val_chunks, options.batch, setup.device)
+    return mean_sdr(
+        setup.validation_songs,
+        predict,
+        input_source,
+        target_source,
+        options.chunk,
+        options.val_chunks,
+        options.batch,
+        setup.device,
+    )
 
 
 def _phase1_config(name: str | None, checkpoint: Checkpoint | None) -> VQVAEConfig:

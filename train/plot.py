@@ -31,7 +31,7 @@ def _curves(axis, records: list[dict], keys: list[str], smooth: bool) -> None:
             continue
         steps, values = zip(*points, strict=False)
         values = _smooth(list(values)) if smooth else np.asarray(values)
-        axis.plot(steps[len(steps) - len(values):], values, label=key, marker="" if smooth else "o")
+        axis.plot(steps[len(steps) - len(values) :], values, label=key, marker="" if smooth else "o")
         drawn += 1
     axis.grid(alpha=0.3)
     if drawn:

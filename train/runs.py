@@ -1,9 +1,9 @@
 """A run folder: its options, its latest checkpoint and its per-step metrics.
 
-  RUN/options.json     the options the run was started with (a resume must agree with them)
-  RUN/checkpoint/      the latest checkpoint: model.safetensors + config.json (our format) and the
-                       training state beside them, all replaced atomically
-  RUN/metrics.jsonl    one JSON object per training step, plus `"kind": "val"` lines for validation
+RUN/options.json     the options the run was started with (a resume must agree with them)
+RUN/checkpoint/      the latest checkpoint: model.safetensors + config.json (our format) and the
+                     training state beside them, all replaced atomically
+RUN/metrics.jsonl    one JSON object per training step, plus `"kind": "val"` lines for validation
 """
 
 from __future__ import annotations

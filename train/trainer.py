@@ -156,8 +156,13 @@ class Trainer:
             worker_init_fn=_ignore_stop_signals,
         )
         audio_seconds = options.batch * cluster.world_size * options.chunk / self.setup.config.sample_rate
-        bar = tqdm(total=options.steps, initial=start, unit="step", dynamic_ncols=True,
-                   disable=not (cluster.is_main and options.progress))
+        bar = tqdm(
+            total=options.steps,
+            initial=start,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (cluster.is_main and options.progress),
+        )
         if self.setup.resumed is None and options.val_every:
             self._validate(0)
         self.task.trainable.train()
@@ -216,8 +221,12 @@ class Trainer:
             self.optimizer.step()
             self.ema.update()
         logged = {"loss": loss, **parts}
-        return {**{key: float(value.detach()) for key, value in logged.items()}, "grad_norm": float(grad_norm),
-                "lr": lr, "skipped": int(not finite)}
+        return {
+            **{key: float(value.detach()) for key, value in logged.items()},
+            "grad_norm": float(grad_norm),
+            "lr": lr,
+            "skipped": int(not finite),
+        }
 
     def _validate(self, step: int) -> None:
         """Validate the averaged weights on the main process; the others wait."""
@@ -248,8 +257,16 @@ class Trainer:
     def _recipe(self) -> dict:
         options = self.options
         return {
-            "data": str(options.data), "batch": options.batch, "chunk": options.chunk,
-            "world_size": self.cluster.world_size, "seed": options.seed, "lr": options.lr,
-            "warmup": options.warmup, "clip": options.clip, "ema_decay": options.ema_decay,
-            "remix": options.remix, "shift": options.shift, "blend": options.blend,
+            "data": str(options.data),
+            "batch": options.batch,
+            "chunk": options.chunk,
+            "world_size": self.cluster.world_size,
+            "seed": options.seed,
+            "lr": options.lr,
+            "warmup": options.warmup,
+            "clip": options.clip,
+            "ema_decay": options.ema_decay,
+            "remix": options.remix,
+            "shift": options.shift,
+            "blend": options.blend,
         }

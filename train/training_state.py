@@ -40,8 +40,9 @@ def _optimizer_tensors_and_rest(optimizer: torch.optim.Optimizer) -> tuple[dict[
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def state_writer(step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 ema: ParameterEMA) -> Callable[[Path], None]:
+def state_writer(
+    step: int, module: nn.Module, optimizer: torch.optim.Optimizer, ema: ParameterEMA
+) -> Callable[[Path], None]:
     """A function that writes the training state into a checkpoint folder (for write_checkpoint)."""
 
     def write(folder: Path) -> None:
@@ -57,8 +58,7 @@ def state_writer(step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
     return write
 
 
-def load_training_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
-                        ema: ParameterEMA) -> dict:
+def load_training_state(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, ema: ParameterEMA) -> dict:
     """Restore what `state_writer` saved; returns the JSON part (with its `step`)."""
     if not (folder / TENSORS_FILE).is_file() or not (folder / JSON_FILE).is_file():
         raise CheckpointError(f"{folder}: no training state ({TENSORS_FILE}, {JSON_FILE}) to resume from")
