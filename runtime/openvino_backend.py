@@ -30,6 +30,7 @@ from .cascade import Stage
 from .errors import BackendError
 from .manifest import Manifest
 from .openvino_stages import cut, plan_long_windows, plan_stages, reach
+from .openvino_streaming import CompiledStream, StatefulRun, stream_graph
 from .phases import phase_taps
 
 PRECISIONS = ("fp32", "bf16")
@@ -285,6 +286,7 @@ class OpenVinoEngine:
         self._core, self._compute, self._precision = core, compute, precision
         self._paths, self._input_name = dict(paths), manifest.input_name
         self._staged: dict[tuple[int, bool], list[Stage]] = {}
+        self._streams: dict[tuple[int, int], tuple[CompiledStream, CompiledStream]] = {}
         self._whole: tuple[ShapedModel, ShapedModel] | None = None  # the encoders and decoders for `run`, when used
         parts = self._read_parts()  # read now, so a graph OpenVINO cannot run fails at load
         try:
@@ -318,27 +320,59 @@ class OpenVinoEngine:
         names = ", ".join(path.name for path in self._paths.values())
         return BackendError(f"{names}: OpenVINO cannot load them: {str(error).splitlines()[0]}")
 
+    def _joined_models(self) -> tuple[object, object]:
+        """All stems' encoders as one model (one shared input) and their decoders as another (code indices in)."""
+        ov = _openvino()
+        parts = self._read_parts()
+        mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name=self._input_name)
+        for stem_parts in parts.values():
+            stem_parts.encoder.get_parameters()[0].output(0).replace(mixture.output(0))
+        encoders = ov.Model([p.encoder.get_results()[0].input_value(0) for p in parts.values()], [mixture], "encoders")
+        decoders = ov.Model(
+            [p.decoder.get_results()[0].input_value(0) for p in parts.values()],
+            [p.decoder.get_parameters()[0] for p in parts.values()],
+            "decoders",
+        )
+        return encoders, decoders
+
     def _whole_models(self) -> tuple[ShapedModel, ShapedModel]:
-        """All stems' encoders as one model (one shared input) and their decoders as another, built on first use."""
+        """`_joined_models` compiled per input shape, built on first use."""
         if self._whole is None:
-            ov = _openvino()
-            parts = self._read_parts()
-            mixture = ov.opset13.parameter([-1, 1, -1], np.float32, name=self._input_name)
-            for stem_parts in parts.values():
-                stem_parts.encoder.get_parameters()[0].output(0).replace(mixture.output(0))
-            encoders = ov.Model(
-                [p.encoder.get_results()[0].input_value(0) for p in parts.values()], [mixture], "encoders"
-            )
-            decoders = ov.Model(
-                [p.decoder.get_results()[0].input_value(0) for p in parts.values()],
-                [p.decoder.get_parameters()[0] for p in parts.values()],
-                "decoders",
-            )
+            encoders, decoders = self._joined_models()
             self._whole = (
                 ShapedModel(self._core, encoders, self._compute),
                 ShapedModel(self._core, decoders, self._compute),
             )
         return self._whole
+
+    def stateful_run(self, items: int, block: int) -> StatefulRun:
+        """A new stream through the encoders and decoders rewritten as stateful models (`openvino_streaming`):
+        (items, 1, frames) input, `block` samples a call (a multiple of the hop), each sample computed once.
+        The compiled models are shared by every run of the same items and block; each run has its own state."""
+        if (items, block) not in self._streams:
+            try:
+                encoders, decoders = self._joined_models()
+                encoder_stream = stream_graph(encoders, [[items, 1, block]])
+                frames = Fraction(block) * self._encoder_reach.rate
+                if frames.denominator != 1:
+                    raise ValueError(f"a block of {block} samples is no whole number of latent frames")
+                decoder_stream = stream_graph(
+                    decoders, [[items, 1, int(frames)]] * len(self.stems), encoder_stream.layout.output_start
+                )
+                self._streams[items, block] = tuple(
+                    CompiledStream(
+                        self._core.compile_model(graph.plain, "CPU", self._compute),
+                        self._core.compile_model(graph.masked, "CPU", self._compute),
+                        graph.layout,
+                    )
+                    for graph in (encoder_stream, decoder_stream)
+                )
+                del encoders, decoders, encoder_stream, decoder_stream
+                _return_freed_memory()  # what compiling them took
+            except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+                raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
+        encoders, decoders = self._streams[items, block]
+        return StatefulRun(encoders, self._nearest_codes, decoders, items, block)
 
     def stages(self, chunk: int, eager: bool = False) -> list[Stage]:
         """The engine as a chain of stages for `unmix.runtime.cascade.CascadeRun(stages, chunk, eager=eager)`, on
@@ -433,6 +467,7 @@ class OpenVinoEngine:
                 model.close()
         self._whole = self._nearest = None
         self._staged = {}
+        self._streams = {}
         self._core = None
         _return_freed_memory()
 

@@ -34,7 +34,7 @@ class Reach:
         return int(np.ceil(max(self.left, self.right)))
 
 
-def _data_ops(model) -> tuple[list, set[str]]:
+def data_ops(model) -> tuple[list, set[str]]:
     """The model's ops that depend on its inputs (constants and shape arithmetic aside), in order, and their names."""
     dependent: set[str] = set()
     ordered = []
@@ -51,7 +51,7 @@ def _data_ops(model) -> tuple[list, set[str]]:
 
 def residual_cuts(model) -> list[str]:
     """Names of the additions of two computed tensors (the residual blocks' outputs), in order."""
-    ordered, dependent = _data_ops(model)
+    ordered, dependent = data_ops(model)
     return [
         op.get_friendly_name()
         for op in ordered
@@ -65,7 +65,7 @@ def _reaches(model) -> dict[str, Reach]:
 
     Raises ValueError for an operation whose reach is not known here.
     """
-    ordered, dependent = _data_ops(model)
+    ordered, dependent = data_ops(model)
     reaches: dict[str, Reach] = {}
     for op in ordered:
         name, kind = op.get_friendly_name(), op.get_type_name()
@@ -117,7 +117,7 @@ def _work(model, reaches: dict[str, Reach]) -> dict[str, Fraction]:
     """Each data op's multiply-accumulates per frame of the model's input, in order: a convolution's weights
     (C_out · C_in · kernel) once per frame it computes (a transposed one: once per frame it reads), others none."""
     work = {}
-    for op in _data_ops(model)[0]:
+    for op in data_ops(model)[0]:
         name, kind = op.get_friendly_name(), op.get_type_name()
         work[name] = Fraction(0)
         if kind in ("Convolution", "ConvolutionBackpropData"):

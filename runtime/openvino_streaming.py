@@ -1,0 +1,358 @@
+"""Stateful OpenVINO models for streaming: every input sample passes every layer once.
+
+A stem graph's encoder and decoder are stacks of convolutions. `stream_graph` rewrites such a model, compiled
+for a fixed block of new frames per call, so that each convolution keeps in an OpenVINO variable the input
+history its next outputs need (cached convolutions, as RAVE's cached_conv), and each addition of two branches
+delays the branch that runs ahead by the frames it leads (a residual block's skip path):
+
+    full  = [history, new frames]       history: `held` frames, zeros at the start
+    out   = conv(full) without padding   block / stride outputs
+    state = the last `held` frames of full
+
+`held` stays the same from the first call on (S − stride ≤ held < S, S the kernel's span), so every call has one
+shape: one static compile. The price is that layers start early: their first outputs sit before the signal's
+start (position < 0), where the stateless graph reads zero padding. Past the signal's end it reads zero padding
+again. So while a call touches either edge it runs a second compile of the same model that zeroes, at each
+convolution's input, the frames outside the signal (`bounds`, computed by `StreamLayout`); the variables move
+between the two with the call. In between, the plain model runs, at the cost of the stateless graph per frame.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .openvino_stages import data_ops
+
+_FRAMEWISE = ("Relu", "Add", "Multiply", "Subtract", "Convert", "Squeeze", "Unsqueeze", "Gather", "Transpose")
+
+
+@dataclass(frozen=True)
+class CachedConvolution:
+    """One convolution of a stream graph: the op that feeds it (`input`), the position of the first frame it is
+    ever given (`start`, ≤ 0: it starts early) and how many frames each call gives it (`frames`)."""
+
+    input: str  # the op whose output feeds it
+    start: int
+    frames: int
+
+
+@dataclass(frozen=True)
+class _Length:
+    """How an op's output length follows from its data source's (the stateless graph's arithmetic)."""
+
+    source: str | None  # None: a model input
+    span: int = 1
+    stride: int = 1
+    pads: int = 0  # begin + end
+    scale: int = 1  # DepthToSpace
+
+
+class StreamLayout:
+    """Positions and lengths of one stream graph: which frames of each convolution's input lie in the signal."""
+
+    def __init__(self, convolutions: list[CachedConvolution], lengths: dict[str, _Length], output: str, start: int):
+        self.convolutions = convolutions
+        self._lengths = lengths
+        self._output = output
+        self.output_start = start  # the position of the first call's first output frame (≤ 0)
+
+    def _all_lengths(self, length: int) -> dict[str, int]:
+        known: dict[str, int] = {}
+        for name, rule in self._lengths.items():
+            size = length if rule.source is None else known[rule.source]
+            size = (size + rule.pads - rule.span) // rule.stride + 1 if rule.span > 1 or rule.stride > 1 else size
+            known[name] = size * rule.scale
+        return known
+
+    def input_lengths(self, length: int) -> list[int]:
+        """Each convolution's input length in the stateless graph run on a `length`-frame input."""
+        known = self._all_lengths(length)
+        return [known[conv.input] for conv in self.convolutions]
+
+    def output_length(self, length: int) -> int:
+        """The stateless graph's output length for a `length`-frame input."""
+        return self._all_lengths(length)[self._output]
+
+    def bounds(self, call: int, lengths: list[int] | None) -> np.ndarray | None:
+        """(convolutions, 2) int32: per convolution, the first and the end frame of call `call`'s new input that
+        lie inside the signal (`lengths`: `input_lengths` once the signal's length is known); None when every
+        frame of every convolution does (the plain model runs)."""
+        bounds = np.empty((len(self.convolutions), 2), np.int32)
+        for index, conv in enumerate(self.convolutions):
+            first = conv.start + call * conv.frames
+            end = conv.frames if lengths is None else lengths[index] - first
+            bounds[index] = min(max(-first, 0), conv.frames), min(max(end, 0), conv.frames)
+        if (bounds[:, 0] == 0).all() and (bounds[:, 1] == [conv.frames for conv in self.convolutions]).all():
+            return None
+        return bounds
+
+
+@dataclass
+class StreamGraph:
+    """A model rewritten for streaming: `plain` and `masked` (the same, with a (convolutions, 2) int32 `bounds`
+    input last), both stateful, the variables named alike; `layout` follows its positions."""
+
+    plain: object  # openvino.Model
+    masked: object
+    layout: StreamLayout
+
+
+def stream_graph(model, shapes: list[list[int]], start: int = 0) -> StreamGraph:
+    """Rewrite `model` (inputs (N, C, T) with time last, all at one rate) for calls with inputs of `shapes`.
+
+    start: the position of the inputs' first frame (a decoder fed by a stream encoder starts where its codes do).
+    Raises ValueError for an operation this rewrite does not know, or a block a stride does not divide.
+    """
+    plain, layout = _rewrite(model, shapes, start, masked=False)
+    masked, _ = _rewrite(model, shapes, start, masked=True)
+    return StreamGraph(plain, masked, layout)
+
+
+def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
+    import openvino as ov
+    from openvino import passes
+
+    ops = ov.opset13
+    copy = model.clone()
+    copy.reshape({index: shape for index, shape in enumerate(shapes)})
+    for index, op in enumerate(copy.get_ordered_ops()):  # joined stems repeat their names: the rewrite keys by name
+        if op.get_type_name() != "Parameter":
+            op.set_friendly_name(f"{index}:{op.get_friendly_name()}")
+    ordered, _ = data_ops(copy)
+    convolutions = [op for op in ordered if op.get_type_name() == "Convolution"]
+    bounds = ops.parameter([len(convolutions), 2], np.int32, name="bounds") if masked else None
+    place: dict[str, tuple[int, int]] = {}  # op → (position of its first output frame, frames per call)
+    lengths: dict[str, _Length] = {}
+    layers: list[CachedConvolution] = []
+    pairs = []  # (state parameter, next-state result)
+
+    def source(op, index: int = 0) -> str:
+        return op.input_value(index).get_node().get_friendly_name()
+
+    def cached(value, held: int, name: str):
+        """[state, value] along time, and the state's parameter and next value (the last `held` frames)."""
+        shape = list(value.get_partial_shape().to_shape())
+        state = ops.parameter([shape[0], shape[1], held], value.get_element_type(), name=name)
+        state.output(0).set_names({name})
+        full = ops.concat([state, value], 2)
+        frames = shape[2]
+        following = ops.slice(full, _i64([frames]), _i64([frames + held]), _i64([1]), _i64([2]))
+        result = ops.result(following)
+        result.set_friendly_name(f"next.{name}")  # the variable's name comes from both: the same in either model
+        pairs.append((state, result))
+        return full
+
+    for op in ordered:
+        name, kind = op.get_friendly_name(), op.get_type_name()
+        sources = [source(op, i) for i in range(op.get_input_size())]  # before any input is rewired
+        if kind == "Parameter":
+            place[name] = (start, op.output(0).get_partial_shape().to_shape()[2])
+            lengths[name] = _Length(None)
+            continue
+        inputs = [i for i, name_in in enumerate(sources) if name_in in place]
+        first, frames = place[sources[inputs[0]]]
+        if kind == "Convolution":
+            attributes = op.get_attributes()
+            stride, dilation = attributes["strides"][0], attributes["dilations"][0]
+            pad_begin, pad_end = attributes["pads_begin"][0], attributes["pads_end"][0]
+            span = (op.input_value(1).get_partial_shape()[2].get_length() - 1) * dilation + 1
+            if frames % stride:
+                raise ValueError(f"{name}: stride {stride} does not divide a call's {frames} frames")
+            held = span - stride
+            held += (first - held + pad_begin) % stride  # the first output on the stride grid
+            value = op.input_value(0)
+            if masked:
+                value = _masked(ops, value, bounds, len(layers), frames).output(0)
+            full = cached(value, held, f"state.{len(layers)}")
+            replacement = ops.convolution(full, op.input_value(1), [stride], [0], [0], [dilation])
+            layers.append(CachedConvolution(sources[0], first, frames))
+            place[name] = ((first - held + pad_begin) // stride, frames // stride)
+            lengths[name] = _Length(sources[0], span, stride, pad_begin + pad_end)
+        elif kind == "DepthToSpace":
+            replacement = None
+            place[name] = (2 * first, 2 * frames)
+            lengths[name] = _Length(sources[0], scale=2)
+        elif kind in _FRAMEWISE or kind == "Result":
+            replacement = None
+            starts = [place[sources[i]][0] for i in inputs]
+            if any(position != starts[0] for position in starts):  # align the branches: delay those that lead
+                for i, position in zip(inputs, starts, strict=True):
+                    if lead := position - min(starts):
+                        full = cached(op.input_value(i), lead, f"state.delay.{len(pairs)}")
+                        delayed = ops.slice(full, _i64([0]), _i64([frames]), _i64([1]), _i64([2]))
+                        op.input(i).replace_source_output(delayed.output(0))
+            place[name] = (min(starts), frames)
+            lengths[name] = _Length(sources[inputs[0]])
+        else:
+            raise ValueError(f"{name}: a {kind} operation cannot stream here")
+        if replacement is not None:
+            replacement.set_friendly_name(name)
+            op.output(0).replace(replacement.output(0))
+
+    results = list(copy.get_results())
+    parameters = list(copy.get_parameters()) + [state for state, _ in pairs] + ([bounds] if masked else [])
+    rewritten = ov.Model(results + [result for _, result in pairs], parameters, f"{copy.get_friendly_name()}_stream")
+    manager = passes.Manager()
+    manager.register_pass(passes.MakeStateful([(state, result) for state, result in pairs]))
+    manager.run_passes(rewritten)
+    output = results[0].get_friendly_name()
+    return rewritten, StreamLayout(layers, lengths, output, place[output][0])
+
+
+def _masked(ops, value, bounds, index: int, frames: int):
+    """`value` (N, C, frames) with the frames outside bounds[index] = [first, end) set to zero."""
+    row = ops.gather(bounds, ops.constant(np.array(index, np.int32)), ops.constant(np.array(0, np.int32)))
+    first = ops.gather(row, ops.constant(np.array(0, np.int32)), ops.constant(np.array(0, np.int32)))
+    end = ops.gather(row, ops.constant(np.array(1, np.int32)), ops.constant(np.array(0, np.int32)))
+    frame = ops.constant(np.arange(frames, dtype=np.int32).reshape(1, 1, frames))
+    inside = ops.logical_and(ops.greater_equal(frame, first), ops.less(frame, end))
+    return ops.select(inside, value, ops.constant(np.zeros((), np.float32)))
+
+
+def _i64(values: list[int]):
+    import openvino as ov
+
+    return ov.opset13.constant(np.array(values, np.int64))
+
+
+class _StreamRequests:
+    """One stream's infer request on a `CompiledStream`: on its plain model or its masked one, whichever the call
+    needs, the variables moving over with it. A model no stream uses has its working memory released, so a
+    stream holds one model's at a time."""
+
+    def __init__(self, compiled: CompiledStream):
+        self.layout = compiled.layout
+        self._compiled = compiled
+        self._kind: str | None = None
+        self._request = None
+
+    def run(self, inputs: list[np.ndarray], bounds: np.ndarray | None) -> list[np.ndarray]:
+        """One call; the outputs are the request's buffers, valid until its next call."""
+        kind = "plain" if bounds is None else "masked"
+        if kind != self._kind:
+            request = self._compiled.request(kind)
+            if self._request is None:
+                request.reset_state()
+            else:  # the variables move over
+                states = {state.name: state for state in request.query_state()}
+                for state in self._request.query_state():
+                    states[state.name].state = state.state
+                self.close()
+            self._kind, self._request = kind, request
+        feeds = dict(enumerate(inputs if bounds is None else [*inputs, bounds]))
+        self._request.infer(feeds, share_inputs=True)
+        return [self._request.get_output_tensor(index).data for index in range(len(self._request.model_outputs))]
+
+    def close(self) -> None:
+        """Drop the request (and the model's working memory when no other stream uses it)."""
+        if self._request is not None:
+            self._request = None
+            self._compiled.done(self._kind)
+            self._kind = None
+
+
+class CompiledStream:
+    """A `StreamGraph` compiled: its plain and masked models and layout, with a count of the requests on each."""
+
+    def __init__(self, plain, masked, layout: StreamLayout):
+        self.layout = layout
+        self._models = {"plain": plain, "masked": masked}
+        self._users = {"plain": 0, "masked": 0}
+        self._lock = threading.Lock()
+
+    def request(self, kind: str):
+        """A new infer request on the `kind` model ("plain" or "masked"); `done(kind)` when it is dropped."""
+        with self._lock:
+            self._users[kind] += 1
+            return self._models[kind].create_infer_request()
+
+    def done(self, kind: str) -> None:
+        with self._lock:
+            self._users[kind] -= 1
+            if not self._users[kind]:  # no request runs on it: its arena can go until the next one
+                self._models[kind].release_memory()
+
+
+class StatefulRun:
+    """One signal through stream-compiled encoders, the nearest-code search and decoders, one block a call: the
+    `cascade.CascadeRun` interface (`feed`, `finish`, `delay`) for `Separator.stream`.
+
+    encoders: (items, 1, block) samples → one (items, C, block·rate) embedding per stem; nearest: those → (items,
+    1, frames) int32 codes per stem; decoders: the codes → (items, 1, block) per stem. Exact: the outputs equal
+    the stateless graphs' on the whole signal (to the precision's rounding).
+    """
+
+    def __init__(self, encoders: CompiledStream, nearest, decoders: CompiledStream, items: int, block: int):
+        self._encoders, self._decoders = _StreamRequests(encoders), _StreamRequests(decoders)
+        self._nearest = nearest
+        self.block = block
+        self._latency = -decoders.layout.output_start  # output frames trail the input frames they depend on
+        self._input = np.zeros((items, 1, block), np.float32)  # the next block, filled as input arrives
+        self._filled = 0
+        self._calls = 0
+        self._fed = 0
+        self._finished = False
+
+    @property
+    def delay(self) -> int:
+        """Input frames the output trails the input by, at most (a block waits until it is whole)."""
+        return self._latency + self.block - 1
+
+    def feed(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Append (items, 1, frames) input; returns each stem's new (items, 1, frames') output, or [] for none."""
+        if self._finished:
+            raise RuntimeError("this run is finished")
+        signal = inputs[0]
+        self._fed += signal.shape[2]
+        parts = []
+        while signal.shape[2]:
+            taken = min(self.block - self._filled, signal.shape[2])
+            self._input[:, :, self._filled : self._filled + taken] = signal[:, :, :taken]
+            self._filled += taken
+            signal = signal[:, :, taken:]
+            if self._filled == self.block:
+                parts.append(self._call(None))
+        return _joined(parts)
+
+    def finish(self) -> list[np.ndarray]:
+        """The outputs up to the input's end, where the stateless graphs read zero padding."""
+        if self._finished:
+            raise RuntimeError("this run is finished")
+        self._finished = True
+        length = self._fed
+        parts = []
+        while self._decoders.layout.output_start + self._calls * self.block < length:
+            self._input[:, :, self._filled :] = 0
+            parts.append(self._call(length))
+        self._encoders.close()
+        self._decoders.close()
+        return _joined(parts)
+
+    def _call(self, length: int | None) -> list[np.ndarray]:
+        """Run the block in `self._input`; each stem's output frames that lie in [0, length)."""
+        call = self._calls
+        self._calls += 1
+        self._filled = 0
+        encoder_layout, decoder_layout = self._encoders.layout, self._decoders.layout
+        if length is None:
+            encoder_lengths = decoder_lengths = None
+        else:
+            encoder_lengths = encoder_layout.input_lengths(length)
+            decoder_lengths = decoder_layout.input_lengths(encoder_layout.output_length(length))
+        embeddings = self._encoders.run([self._input], encoder_layout.bounds(call, encoder_lengths))
+        codes = self._nearest(embeddings)
+        outputs = self._decoders.run(codes, decoder_layout.bounds(call, decoder_lengths))
+        first = decoder_layout.output_start + call * self.block
+        keep_from = max(0, -first)
+        keep_to = self.block if length is None else max(keep_from, min(self.block, length - first))
+        return [np.array(output[:, :, keep_from:keep_to]) for output in outputs]
+
+
+def _joined(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Each stem's outputs of several calls in one array; [] for no calls."""
+    if not parts:
+        return []
+    return [np.concatenate(stem, axis=2) if len(stem) > 1 else stem[0] for stem in zip(*parts, strict=True)]
