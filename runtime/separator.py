@@ -45,9 +45,9 @@ DEFAULT_BATCH_SAMPLES = {"cpu": 1 << 21, "cuda": 1 << 22, "openvino": 1}
 # How a refined stereo input is separated: "mid" runs the model once, on (L + R) / 2, and lets the refinement's
 # spatial filter place each stem (half the model work; see the README for its SDR); "per-channel" runs it on each.
 STEREO_MODES = ("mid", "per-channel")
-# A low-latency stream (`Separator.stream(..., low_latency=True)`, on a backend that runs in stages) keeps this
-# many samples per stage window and refines in blocks of this many STFT frames: output trails input by the model's
-# look-ahead plus about these (bench/results has the measured latency and cost).
+# A low-latency stream (`Separator.stream(..., low_latency=True)`, on a backend that runs in stages) computes this
+# many samples a call (OpenVINO: stateful models, `openvino_streaming`) and refines in blocks of this many STFT
+# frames: output trails input by the model's look-ahead plus about these (bench/results: latency and cost).
 LOW_LATENCY_SECONDS = 0.5
 LOW_LATENCY_REFINE_FRAMES = 4
 ARRAY_BLOCK_FRAMES = 1 << 18  # arrays are fed in blocks so the working copies stay small
@@ -286,10 +286,10 @@ class Separator:
     ) -> Stream:
         """An incremental separation of audio at `sample_rate` with `channels` channels.
 
-        low_latency: on a backend that runs its graphs in stages (openvino), every stage computes as soon as its
-            input allows, on short windows: stems trail the input by the model's look-ahead (2.08 s for the paper's
-            model) plus about `LOW_LATENCY_SECONDS`, at more compute than the default, which computes in long
-            windows; `Stream.latency` says how far behind. Elsewhere it changes nothing.
+        low_latency: on the openvino backend, the graphs run as stateful models (`openvino_streaming`) on blocks
+            of `LOW_LATENCY_SECONDS`, each sample computed once: stems trail the input by the model's look-ahead
+            (2.08 s for the paper's model) plus about one block; `Stream.latency` says how far behind. Elsewhere it
+            changes nothing.
         """
         self._check_open()
         return Stream(
@@ -421,8 +421,10 @@ class Stream:
             hop = separator.manifest.hop_length
             # an odd number of hops, as the default chunk on OpenVINO (see DEFAULT_CHUNK_SECONDS)
             chunk = (round(LOW_LATENCY_SECONDS * model_rate / hop) | 1) * hop if low_latency else self._plan.chunk
-            stages = separator._engine.stages(chunk, eager=low_latency)
-            self._cascade = CascadeRun(stages, chunk, eager=low_latency)
+            if low_latency and hasattr(separator._engine, "stateful_run"):  # every sample computed once
+                self._cascade = separator._engine.stateful_run(self._model_channels, chunk)
+            else:
+                self._cascade = CascadeRun(separator._engine.stages(chunk, eager=low_latency), chunk, eager=low_latency)
             self._gate = SilenceGate(self._model_channels, separator.manifest.context_samples)
         refine_frames = {"block_frames": LOW_LATENCY_REFINE_FRAMES} if low_latency and self._cascade else {}
         self._refiner = (
