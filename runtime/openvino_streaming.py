@@ -3,7 +3,8 @@
 A stem graph's encoder and decoder are stacks of convolutions. `stream_graph` rewrites such a model, compiled
 for a fixed block of new frames per call, so that each convolution keeps in an OpenVINO variable the input
 history its next outputs need (cached convolutions, as RAVE's cached_conv), and each addition of two branches
-delays the branch that runs ahead by the frames it leads (a residual block's skip path):
+delays the branch that runs ahead by the frames it leads (a residual block's skip path, read from the history its
+dilated convolution keeps of the same input: a convolution after a ReLU caches the ReLU's input):
 
     full  = [history, new frames]       history: `held` frames, zeros at the start
     out   = conv(full) without padding   block / stride outputs
@@ -128,6 +129,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
     lengths: dict[str, _Length] = {}
     layers: list[CachedConvolution] = []
     pairs = []  # (state parameter, next-state result)
+    histories: dict[str, tuple[object, int]] = {}  # op → [its cached history, new frames] and the history's length
 
     def source(op, index: int = 0) -> str:
         return op.input_value(index).get_node().get_friendly_name()
@@ -139,7 +141,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
         state.output(0).set_names({name})
         full = ops.concat([state, value], 2)
         frames = shape[2]
-        following = ops.slice(full, _i64([frames]), _i64([frames + held]), _i64([1]), _i64([2]))
+        following = _part(ops, full, frames, held)
         result = ops.result(following)
         result.set_friendly_name(f"next.{name}")  # the variable's name comes from both: the same in either model
         pairs.append((state, result))
@@ -164,9 +166,16 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
             held = span - stride
             held += (first - held + pad_begin) % stride  # the first output on the stride grid
             value = op.input_value(0)
+            relu = value.get_node().get_type_name() == "Relu"
+            if relu:  # cache the ReLU's input: a residual skip reads the same history (see the additions)
+                value = value.get_node().input_value(0)
+                raw = value.get_node().get_friendly_name()
             if masked:
                 value = _masked(ops, value, bounds, len(layers), frames).output(0)
-            full = cached(value, held, f"state.{len(layers)}")
+            full = cached(value, held, f"state.{len(layers)}") if held else value  # a 1×1 one keeps nothing
+            if relu:
+                histories[raw] = (full, held)
+                full = ops.relu(full)
             replacement = ops.convolution(full, op.input_value(1), [stride], [0], [0], [dilation])
             layers.append(CachedConvolution(sources[0], first, frames))
             place[name] = ((first - held + pad_begin) // stride, frames // stride)
@@ -181,9 +190,11 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
             if any(position != starts[0] for position in starts):  # align the branches: delay those that lead
                 for i, position in zip(inputs, starts, strict=True):
                     if lead := position - min(starts):
-                        full = cached(op.input_value(i), lead, f"state.delay.{len(pairs)}")
-                        delayed = ops.slice(full, _i64([0]), _i64([frames]), _i64([1]), _i64([2]))
-                        op.input(i).replace_source_output(delayed.output(0))
+                        full, held = histories.get(sources[i], (None, 0))
+                        if held < lead:  # no convolution keeps enough of it: a delay line of its own
+                            full, held = cached(op.input_value(i), lead, f"state.delay.{len(pairs)}"), lead
+                        begin = held - lead  # full holds frames from position − held on
+                        op.input(i).replace_source_output(_part(ops, full, begin, frames))
             place[name] = (min(starts), frames)
             lengths[name] = _Length(sources[inputs[0]])
         else:
@@ -210,6 +221,11 @@ def _masked(ops, value, bounds, index: int, frames: int):
     frame = ops.constant(np.arange(frames, dtype=np.int32).reshape(1, 1, frames))
     inside = ops.logical_and(ops.greater_equal(frame, first), ops.less(frame, end))
     return ops.select(inside, value, ops.constant(np.zeros((), np.float32)))
+
+
+def _part(ops, full, begin: int, frames: int):
+    """Frames [begin, begin + frames) of `full` (N, C, T) along time."""
+    return ops.slice(full, _i64([begin]), _i64([begin + frames]), _i64([1]), _i64([2])).output(0)
 
 
 def _i64(values: list[int]):
