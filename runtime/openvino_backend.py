@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -345,6 +346,9 @@ class OpenVinoEngine:
             )
         return self._whole
 
+    def _compile(self, model):
+        return self._core.compile_model(model, "CPU", self._compute)
+
     def stateful_run(self, items: int, block: int) -> StatefulRun:
         """A new stream through the encoders and decoders rewritten as stateful models (`openvino_streaming`):
         (items, 1, frames) input, `block` samples a call (a multiple of the hop), each sample computed once.
@@ -359,15 +363,15 @@ class OpenVinoEngine:
                 decoder_stream = stream_graph(
                     decoders, [[items, 1, int(frames)]] * len(self.stems), encoder_stream.layout.output_start
                 )
+                graphs = (encoder_stream, decoder_stream)
+                models = [model for graph in graphs for model in (graph.plain, graph.masked)]
+                with ThreadPoolExecutor() as pool:  # OpenVINO compiles without holding the GIL: side by side
+                    compiled = list(pool.map(self._compile, models))
                 self._streams[items, block] = tuple(
-                    CompiledStream(
-                        self._core.compile_model(graph.plain, "CPU", self._compute),
-                        self._core.compile_model(graph.masked, "CPU", self._compute),
-                        graph.layout,
-                    )
-                    for graph in (encoder_stream, decoder_stream)
+                    CompiledStream(compiled[2 * index], compiled[2 * index + 1], graph.layout)
+                    for index, graph in enumerate(graphs)
                 )
-                del encoders, decoders, encoder_stream, decoder_stream
+                del encoders, decoders, encoder_stream, decoder_stream, graphs, models, compiled
                 _return_freed_memory()  # what compiling them took
             except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
                 raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error

@@ -31,11 +31,12 @@ _FRAMEWISE = ("Relu", "Add", "Multiply", "Subtract", "Convert", "Squeeze", "Unsq
 
 
 @dataclass(frozen=True)
-class CachedConvolution:
-    """One convolution of a stream graph: the op that feeds it (`input`), the position of the first frame it is
-    ever given (`start`, ≤ 0: it starts early) and how many frames each call gives it (`frames`)."""
+class Grid:
+    """The frames that convolutions of a stream graph are given: the position of the first frame ever given
+    (`start`, ≤ 0: they start early), how many each call gives (`frames`), and an op whose output they are (`input`,
+    whose length in the stateless graph is theirs). Convolutions on one grid share one mask."""
 
-    input: str  # the op whose output feeds it
+    input: str
     start: int
     frames: int
 
@@ -52,10 +53,10 @@ class _Length:
 
 
 class StreamLayout:
-    """Positions and lengths of one stream graph: which frames of each convolution's input lie in the signal."""
+    """Positions and lengths of one stream graph: which frames of each grid (`Grid`) lie in the signal."""
 
-    def __init__(self, convolutions: list[CachedConvolution], lengths: dict[str, _Length], output: str, start: int):
-        self.convolutions = convolutions
+    def __init__(self, grids: list[Grid], lengths: dict[str, _Length], output: str, start: int):
+        self.grids = grids
         self._lengths = lengths
         self._output = output
         self.output_start = start  # the position of the first call's first output frame (≤ 0)
@@ -69,32 +70,32 @@ class StreamLayout:
         return known
 
     def input_lengths(self, length: int) -> list[int]:
-        """Each convolution's input length in the stateless graph run on a `length`-frame input."""
+        """Each grid's length in the stateless graph run on a `length`-frame input."""
         known = self._all_lengths(length)
-        return [known[conv.input] for conv in self.convolutions]
+        return [known[grid.input] for grid in self.grids]
 
     def output_length(self, length: int) -> int:
         """The stateless graph's output length for a `length`-frame input."""
         return self._all_lengths(length)[self._output]
 
     def bounds(self, call: int, lengths: list[int] | None) -> np.ndarray | None:
-        """(convolutions, 2) int32: per convolution, the first and the end frame of call `call`'s new input that
-        lie inside the signal (`lengths`: `input_lengths` once the signal's length is known); None when every
-        frame of every convolution does (the plain model runs)."""
-        bounds = np.empty((len(self.convolutions), 2), np.int32)
-        for index, conv in enumerate(self.convolutions):
-            first = conv.start + call * conv.frames
-            end = conv.frames if lengths is None else lengths[index] - first
-            bounds[index] = min(max(-first, 0), conv.frames), min(max(end, 0), conv.frames)
-        if (bounds[:, 0] == 0).all() and (bounds[:, 1] == [conv.frames for conv in self.convolutions]).all():
+        """(grids, 2) int32: per grid, the first and the end frame of call `call`'s new frames that lie inside the
+        signal (`lengths`: `input_lengths` once the signal's length is known); None when every frame of every grid
+        does (the plain model runs)."""
+        bounds = np.empty((len(self.grids), 2), np.int32)
+        for index, grid in enumerate(self.grids):
+            first = grid.start + call * grid.frames
+            end = grid.frames if lengths is None else lengths[index] - first
+            bounds[index] = min(max(-first, 0), grid.frames), min(max(end, 0), grid.frames)
+        if (bounds[:, 0] == 0).all() and (bounds[:, 1] == [grid.frames for grid in self.grids]).all():
             return None
         return bounds
 
 
 @dataclass
 class StreamGraph:
-    """A model rewritten for streaming: `plain` and `masked` (the same, with a (convolutions, 2) int32 `bounds`
-    input last), both stateful, the variables named alike; `layout` follows its positions."""
+    """A model rewritten for streaming: `plain` and `masked` (the same, with a (grids, 2) int32 `bounds` input
+    last), both stateful, the variables named alike; `layout` follows its positions."""
 
     plain: object  # openvino.Model
     masked: object
@@ -123,11 +124,11 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
         if op.get_type_name() != "Parameter":
             op.set_friendly_name(f"{index}:{op.get_friendly_name()}")
     ordered, _ = data_ops(copy)
-    convolutions = [op for op in ordered if op.get_type_name() == "Convolution"]
-    bounds = ops.parameter([len(convolutions), 2], np.int32, name="bounds") if masked else None
+    bounds = ops.parameter([-1, 2], np.int32, name="bounds") if masked else None  # (grids, 2), known at the end
     place: dict[str, tuple[int, int]] = {}  # op → (position of its first output frame, frames per call)
     lengths: dict[str, _Length] = {}
-    layers: list[CachedConvolution] = []
+    signature: dict[str, tuple] = {}  # op → the length arithmetic from the input to it (equal: equal lengths)
+    grids: dict[tuple, tuple[Grid, object]] = {}  # (start, frames, signature) → the grid and its mask
     pairs = []  # (state parameter, next-state result)
     histories: dict[str, tuple[object, int]] = {}  # op → [its cached history, new frames] and the history's length
 
@@ -152,7 +153,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
         sources = [source(op, i) for i in range(op.get_input_size())]  # before any input is rewired
         if kind == "Parameter":
             place[name] = (start, op.output(0).get_partial_shape().to_shape()[2])
-            lengths[name] = _Length(None)
+            lengths[name], signature[name] = _Length(None), ()
             continue
         inputs = [i for i, name_in in enumerate(sources) if name_in in place]
         first, frames = place[sources[inputs[0]]]
@@ -170,20 +171,28 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
             if relu:  # cache the ReLU's input: a residual skip reads the same history (see the additions)
                 value = value.get_node().input_value(0)
                 raw = value.get_node().get_friendly_name()
-            if masked:
-                value = _masked(ops, value, bounds, len(layers), frames).output(0)
-            full = cached(value, held, f"state.{len(layers)}") if held else value  # a 1×1 one keeps nothing
+            key = (first, frames, signature[sources[0]])
+            if key not in grids:
+                grids[key] = (
+                    Grid(sources[0], first, frames),
+                    _inside(ops, bounds, len(grids), frames) if masked else None,
+                )
+            if masked and span > 1:  # what lies outside the signal reaches the signal only through wider kernels
+                value = ops.select(grids[key][1], value, ops.constant(np.zeros((), np.float32))).output(0)
+            full = cached(value, held, f"state.{len(pairs)}") if held else value  # a 1×1 one keeps nothing
             if relu:
                 histories[raw] = (full, held)
                 full = ops.relu(full)
             replacement = ops.convolution(full, op.input_value(1), [stride], [0], [0], [dilation])
-            layers.append(CachedConvolution(sources[0], first, frames))
             place[name] = ((first - held + pad_begin) // stride, frames // stride)
             lengths[name] = _Length(sources[0], span, stride, pad_begin + pad_end)
+            same = stride == 1 and pad_begin + pad_end == span - 1  # the output as long as the input
+            signature[name] = signature[sources[0]] + (() if same else ((span, stride, pad_begin + pad_end),))
         elif kind == "DepthToSpace":
             replacement = None
             place[name] = (2 * first, 2 * frames)
             lengths[name] = _Length(sources[0], scale=2)
+            signature[name] = signature[sources[0]] + ("twice",)
         elif kind in _FRAMEWISE or kind == "Result":
             replacement = None
             starts = [place[sources[i]][0] for i in inputs]
@@ -197,6 +206,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
                         op.input(i).replace_source_output(_part(ops, full, begin, frames))
             place[name] = (min(starts), frames)
             lengths[name] = _Length(sources[inputs[0]])
+            signature[name] = signature[sources[inputs[0]]]
         else:
             raise ValueError(f"{name}: a {kind} operation cannot stream here")
         if replacement is not None:
@@ -204,23 +214,25 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
             op.output(0).replace(replacement.output(0))
 
     results = list(copy.get_results())
+    if masked:
+        bounds.set_partial_shape(ov.PartialShape([len(grids), 2]))
     parameters = list(copy.get_parameters()) + [state for state, _ in pairs] + ([bounds] if masked else [])
     rewritten = ov.Model(results + [result for _, result in pairs], parameters, f"{copy.get_friendly_name()}_stream")
+    rewritten.validate_nodes_and_infer_types()
     manager = passes.Manager()
     manager.register_pass(passes.MakeStateful([(state, result) for state, result in pairs]))
     manager.run_passes(rewritten)
     output = results[0].get_friendly_name()
-    return rewritten, StreamLayout(layers, lengths, output, place[output][0])
+    return rewritten, StreamLayout([grid for grid, _ in grids.values()], lengths, output, place[output][0])
 
 
-def _masked(ops, value, bounds, index: int, frames: int):
-    """`value` (N, C, frames) with the frames outside bounds[index] = [first, end) set to zero."""
+def _inside(ops, bounds, index: int, frames: int):
+    """(1, 1, frames) bool: the frames of a call within grid `index`'s bounds[index] = [first, end)."""
     row = ops.gather(bounds, ops.constant(np.array(index, np.int32)), ops.constant(np.array(0, np.int32)))
     first = ops.gather(row, ops.constant(np.array(0, np.int32)), ops.constant(np.array(0, np.int32)))
     end = ops.gather(row, ops.constant(np.array(1, np.int32)), ops.constant(np.array(0, np.int32)))
     frame = ops.constant(np.arange(frames, dtype=np.int32).reshape(1, 1, frames))
-    inside = ops.logical_and(ops.greater_equal(frame, first), ops.less(frame, end))
-    return ops.select(inside, value, ops.constant(np.zeros((), np.float32)))
+    return ops.logical_and(ops.greater_equal(frame, first), ops.less(frame, end))
 
 
 def _part(ops, full, begin: int, frames: int):

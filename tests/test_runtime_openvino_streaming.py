@@ -71,7 +71,7 @@ def test_the_plain_model_runs_between_the_edges_and_each_frame_once(engine):
     assert all(layout.bounds(call, None) is None for call in range(steady, steady + 50))
     lengths = layout.input_lengths(100 * block)
     assert layout.bounds(99, lengths) is None and layout.bounds(100, lengths) is not None  # the input ends at 100
-    rates = {conv.frames / block for conv in layout.convolutions}
+    rates = {grid.frames / block for grid in layout.grids}
     assert rates == {1, 1 / 2, 1 / 4, 1 / 8}  # the tiny model's three strided convolutions
     run = engine.stateful_run(1, block)
     reach = read_manifest(engine._paths[STEMS[0]].parent).context_samples
