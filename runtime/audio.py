@@ -89,7 +89,7 @@ def open_audio(path: str | Path) -> tuple[sf.SoundFile, AudioInfo]:
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_libsndfile_reason(error)})") from None
     frames: int | None = handle.frames
-    if frames >= _UNKNOWN_FRAMES:
+    if handle.frames >= _UNKNOWN_FRAMES:
         frames, handle.sequential = None, True
     info = AudioInfo(path, frames, handle.channels, handle.samplerate, handle.format, handle.subtype)
     problem = _header_problem(handle, info)
@@ -261,7 +261,7 @@ class AtomicWriter:
             return
         try:
             self._file.close()
-            problem = self._verify()
+            problem: str | BaseException | None = self._verify()
         except (sf.LibsndfileError, RuntimeError, OSError) as error:
             problem = error
         if problem is not None:

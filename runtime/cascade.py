@@ -17,6 +17,7 @@ large chunks run offline with little recomputation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -99,7 +100,8 @@ class _StageRun:
         return [Window(self.done, stop, self.done, stop)] if stop > self.done else []
 
     def _eager_windows(self, length: int | None) -> list[Window]:
-        windows, done = [], self.done
+        windows: list[Window] = []
+        done = self.done
         while True:
             last = self.end if length is not None else (self.end - self.context) // self.align * self.align
             stop = min(last, done + self.chunk)
@@ -187,7 +189,7 @@ class CascadeRun:
         for run in self._runs:
             total += (run.context + (0 if run.eager else run.chunk)) / position
             position *= run.stage.rate
-        return int(np.ceil(total))
+        return math.ceil(total)  # exact on the Fraction, as np.ceil was
 
     def feed(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Push (items, C, frames) inputs, held as they are (not copied: do not change them afterwards); returns the

@@ -151,6 +151,7 @@ def separate(
                 typer.echo(f"skipped {path}: stems exist in {folder} (--overwrite to redo)")
                 continue
             done += 1
+            assert result.seconds is not None  # separated: read to its end, so its length is known
             audio_seconds += result.seconds
             elapsed += result.elapsed
             typer.echo(
@@ -311,6 +312,7 @@ class _ProgressBar:
                     bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
                 )
             else:
+                assert self.rate is not None  # no total: the check above returned unless there is a rate
                 self.bar = tqdm(
                     desc=self.name,
                     leave=False,

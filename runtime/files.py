@@ -43,7 +43,7 @@ READ_BLOCK_FRAMES = 1 << 16
 class FileResult:
     input: Path
     outputs: dict[str, Path]
-    seconds: float  # length of the audio
+    seconds: float | None  # length of the audio (None for a skipped file whose header does not give it)
     elapsed: float = 0.0  # wall time of the separation (0 when skipped)
     skipped: bool = False
     info: AudioInfo | None = field(default=None, repr=False)
@@ -300,7 +300,7 @@ def remove_stale_temporaries(output: Path, before: float) -> list[Path]:
     Call it only while holding `output`'s lock: a live run holds that lock as long as its temporary exists,
     so any other temporary of `output` belongs to a run that is gone.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(output.parent))
     except OSError:

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,12 +79,12 @@ def native_bf16() -> bool:
 class StemParts:
     """One stem graph cut for OpenVINO: encoder (N, 1, T) → (N, C, T/hop); the codebook; decoder back to (N, 1, T)."""
 
-    encoder: object  # openvino.Model
+    encoder: Any  # openvino.Model (untyped)
     codebook_t: np.ndarray  # (C, K) float32
     code_norms: np.ndarray  # (K,) float32
     scale: np.ndarray  # the graph's factor 2 in ‖e‖² − 2·x·e, as stored
-    decoder: object  # openvino.Model
-    plain_decoder: object = None  # the decoder before its rewrites, which `openvino_stages` can read and cut
+    decoder: Any  # openvino.Model (untyped)
+    plain_decoder: Any = None  # the decoder before its rewrites, which `openvino_stages` can read and cut
 
 
 def split_stem_graph(path: str | Path) -> StemParts:
@@ -293,7 +294,7 @@ class OpenVinoEngine:
         try:
             self._encoder_reach = reach(next(iter(parts.values())).encoder)
             searches = [nearest_code_model(p) for p in parts.values()]
-            self._nearest = ShapedModel(
+            self._nearest: ShapedModel | None = ShapedModel(
                 core,
                 ov.Model(
                     [m.get_results()[0].input_value(0) for m in searches],
@@ -321,7 +322,7 @@ class OpenVinoEngine:
         names = ", ".join(path.name for path in self._paths.values())
         return BackendError(f"{names}: OpenVINO cannot load them: {str(error).splitlines()[0]}")
 
-    def _joined_models(self) -> tuple[object, object]:
+    def _joined_models(self) -> tuple[Any, Any]:
         """All stems' encoders as one model (one shared input) and their decoders as another (code indices in)."""
         ov = _openvino()
         parts = self._read_parts()
@@ -367,9 +368,9 @@ class OpenVinoEngine:
                 models = [model for graph in graphs for model in (graph.plain, graph.masked)]
                 with ThreadPoolExecutor() as pool:  # OpenVINO compiles without holding the GIL: side by side
                     compiled = list(pool.map(self._compile, models))
-                self._streams[items, block] = tuple(
-                    CompiledStream(compiled[2 * index], compiled[2 * index + 1], graph.layout)
-                    for index, graph in enumerate(graphs)
+                self._streams[items, block] = (
+                    CompiledStream(compiled[0], compiled[1], encoder_stream.layout),
+                    CompiledStream(compiled[2], compiled[3], decoder_stream.layout),
                 )
                 del encoders, decoders, encoder_stream, decoder_stream, graphs, models, compiled
                 _return_freed_memory()  # what compiling them took
@@ -447,6 +448,7 @@ class OpenVinoEngine:
             width = tiles[0].shape[2]
             if width < TILE_FRAMES:
                 tiles = [np.pad(tile, ((0, 0), (0, 0), (0, TILE_FRAMES - width))) for tile in tiles]
+            assert self._nearest is not None  # until close(), after which the separator refuses every call
             found = self._nearest.infer([np.ascontiguousarray(tile) for tile in tiles], copy=False)
             for stem_codes, stem_found in zip(codes, found, strict=True):
                 stem_codes[:, :, first : first + width] = stem_found[:, :, :width]
@@ -493,7 +495,8 @@ class ShapedModel:
         self._core, self._model, self._config = core, model, config
         self._shapes: tuple | None = None
         self._bf16: list[bool] = []
-        self._compiled = self._request = None
+        self._compiled: Any | None = None  # openvino CompiledModel (untyped)
+        self._request: Any | None = None  # and its InferRequest
         self._any_shape = None  # with `transient`: the request of the model compiled for any shape
         self._seen: set[tuple] | None = set() if transient else None
 
@@ -513,6 +516,7 @@ class ShapedModel:
             self._shapes = shapes
             self._bf16 = [port.get_element_type() == _openvino().Type.bf16 for port in self._compiled.inputs]
         if self._request is None:
+            assert self._compiled is not None  # compiled above for these shapes, or kept since
             self._request = self._compiled.create_infer_request()
         if any(self._bf16):  # bfloat16 travels as float16-typed arrays (NumPy has no bfloat16): say what it is
             bf16 = _openvino().Type.bf16

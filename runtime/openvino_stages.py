@@ -11,6 +11,7 @@ long ones.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -31,7 +32,7 @@ class Reach:
     @property
     def context(self) -> int:
         """The symmetric context in whole input frames."""
-        return int(np.ceil(max(self.left, self.right)))
+        return math.ceil(max(self.left, self.right))  # exact on Fractions, as np.ceil was
 
 
 def data_ops(model) -> tuple[list, set[str]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -215,6 +216,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
 
     results = list(copy.get_results())
     if masked:
+        assert bounds is not None  # made above whenever masked
         bounds.set_partial_shape(ov.PartialShape([len(grids), 2]))
     parameters = list(copy.get_parameters()) + [state for state, _ in pairs] + ([bounds] if masked else [])
     rewritten = ov.Model(results + [result for _, result in pairs], parameters, f"{copy.get_friendly_name()}_stream")
@@ -255,7 +257,7 @@ class _StreamRequests:
         self.layout = compiled.layout
         self._compiled = compiled
         self._kind: str | None = None
-        self._request = None
+        self._request: Any | None = None  # an openvino InferRequest on the `_kind` model
 
     def run(self, inputs: list[np.ndarray], bounds: np.ndarray | None) -> list[np.ndarray]:
         """One call; the outputs are the request's buffers, valid until its next call."""
@@ -270,6 +272,7 @@ class _StreamRequests:
                     states[state.name].state = state.state
                 self.close()
             self._kind, self._request = kind, request
+        assert self._request is not None  # made above unless the request of this kind is already held
         feeds = dict(enumerate(inputs if bounds is None else [*inputs, bounds]))
         self._request.infer(feeds, share_inputs=True)
         return [self._request.get_output_tensor(index).data for index in range(len(self._request.model_outputs))]
@@ -278,6 +281,7 @@ class _StreamRequests:
         """Drop the request (and the model's working memory when no other stream uses it)."""
         if self._request is not None:
             self._request = None
+            assert self._kind is not None  # set along with the request
             self._compiled.done(self._kind)
             self._kind = None
 

@@ -409,10 +409,10 @@ def split(
     """
     first = np.moveaxis(mixture, -1, 0).astype(np.complex64)  # channels first, as the Refiner holds its spectra
     powers = [np.moveaxis(power, -1, 0).astype(np.float32) for power in powers]
-    covariances = np.stack(covariances)
-    entries = [covariances[:, :, channel, channel].real for channel in range(len(first))]
+    stacked = np.stack(covariances)
+    entries = [stacked[:, :, channel, channel].real for channel in range(len(first))]
     if len(first) == 2:
-        entries.append(covariances[:, :, 0, 1])
+        entries.append(stacked[:, :, 0, 1])
     filtered = [index for index in range(len(powers)) if index != masked]
     rest = _rest(first, powers, masked)
     outputs = [first - rest] * len(powers)
@@ -457,7 +457,7 @@ def _spatial_filter(rest: np.ndarray, variances: list[np.ndarray], entries: tupl
         return [(gain * shared)[None] for gain in gains]
     stems = len(variances)
     products, traces = _adjugate_products(*entries)
-    determinant = None
+    determinant: np.ndarray | None = None
     for j, v in enumerate(variances):  # Σ_j v_j (½ v_j tr P_jj + Σ_(k>j) v_k tr P_jk)
         inner = v * (traces[j, j] / 2)
         for k in range(j + 1, stems):
@@ -479,6 +479,7 @@ def _spatial_filter(rest: np.ndarray, variances: list[np.ndarray], entries: tupl
             second += np.multiply(p11, x1, out=scratch)
             output[0] += np.multiply(first, weights[k], out=first)
             output[1] += np.multiply(second, weights[k], out=second)
+        assert determinant is not None  # set by the loop above: there are at least two stems here
         output *= np.divide(variances[j], determinant).astype(np.complex64)
         outputs.append(output)
     last = rest - outputs[0]  # the stems add up to X − D: the last is what the others leave
@@ -496,7 +497,7 @@ def _adjugate_products(r00: np.ndarray, r11: np.ndarray, r01: np.ndarray) -> tup
     c10 = r01.conj()
     products, traces = [], np.empty((stems, stems, r00.shape[1]), np.float32)
     for j in range(stems):
-        row = []
+        row: list[tuple | None] = []
         for k in range(stems):
             if k >= j:
                 trace = r00[j] * r11[k] + r11[j] * r00[k] - 2 * (r01[j] * c10[k]).real

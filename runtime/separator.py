@@ -480,6 +480,7 @@ class Stream:
             self._run_cascade(outputs, final=True)
         else:
             step = self._windows_per_call
+            assert windows is not None  # planned above whenever there is no cascade
             for first in range(0, len(windows), step):
                 self._run(windows[first : first + step], outputs)
         for stem, parts in outputs.items():  # drop the output of the padding
@@ -503,6 +504,7 @@ class Stream:
     def _run_cascade(self, outputs: dict[str, list[np.ndarray]], final: bool) -> None:
         """Push the buffered model input through the stages, a chunk at a time (for cancel and progress); append
         the stems' new (frames, channels) samples to `outputs`."""
+        assert self._cascade is not None and self._gate is not None  # called only with a cascade, made with its gate
         pending = self._buffer.slice(self._buffer.offset, self._buffer.end).T[:, None, :]  # (channels, 1, frames)
         self._buffer.discard_before(self._buffer.end)
         self._gate.add(pending[:, 0])
@@ -523,6 +525,7 @@ class Stream:
 
     def _keep(self, outputs: dict[str, list[np.ndarray]], results: list[np.ndarray]) -> None:
         """Append the cascade's (channels, 1, frames) results, one per stem, gated, to `outputs`."""
+        assert self._gate is not None  # made with the cascade
         gated = self._gate.gate(np.stack([result[:, 0] for result in results], axis=1))  # (channels, stems, frames)
         for index, stem in enumerate(self._separator._engine.stems):
             kept = gated[:, index].T  # (frames, model channels)
