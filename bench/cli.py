@@ -208,14 +208,15 @@ def compare(
     title: str = typer.Option("SDR comparison", help="the table's heading"),
 ) -> None:
     """One markdown SDR table of several `unmix-bench sdr` reports' model rows, beside the baselines."""
-    from .report import atomic_write
+    from unmix.runtime.atomic import write_atomically
+
     from .sdr_report import comparison_markdown
 
     loaded = {}
     for spec in reports:
         label, _, path = spec.rpartition("=")
         loaded[label or Path(path).stem] = read_report(Path(path), ("unmix-bench/sdr",))
-    atomic_write(out, comparison_markdown(loaded, title))
+    write_atomically(out, comparison_markdown(loaded, title))
     announce({"markdown": out})
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+
+from unmix.runtime.atomic import write_atomically
 
 SCHEMA_VERSION = 1
 PACKAGE_RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,24 +41,11 @@ def json_safe(value):
     return value
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary sibling, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data.encode() if isinstance(data, str) else data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(report: dict, markdown: str, figure, json_path: Path) -> dict[str, Path]:
     """`json_path`, and beside it the same name with .md and .png; returns the three paths."""
     paths = {"json": json_path, "markdown": json_path.with_suffix(".md"), "plot": json_path.with_suffix(".png")}
-    atomic_write(paths["json"], json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
-    atomic_write(paths["markdown"], markdown)
+    write_atomically(paths["json"], json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+    write_atomically(paths["markdown"], markdown)
     if figure is None:
         del paths["plot"]
     else:
@@ -74,7 +61,7 @@ def save_figure(figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
-    atomic_write(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
 
 
 def fmt(value, digits: int = 3, suffix: str = "") -> str:

@@ -13,6 +13,7 @@ import onnx
 import onnxruntime
 import torch
 
+from unmix.runtime.atomic import atomic_folder
 from unmix.runtime.manifest import (
     CODES_NAME,
     INPUT_NAME,
@@ -21,7 +22,6 @@ from unmix.runtime.manifest import (
     Manifest,
     sha256_file,
 )
-from unmix.train.atomic import atomic_folder
 from unmix.train.config import VQVAEConfig
 from unmix.train.model import StemSeparator
 

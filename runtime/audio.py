@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .atomic import new_temporary
 from .errors import AudioError, OutputError
 
 # What a folder scan picks up: the containers libsndfile decodes.
@@ -179,18 +179,6 @@ def output_format(name: str | None, info: AudioInfo) -> tuple[str, str, str]:
     return fmt, subtype, extension
 
 
-def _new_temporary(target: Path) -> Path:
-    """A new, empty, hidden file beside `target`, created with mode 0666 so the umask applies as for any
-    output (mkstemp's 0600 would leak into the renamed stem; changing the umask is not thread-safe)."""
-    while True:
-        temp = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
-        try:
-            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return temp
-        except FileExistsError:
-            continue
-
-
 def disk_full(folder: Path, error: BaseException | None = None) -> bool:
     """Whether `error` says ENOSPC, or the filesystem holding `folder` has (almost) no free space left."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -229,7 +217,7 @@ class AtomicWriter:
         self.frames = 0
         self.finished = False
         try:
-            self.temp = _new_temporary(path)
+            self.temp = new_temporary(path)
         except OSError as error:
             if disk_full(path.parent, error):
                 raise OutputError(f"cannot write to {path.parent}: no space left on device") from None

@@ -21,10 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .atomic import write_atomically
 from .errors import UnmixError
 from .gpus import GpuQueryError, NoNvidiaSmi, NvidiaGpu, nvidia_gpus
 
@@ -179,11 +179,11 @@ def build_engine(
     if plan is None:
         raise EngineCacheError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
     target = engine_path(cache_dir, stem, key)
-    _write_atomically(target, memoryview(plan))
-    _write_atomically(
+    write_atomically(target, memoryview(plan))
+    write_atomically(
         target.with_suffix(".json"), json.dumps({"key": key.to_dict(), "onnx": str(onnx_path)}, indent=2).encode()
     )
-    _write_atomically(timing_path, memoryview(config.get_timing_cache().serialize()))
+    write_atomically(timing_path, memoryview(config.get_timing_cache().serialize()))
     return target
 
 
@@ -205,14 +205,3 @@ def cached_engine(
     if not build:
         raise EngineCacheError(f"no cached TensorRT engine for {stem} ({precision}) on {key.gpu_name}")
     return build_engine(onnx_path, cache_dir, stem, key)
-
-
-def _write_atomically(path: Path, data) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,4 +1,4 @@
-"""unmix.train.atomic: folders appear whole with ordinary modes, or not at all."""
+"""unmix.runtime.atomic: folders appear whole with ordinary modes, or not at all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from unmix.train.atomic import atomic_folder, replace_atomically
+from unmix.runtime.atomic import atomic_folder, replace_atomically, write_atomically
 
 
 @pytest.fixture
@@ -50,3 +50,17 @@ def test_a_replaced_file_gets_the_ordinary_mode(tmp_path, umask_022):
     path = tmp_path / "curves.png"
     replace_atomically(path, lambda tmp: tmp.write_bytes(b"png"))
     assert path.read_bytes() == b"png" and _mode(path) == 0o644
+
+
+def test_written_bytes_appear_whole_with_the_ordinary_mode_or_not_at_all(tmp_path, umask_022):
+    path = tmp_path / "results" / "rtf.json"  # the folder is created
+    write_atomically(path, '{"rtf": 0.23}\n')
+    assert path.read_text() == '{"rtf": 0.23}\n' and _mode(path) == 0o644
+
+    def fail(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        replace_atomically(path, fail)
+    assert path.read_text() == '{"rtf": 0.23}\n' and [p.name for p in path.parent.iterdir()] == ["rtf.json"]

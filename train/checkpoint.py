@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .atomic import atomic_folder
+from unmix.runtime.atomic import atomic_folder
+
 from .config import PAPER, VQVAEConfig
 from .model import VQVAE, Encoder
 

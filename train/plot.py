@@ -10,7 +10,8 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .atomic import replace_atomically
+from unmix.runtime.atomic import replace_atomically
+
 from .runs import read_metrics
 
 LOSS_KEYS = ("loss", "recons", "multispec", "commit", "l2", "topk")

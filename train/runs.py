@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .atomic import replace_atomically
+from unmix.runtime.atomic import replace_atomically
+
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from .options import OptionsError, TrainOptions
 
