@@ -204,7 +204,8 @@ class FidelityExcerpts:
 
 def backend_of(settings: SdrSettings, precision: str) -> str:
     """The backend `settings.backend` stands for at `precision` (auto resolves as the runtime resolves it)."""
-    from unmix.runtime.backends import parse_device, resolve_backend
+    from unmix.runtime.backends import resolve_backend
+    from unmix.runtime.engines import parse_device
 
     return resolve_backend(settings.backend, parse_device(settings.device), precision)
 

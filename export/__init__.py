@@ -11,7 +11,7 @@ from .bundle import export_bundle
 from .checks import ExportError
 from .graph import FusedGraph, NearestCode, StemGraph
 from .sources import find_checkpoint, separator_from_run, separator_from_vqvae
-from .tensorrt import build_bundle_engines
+from .tensorrt_engines import build_bundle_engines
 
 __all__ = [
     "ExportError",

@@ -34,7 +34,7 @@ from .audio import ParityAudio, calibration_chunks, load_parity_audio
 from .bundle import export_bundle
 from .checks import ExportError
 from .sources import paths_per_stem, separator_from_run, separator_from_vqvae
-from .tensorrt import build_bundle_engines
+from .tensorrt_engines import build_bundle_engines
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 

@@ -7,13 +7,12 @@ something this machine or bundle cannot do raises `BackendError`; nothing falls 
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .engines import Device, Engine
 from .errors import BackendError
 from .manifest import Manifest
 
@@ -25,37 +24,6 @@ PRECISIONS = ("auto", "fp32", "int8", "fp16", "bf16")
 # Precisions that run a bundle's fp32 graphs at another arithmetic (the backend converts them as it loads).
 COMPUTED_PRECISIONS = {"bf16": "fp32"}
 GPU_INSTALL_HINT = "pip uninstall -y onnxruntime && pip install 'unmix[gpu]' (onnxruntime-gpu with CUDA 12 and cuDNN 9)"
-
-
-@dataclass(frozen=True)
-class Device:
-    kind: str  # "cpu" or "cuda"
-    index: int = 0
-
-    def __str__(self) -> str:
-        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
-
-
-def parse_device(text: str) -> Device:
-    """`cpu`, `cuda` or `cuda:N`."""
-    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", text.strip().lower())
-    if not match or (match[1] == "cpu" and match[2]):
-        raise BackendError(f"unknown device {text!r}; use cpu, cuda or cuda:N")
-    return Device(match[1], int(match[2] or 0))
-
-
-class Engine(Protocol):
-    stems: tuple[str, ...]
-    description: str
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """(items, 1, time) float32 → {stem: (items, 1, time) float32}; time a multiple of the hop."""
-        ...
-
-    def close(self) -> None:
-        """Free the engine's sessions, compiled models and device memory; `run` must not be called after it.
-        Closing again does nothing."""
-        ...
 
 
 def open_engine(
@@ -96,7 +64,7 @@ def open_engine(
     if backend == "trt":
         if device.kind != "cuda":
             raise BackendError("the TensorRT backend needs a GPU: use --device cuda[:N]")
-        from .tensorrt import TensorRTEngine  # imported only when asked for: tensorrt is an optional extra
+        from .tensorrt_backend import TensorRTEngine  # imported only when asked for: tensorrt is an optional extra
 
         return TensorRTEngine(bundle, manifest, paths, device=device, precision=precision)
     if backend == "openvino":

@@ -18,10 +18,11 @@ import numpy as np
 import soxr
 
 from .audio import MAX_CHANNELS
-from .backends import Device, Engine, open_engine, parse_device, resolve_backend
+from .backends import open_engine, resolve_backend
 from .callbacks import Cancel, Progress, cancel_check
 from .cascade import CascadeRun
 from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window
+from .engines import Device, Engine, parse_device
 from .errors import AudioError, Cancelled, SeparatorClosed, StreamFinished, UsageError
 from .files import DEFAULT_FILENAME, FileResult
 from .files import separate_file as _separate_file

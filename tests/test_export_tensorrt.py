@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from unmix.export import export_bundle
 from unmix.export.cli import app
-from unmix.export.tensorrt import TRT_SUPPORTED_OPS, unsupported_by_tensorrt
+from unmix.export.tensorrt_engines import TRT_SUPPORTED_OPS, unsupported_by_tensorrt
 from unmix.runtime.engine_cache import (
     INSTALL_HINT,
     EngineCacheError,

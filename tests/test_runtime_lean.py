@@ -17,7 +17,7 @@ PROBE = textwrap.dedent(
     from pathlib import Path
     from unmix.runtime import Separator
     from unmix.runtime.cli import app
-    import unmix.runtime.doctor, unmix.runtime.tensorrt, unmix.runtime.streaming  # every runtime module, optional too
+    import unmix.runtime.doctor, unmix.runtime.tensorrt_backend, unmix.runtime.streaming  # every runtime module, optional too
     import unmix.runtime.openvino_backend
 
     source, out, bundle = map(Path, sys.argv[1:4])

@@ -8,7 +8,8 @@ import pytest
 from runtime_bundle import STEMS, tiny_bundle
 
 from unmix.runtime import BackendError, Separator
-from unmix.runtime.backends import Device, resolve_backend
+from unmix.runtime.backends import resolve_backend
+from unmix.runtime.engines import Device
 from unmix.runtime.manifest import read_manifest
 
 ov = pytest.importorskip("openvino")

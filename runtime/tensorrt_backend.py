@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Device
 from .engine_cache import ENGINE_DIR, EngineCacheError, cached_engine, default_profiles, import_tensorrt
+from .engines import Device
 from .errors import BackendError
 from .manifest import Manifest
 
