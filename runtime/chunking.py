@@ -20,6 +20,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Kept samples per window; on OpenVINO an odd number of hops: its convolutions run markedly slower on lengths
+# with large power-of-two factors, and with an odd count every stage's window is odd at the latent rate.
+# Whole-window backends recompute 2 × 2.08 s of context around each window, so they take long windows. OpenVINO
+# runs in stages, each recomputing only its own context, and keeps memory in proportion to its windows, so it
+# takes short ones (bench/results has the measurements behind both). The TensorRT engines' profiles fit these.
+DEFAULT_CHUNK_SECONDS = {"openvino": 5.0}
+OTHER_CHUNK_SECONDS = 20.0
+
+
+def default_chunk(backend: str, sample_rate: int, hop: int) -> int:
+    """The default chunk (kept samples per window, a multiple of `hop`) of `backend` at `sample_rate`."""
+    hops = max(1, round(DEFAULT_CHUNK_SECONDS.get(backend, OTHER_CHUNK_SECONDS) * sample_rate / hop))
+    return (hops | 1 if backend == "openvino" else hops) * hop
+
 
 @dataclass(frozen=True)
 class Window:

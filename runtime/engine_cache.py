@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .atomic import write_atomically
+from .chunking import OTHER_CHUNK_SECONDS
 from .errors import UnmixError
 from .gpus import GpuQueryError, NoNvidiaSmi, NvidiaGpu, nvidia_gpus
 
@@ -51,12 +52,12 @@ def default_profiles(
     hop_length: int,
     context_samples: int,
     sample_rate: int,
-    chunk_seconds: float = 20.0,
+    chunk_seconds: float = OTHER_CHUNK_SECONDS,
     max_batch: int = 16,
 ) -> tuple[Profile]:
     """The profiles of the runtime's overlap-save windows: windows of `chunk + 2·context` samples, up to
-    `max_batch` items (windows × channels). (The low-latency stream runs in stages on OpenVINO only; a TensorRT
-    profile for it would go here once TensorRT runs stages.)
+    `max_batch` items (windows × channels), for the separator's default chunk on backends other than OpenVINO.
+    (The low-latency stream runs stateful models on OpenVINO only; a TensorRT profile for it would go here.)
     """
     chunk = max(1, round(chunk_seconds * sample_rate / hop_length)) * hop_length
     window = chunk + 2 * context_samples

@@ -21,7 +21,7 @@ from .audio import MAX_CHANNELS
 from .backends import open_engine, resolve_backend
 from .callbacks import Cancel, Progress, cancel_check
 from .cascade import CascadeRun
-from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window
+from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window, default_chunk
 from .engines import Device, Engine, parse_device
 from .errors import AudioError, Cancelled, SeparatorClosed, StreamFinished, UsageError
 from .files import DEFAULT_FILENAME, FileResult
@@ -30,13 +30,6 @@ from .manifest import MANIFEST_FILE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STEMS, Bu
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
 
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
-# Kept samples per window; on OpenVINO an odd number of hops: its convolutions run markedly slower on lengths
-# with large power-of-two factors, and with an odd count every stage's window is odd at the latent rate.
-# Whole-window backends recompute 2 × 2.08 s of context (21 % extra at 20 s). OpenVINO runs in stages, each
-# recomputing only its own context (under half a second for the stages that do most of the work), and keeps
-# memory in proportion to its windows, so it takes 5 s (bench/results: as fast as 6 s and smaller).
-DEFAULT_CHUNK_SECONDS = {"openvino": 5.0}
-OTHER_CHUNK_SECONDS = 20.0
 # Samples per engine call (mono items × window length). Memory grows with it: the paper's model holds about
 # 2.5 kB per sample in flight on ONNX Runtime CPU (its 2048-code distance matrix, 8 kB per frame, dominates),
 # so a CPU runs one channel of one 24 s window at a time (2.7 GB peak RSS, bench/results/runtime_memory.md;
@@ -178,8 +171,7 @@ class Separator:
             (TensorRT engines; needs a CUDA device).
         threads: CPU threads per run (default: ONNX Runtime's, the physical cores).
         stems: the stems to compute (default: all in the bundle); the others cost nothing.
-        chunk: output samples per window at the model's rate, a multiple of its hop (default `DEFAULT_CHUNK_SECONDS`
-            on OpenVINO, rounded to an odd number of hops; `OTHER_CHUNK_SECONDS` elsewhere).
+        chunk: output samples per window at the model's rate, a multiple of its hop (default: `chunking.default_chunk`).
         precision: "auto" (bf16 where OpenVINO computes it natively, else fp32), "fp32", "bf16" (the fp32 graphs
             in bfloat16 on the openvino backend), or the bundle's "int8" / "fp16" graphs.
         batch_samples: samples per engine call: windows × channels go as one batch up to this many
@@ -205,9 +197,7 @@ class Separator:
         hop = manifest.hop_length
         resolved = resolve_backend(backend, where, precision)
         if chunk is None:
-            seconds = DEFAULT_CHUNK_SECONDS.get(resolved, OTHER_CHUNK_SECONDS)
-            hops = max(1, round(seconds * manifest.sample_rate / hop))
-            chunk = (hops | 1 if resolved == "openvino" else hops) * hop
+            chunk = default_chunk(resolved, manifest.sample_rate, hop)
         elif _whole_number("chunk", chunk) <= 0 or chunk % hop:
             nearest = max(hop, round(chunk / hop) * hop)
             raise UsageError(
@@ -420,7 +410,7 @@ class Stream:
         self._cascade = self._gate = None
         if hasattr(separator._engine, "stages"):
             hop = separator.manifest.hop_length
-            # an odd number of hops, as the default chunk on OpenVINO (see DEFAULT_CHUNK_SECONDS)
+            # an odd number of hops, as the default chunk on OpenVINO (see chunking.DEFAULT_CHUNK_SECONDS)
             chunk = (round(LOW_LATENCY_SECONDS * model_rate / hop) | 1) * hop if low_latency else self._plan.chunk
             if low_latency and hasattr(separator._engine, "stateful_run"):  # every sample computed once
                 self._cascade = separator._engine.stateful_run(self._model_channels, chunk)

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from unmix.export import export_bundle
 from unmix.export.cli import app
 from unmix.export.tensorrt_engines import TRT_SUPPORTED_OPS, unsupported_by_tensorrt
+from unmix.runtime.chunking import default_chunk
 from unmix.runtime.engine_cache import (
     INSTALL_HINT,
     EngineCacheError,
@@ -97,6 +98,8 @@ def test_the_default_profile_covers_the_offline_windows():
     (offline,) = default_profiles(hop_length=8, context_samples=context, sample_rate=44100)
     assert offline.opt == offline.max == (16, 1, 882000 + 2 * context) and offline.min == (1, 1, 8)
     assert all(shape[2] % 8 == 0 for shape in (offline.min, offline.max))
+    # the windows the separator runs on TensorRT by default: one default chunk for both
+    assert offline.max[2] == default_chunk("trt", 44100, 8) + 2 * context
 
 
 def test_a_cached_engine_is_used_only_under_its_exact_key(tmp_path):
