@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -122,51 +123,76 @@ def separate(
     if not quiet:
         typer.echo(f"unmix: {', '.join(separator.stems)} with {separator.description}", err=True)
 
-    done = skipped = failed = 0
-    audio_seconds = elapsed = 0.0
+    tally = _Tally()
     try:
         planned, refused = _plan(find_inputs(inputs, exclude=output), output, filename, format, separator.stems)
         for problem in refused:  # before any work: nothing of the batch is written yet
             typer.echo(f"error: {problem}", err=True)
-        failed += len(refused)
+        tally.failed += len(refused)
         for path in planned:
-            bar = _ProgressBar(path.name, disable=quiet, rate=_sample_rate(path))
-            try:
-                result = separator.separate_file(
-                    path, output, filename=filename, format=format, overwrite=overwrite, progress=bar.update
-                )
-            except (UnmixError, BundleError, Cancelled) as error:
-                result, problem = None, str(error)
-            except Exception as error:  # a backend failure on one file must not stop the batch
-                result, problem = None, f"{path}: {type(error).__name__}: {(str(error) or '?').splitlines()[0]}"
-            finally:
-                bar.close()
-            if result is None:
-                typer.echo(f"error: {problem}", err=True)
-                failed += 1
-                continue
-            folder = _common_folder(list(result.outputs.values()))
-            if result.skipped:
-                skipped += 1
-                typer.echo(f"skipped {path}: stems exist in {folder} (--overwrite to redo)")
-                continue
-            done += 1
-            assert result.seconds is not None  # separated: read to its end, so its length is known
-            audio_seconds += result.seconds
-            elapsed += result.elapsed
-            typer.echo(
-                f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})"
-            )
+            _separate_track(separator, path, output, filename, format, overwrite, quiet, tally)
     except KeyboardInterrupt as stop:
         raise _stopped(stop, "the track in progress was not written (finished tracks are kept)") from None
-
-    summary = f"{done} separated"
-    if done:
-        summary += f": {_duration(audio_seconds)} of audio in {elapsed:.1f} s, RTF {elapsed / audio_seconds:.3f}"
-    summary += f"; {skipped} skipped; {failed} failed"
-    typer.echo(summary)
-    if failed:
+    typer.echo(tally.summary())
+    if tally.failed:
         raise typer.Exit(1)
+
+
+@dataclass
+class _Tally:
+    """What a batch of tracks came to."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+    elapsed: float = 0.0
+
+    def summary(self) -> str:
+        summary = f"{self.done} separated"
+        if self.done:
+            rtf = self.elapsed / self.audio_seconds
+            summary += f": {_duration(self.audio_seconds)} of audio in {self.elapsed:.1f} s, RTF {rtf:.3f}"
+        return summary + f"; {self.skipped} skipped; {self.failed} failed"
+
+
+def _separate_track(
+    separator: Separator,
+    path: Path,
+    output: Path,
+    filename: str,
+    format: str | None,
+    overwrite: bool,
+    quiet: bool,
+    tally: _Tally,
+) -> None:
+    """Separate one planned track into `output`, say what happened in one line and count it in `tally`; a failure
+    is reported and counted, never raised (one bad file does not stop the batch)."""
+    bar = _ProgressBar(path.name, disable=quiet, rate=_sample_rate(path))
+    try:
+        result = separator.separate_file(
+            path, output, filename=filename, format=format, overwrite=overwrite, progress=bar.update
+        )
+    except (UnmixError, BundleError, Cancelled) as error:
+        result, problem = None, str(error)
+    except Exception as error:  # a backend failure on one file must not stop the batch
+        result, problem = None, f"{path}: {type(error).__name__}: {(str(error) or '?').splitlines()[0]}"
+    finally:
+        bar.close()
+    if result is None:
+        typer.echo(f"error: {problem}", err=True)
+        tally.failed += 1
+        return
+    folder = _common_folder(list(result.outputs.values()))
+    if result.skipped:
+        tally.skipped += 1
+        typer.echo(f"skipped {path}: stems exist in {folder} (--overwrite to redo)")
+        return
+    assert result.seconds is not None  # separated: read to its end, so its length is known
+    tally.done += 1
+    tally.audio_seconds += result.seconds
+    tally.elapsed += result.elapsed
+    typer.echo(f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})")
 
 
 def _plan(found: list, output: Path, filename: str, format: str | None, stems) -> tuple[list[Path], list[str]]:
