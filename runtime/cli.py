@@ -15,9 +15,9 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from .audio import OUTPUT_FORMATS, open_audio, output_format
+from .audio import OUTPUT_FORMATS, open_audio
 from .errors import Cancelled, OutputError, UnmixError, _interrupted_while_starting
-from .files import DEFAULT_FILENAME, check_template, find_inputs, output_paths
+from .files import DEFAULT_FILENAME, check_template, find_inputs, plan_outputs
 from .manifest import BundleError
 from .separator import Separator
 
@@ -125,7 +125,7 @@ def separate(
 
     tally = _Tally()
     try:
-        planned, refused = _plan(find_inputs(inputs, exclude=output), output, filename, format, separator.stems)
+        planned, refused = plan_outputs(find_inputs(inputs, exclude=output), output, filename, format, separator.stems)
         for problem in refused:  # before any work: nothing of the batch is written yet
             typer.echo(f"error: {problem}", err=True)
         tally.failed += len(refused)
@@ -193,52 +193,6 @@ def _separate_track(
     tally.audio_seconds += result.seconds
     tally.elapsed += result.elapsed
     typer.echo(f"{path} → {folder} ({_duration(result.seconds)} in {result.elapsed:.1f} s, RTF {result.rtf:.3f})")
-
-
-def _plan(found: list, output: Path, filename: str, format: str | None, stems) -> tuple[list[Path], list[str]]:
-    """Every output path of the whole batch, planned before anything is written.
-
-    Returns the inputs to separate and the one-line problems of those refused: an input that cannot be
-    read, an output path that is one of the inputs (refused even with --overwrite: it would destroy an
-    input of this batch), and an output path that an earlier track of the batch already takes.
-    """
-    files = [path for path in found if not isinstance(path, Exception)]
-    inputs = {path.resolve(): path for path in files}
-    planned: list[Path] = []
-    refused: list[str] = []
-    seen: set[Path] = set()
-    claimed: dict[Path, Path] = {}  # output path → the input whose stem goes there
-    for path in found:
-        if isinstance(path, Exception):
-            refused.append(str(path))
-            continue
-        if path.resolve() in seen:  # the same file named twice (a folder and a glob, say): once is enough
-            continue
-        seen.add(path.resolve())
-        try:
-            handle, info = open_audio(path)
-            with handle:
-                extension = output_format(format, info)[2]
-            outputs = output_paths(path, output, filename, stems, extension)
-        except UnmixError as error:
-            refused.append(str(error))
-            continue
-        resolved = {stem: target.resolve() for stem, target in outputs.items()}
-        clobbered = [(stem, outputs[stem]) for stem, target in resolved.items() if target in inputs]
-        taken = [claimed[target] for target in resolved.values() if target in claimed]
-        if clobbered:
-            stem, target = clobbered[0]
-            refused.append(
-                f"{path}: its {stem} output {target} is an input of this run; choose another -o or --filename"
-            )
-        elif taken:
-            refused.append(
-                f"{path}: its stems would go where those of {taken[0]} go; add {{trackext}} or a folder to --filename"
-            )
-        else:
-            claimed.update(dict.fromkeys(resolved.values(), path))
-            planned.append(path)
-    return planned, refused
 
 
 @app.command()

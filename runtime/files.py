@@ -29,7 +29,7 @@ from .audio import (
     read_blocks,
 )
 from .callbacks import Cancel, Progress
-from .errors import AudioError, OutputError
+from .errors import AudioError, OutputError, UnmixError
 
 if TYPE_CHECKING:
     from .separator import Separator
@@ -350,3 +350,51 @@ def find_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[Path
         else:
             found.append(AudioError(f"{path}: no such file or folder"))
     return found
+
+
+def plan_outputs(
+    found: list[Path | AudioError], output: Path, filename: str, format: str | None, stems: Iterable[str]
+) -> tuple[list[Path], list[str]]:
+    """Every output path of a batch (`find_inputs`'s list), planned before anything is written.
+
+    Returns the inputs to separate and the one-line problems of those refused: an input that cannot be
+    read, an output path that is one of the inputs (refused even with --overwrite: it would destroy an
+    input of this batch), and an output path that an earlier track of the batch already takes.
+    """
+    files = [path for path in found if not isinstance(path, Exception)]
+    inputs = {path.resolve(): path for path in files}
+    planned: list[Path] = []
+    refused: list[str] = []
+    seen: set[Path] = set()
+    claimed: dict[Path, Path] = {}  # output path → the input whose stem goes there
+    for path in found:
+        if isinstance(path, Exception):
+            refused.append(str(path))
+            continue
+        if path.resolve() in seen:  # the same file named twice (a folder and a glob, say): once is enough
+            continue
+        seen.add(path.resolve())
+        try:
+            handle, info = open_audio(path)
+            with handle:
+                extension = output_format(format, info)[2]
+            outputs = output_paths(path, output, filename, stems, extension)
+        except UnmixError as error:
+            refused.append(str(error))
+            continue
+        resolved = {stem: target.resolve() for stem, target in outputs.items()}
+        clobbered = [(stem, outputs[stem]) for stem, target in resolved.items() if target in inputs]
+        taken = [claimed[target] for target in resolved.values() if target in claimed]
+        if clobbered:
+            stem, target = clobbered[0]
+            refused.append(
+                f"{path}: its {stem} output {target} is an input of this run; choose another -o or --filename"
+            )
+        elif taken:
+            refused.append(
+                f"{path}: its stems would go where those of {taken[0]} go; add {{trackext}} or a folder to --filename"
+            )
+        else:
+            claimed.update(dict.fromkeys(resolved.values(), path))
+            planned.append(path)
+    return planned, refused
