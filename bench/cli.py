@@ -247,18 +247,19 @@ def stream(
         except RuntimeError as error:
             fail(str(error))
     machine = f"{cpu_model()}, {os.cpu_count()} logical cores, load {load}"
+    label = str(track or f"synthetic {seconds:g} s")  # a str of its own: the report dict's values are mixed types
     report = {
         "schema": SCHEMA_VERSION,
         "kind": "stream",
         "created": created,
         "command": command_line(),
-        "track": str(track or f"synthetic {seconds:g} s"),
+        "track": label,
         "seconds": length,
         "block_s": block,
         "machine": machine,
         "rows": to_json(rows),
     }
-    text = markdown(rows, track=report["track"], seconds=length, machine=machine, command=command_line(), date=created)
+    text = markdown(rows, track=label, seconds=length, machine=machine, command=command_line(), date=created)
     announce(write_outputs(report, text, None, output_path(json_path, "stream", created, "cpu")))
 
 

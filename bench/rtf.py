@@ -111,7 +111,7 @@ class RtfSettings:
     seed: int = 0
     fidelity: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, value in RUN_DEFAULTS["cuda" if self.on_cuda else "cpu"].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -226,6 +226,7 @@ def run_worker(job: Job, folder: Path, name: str, progress: Progress) -> dict:
             text=True,
         )
         result = None
+        assert process.stdout is not None  # stdout=PIPE above
         for line in process.stdout:
             message = json.loads(line) if line.startswith("{") else {}
             if "tick" in message:
@@ -265,6 +266,9 @@ def measure(
     """Every row × workload, the reference first, with ratios against the reference; and each row's fidelity
     capture (outputs and codes on the chunk, taken by its chunk × all-stems job): {row: worker result}."""
     measurements, captures = [], {}
+    # benchmark_rtf sets the threads and RtfSettings.__post_init__ the run counts, before any row runs
+    assert settings.threads is not None and settings.warmup is not None
+    assert settings.repeats is not None and settings.track_repeats is not None
     (folder / "out").mkdir(exist_ok=True)
     for row in settings.rows():
         unavailable = None  # a row that cannot run here cannot run any workload: spawn no more processes for it
@@ -309,6 +313,7 @@ def measure(
                 progress(job.warmup + job.repeats + capture)  # the ticks this job will never send
             if capture:
                 if entry.status == "ok":
+                    assert job.output is not None  # a capturing job always has its output path
                     with np.load(job.output) as data:
                         result["arrays"] = {key: data[key] for key in data.files}
                 captures[row] = result
@@ -317,6 +322,8 @@ def measure(
     for entry in measurements:
         if entry.rtf is not None and (entry.scope, entry.stems) in reference:
             same = reference[(entry.scope, entry.stems)]
+            # the reference rows were picked by their rtf; an ok row sets its rtf and cpu_rtf together
+            assert same.rtf is not None and entry.cpu_rtf is not None
             entry.ratio_to_reference = entry.rtf / same.rtf
             entry.cpu_ratio_to_reference = entry.cpu_rtf / same.cpu_rtf if same.cpu_rtf else None
     return measurements, captures
@@ -324,6 +331,8 @@ def measure(
 
 def progress_total(settings: RtfSettings) -> int:
     total = 0
+    # RtfSettings.__post_init__ fills the run counts in
+    assert settings.warmup is not None and settings.repeats is not None and settings.track_repeats is not None
     for row in settings.rows():
         workloads = list(filter(row.runs, settings.workloads))
         total += sum(
@@ -351,7 +360,8 @@ def fidelity_rows(settings: RtfSettings, source: ModelSource, audio: BenchAudio,
         against, name = Row("ort", "fp32"), "the bundle's fp32 graph on ONNX Runtime"
         note = "No PyTorch weights for this bundle were given (--separator), so the PyTorch reference (random weights,"
         note += " timed only) is not compared."
-    skipped, rows = [], []
+    skipped: list[str] = []
+    rows: list[dict] = []
     baseline = outputs.get(against, {})
     if baseline.get("status") != "ok":
         skipped.append(

@@ -51,6 +51,7 @@ def peak_rss(command: list[str]) -> tuple[float, float]:
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
+        assert process.stderr is not None  # stderr=PIPE above
         raise RuntimeError(f"{shlex.join(command)} failed: {process.stderr.read().decode().strip()}")
     return usage.ru_maxrss / 1024, wall  # Linux reports KiB
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def load_torch_models(specs: tuple[str, ...], stems: list[str], *, vqvae: bool, 
 class Scores:
     """SDR per method, song and stem (and BSSEval v4 where asked)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sdr: dict[str, dict[str, dict[str, float]]] = {}
         self.bsseval: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -180,7 +181,7 @@ class FidelityExcerpts:
     reference method's. A song's excerpts are kept only until `end_song` folds them into per-stem sums, so
     memory stays flat however many songs are scored."""
 
-    def __init__(self, reference: str):
+    def __init__(self, reference: str) -> None:
         self.reference = reference
         self.song: dict[str, dict[str, Excerpt]] = {}  # method → stem → excerpt, of the current song
         self.sums: dict[str, dict[str, ExcerptSums]] = {}  # method → stem → sums over the songs ended
@@ -253,7 +254,10 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
     from unmix.runtime import BackendError, Separator, read_manifest, resolve_bundle
 
     skipped: list[str] = []
-    runtime, refiners, bundle, model = {}, {}, None, {"bundle": None, "precisions": [], "provenance": {}}
+    runtime: dict[str, Separator] = {}
+    refiners: dict[str, Separator] = {}
+    bundle: Path | None = None
+    model: dict[str, Any] = {"bundle": None, "precisions": [], "provenance": {}}  # JSON facts of mixed types
     stems = list(STEMS)
     if settings.bundle is not None:
         bundle = resolve_bundle(settings.bundle)
@@ -298,7 +302,8 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
     load = lambda specs, vqvae: load_torch_models(specs, stems, vqvae=vqvae, trust_pickle=settings.trust_pickle)  # noqa: E731
     separator_specs, model["pytorch_weights"] = settings.separator, "--separator" if settings.separator else None
     from_provenance = not separator_specs and bundle is not None and settings.provenance_pytorch
-    if from_provenance and (sources := provenance_checkpoints(bundle)):
+    # `bundle is not None` again: from_provenance implies it, but mypy does not follow the flag
+    if from_provenance and bundle is not None and (sources := provenance_checkpoints(bundle)):
         separator_specs = tuple(f"{stem}={path}" for stem, path in sources.items() if stem in stems)
         model["pytorch_weights"] = "the bundle's source checkpoints, named in its provenance (sha256 checked)"
     checkpoint_specs = settings.checkpoint
@@ -316,8 +321,8 @@ def load_methods(settings: SdrSettings, threads: int) -> tuple[Methods, dict]:
     ceiling = load(checkpoint_specs, True) if checkpoint_specs else {}
     graphs = {}
     compared = len(runtime) > 1 or pytorch  # one precision and no PyTorch model: nothing to hold it against
-    if settings.backend in ("auto", "ort") and compared:
-        stored = manifest.models if bundle is not None else {}  # bf16 is computed from the fp32 graphs, on OpenVINO
+    if settings.backend in ("auto", "ort") and compared and bundle is not None:  # no bundle: no graphs
+        stored = manifest.models  # bf16 is computed from the fp32 graphs, on OpenVINO
         graphs = {p: BundleGraphs(bundle, p, stems, settings.device, threads) for p in runtime if p in stored}
     methods = Methods(runtime, refiners, graphs, pytorch, ceiling, bundle, stems, skipped)
     if runtime and not methods.refined:
@@ -439,7 +444,7 @@ def sdr_fidelity(table: list[dict], excerpts: FidelityExcerpts, runtime: dict[st
     `excerpts.reference`."""
     means = {row["method"]: row["mean"] for row in table}
     against = excerpts.reference
-    rows = []
+    rows: list[dict] = []
     if not runtime:
         return {"reference": "—", "rows": rows, "note": "No bundle was scored, so there is nothing to compare"}
     if against not in means:

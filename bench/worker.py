@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -84,9 +85,11 @@ def torch_workload(job: Job) -> Workload:
     paths = {stem: PaperStylePath(sep, job.device, job.variant, job.chunk) for stem, sep in separators.items()}
 
     def capture(chunk: np.ndarray) -> dict[str, np.ndarray]:
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for stem, path in paths.items():
-            arrays[f"audio/{stem}"], arrays[f"codes/{stem}"] = path(chunk), path.last_codes
+            audio = path(chunk)
+            assert path.last_codes is not None  # every call of a PaperStylePath sets its codes
+            arrays[f"audio/{stem}"], arrays[f"codes/{stem}"] = audio, path.last_codes
         return arrays
 
     if job.scope == "chunk":
@@ -142,6 +145,7 @@ def runtime_workload(job: Job) -> Workload:
         if job.backend == "ort":
             from .graphs import BundleGraphs
 
+            assert job.bundle is not None  # runtime rows always name their bundle (and `from_bundle` above read it)
             graphs = BundleGraphs(job.bundle, precision, job.stems, job.device, job.threads)
             outputs = graphs(chunk[None])
             return {
@@ -203,7 +207,9 @@ def run_job(job: Job) -> dict:
     if job.backend == "pytorch":
         result |= torch_memory(job)
     if job.output:
-        np.savez(job.output, **capture(np.load(job.chunk_file)))
+        # Any: numpy's stub lets **kwds fill savez's `allow_pickle: bool`; the keys here are "audio/…" and "codes/…"
+        arrays: dict[str, Any] = capture(np.load(job.chunk_file))
+        np.savez(job.output, **arrays)
         result["output"] = job.output
         tick()
     return result

@@ -146,7 +146,9 @@ def synthetic_audio(sample_rate: int, hop: int, *, segments: int = 4, seconds: f
 
     def tone(freq: np.ndarray, harmonics: int, rolloff: float) -> np.ndarray:
         angle = 2 * np.pi * np.cumsum(freq) / sample_rate
-        return sum(np.sin(h * angle) * rolloff ** (h - 1) for h in range(1, harmonics + 1))
+        wave = sum(np.sin(h * angle) * rolloff ** (h - 1) for h in range(1, harmonics + 1))
+        assert isinstance(wave, np.ndarray)  # harmonics >= 1, so never sum()'s bare start value 0
+        return wave
 
     drums = np.sin(2 * np.pi * np.cumsum(50 + 100 * np.exp(-phase * 20)) / sample_rate) * np.exp(-phase * 8)
     noise = rng.standard_normal(total)
@@ -167,6 +169,7 @@ def synthetic_audio(sample_rate: int, hop: int, *, segments: int = 4, seconds: f
     peak = np.abs(sum(stems.values())).max()
     stems = {name: (stem * 0.8 / peak).astype(np.float32) for name, stem in stems.items()}
     mixture = sum(stems.values())
+    assert isinstance(mixture, np.ndarray)  # four stems, so never sum()'s bare start value 0
     audio = ParityAudio(
         f"synthetic stereo song (not real audio): {segments} × {seconds:g} s",
         [],

@@ -33,6 +33,10 @@ def is_vq_node(node_name: str) -> bool:
 class NearestCode(nn.Module):
     """Embeddings (N, C, T') → (code vectors (N, C, T'), codes (N, T') int64)."""
 
+    # Registered buffers, declared so that type checkers see Tensors rather than nn.Module.__getattr__'s union.
+    codebook_t: Tensor
+    code_norms: Tensor
+
     def __init__(self, codebook: Tensor):
         super().__init__()
         codebook = codebook.detach().float()

@@ -85,10 +85,14 @@ def band_edges(bands: int, window: int = WINDOW) -> np.ndarray:
     return edges
 
 
+# One excerpt's share of a band: mixture, powers per stem, covariances per filtered stem, truth per stem.
+_BandPart = tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+
+
 class _Band:
     """One band of every excerpt, ready to refine under trial gains."""
 
-    def __init__(self, parts: list[tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]]):
+    def __init__(self, parts: list[_BandPart]):
         self.parts = parts  # per excerpt: mixture, powers per stem, covariances per filtered stem, truth per stem
 
     def errors(self, gains: np.ndarray) -> np.ndarray:
@@ -111,7 +115,7 @@ def _bands(excerpts: list[Excerpt], edges: np.ndarray, window: int, spread: Mapp
     def stft(signal: np.ndarray) -> np.ndarray:
         return spectra(np.concatenate([lead, signal]), taper)
 
-    bands = [[] for _ in edges[:-1]]
+    bands: list[list[_BandPart]] = [[] for _ in edges[:-1]]
     filtered = [stem for stem in STEMS if stem != MASKED_FIRST]
     for excerpt in excerpts:
         mixture = stft(excerpt.mixture)

@@ -131,7 +131,7 @@ def separator_from_vqvae(
     vqvae_checkpoint = _read(Path(vqvae_path), trust_pickle, config)
     _check_stem(vqvae_checkpoint, stem)
     vqvae = _build(build_vqvae, vqvae_checkpoint)
-    provenance = {"vqvae": _describe(vqvae_checkpoint)}
+    provenance: dict[str, dict | str] = {"vqvae": _describe(vqvae_checkpoint)}  # "encoder" may be a note instead
     encoder = None
     if encoder_path is not None:
         encoder_checkpoint = _read(Path(encoder_path), trust_pickle, config or vqvae_checkpoint.config)

@@ -47,7 +47,9 @@ class CachedConv(nn.Module):
 
     @classmethod
     def of(cls, conv: nn.Conv1d) -> CachedConv:
-        return cls(conv.weight, conv.bias, stride=conv.stride[0], dilation=conv.dilation[0], padding=conv.padding[0])
+        padding = conv.padding[0]
+        assert isinstance(padding, int)  # the models build every Conv1d with integer padding, never "same"/"valid"
+        return cls(conv.weight, conv.bias, stride=conv.stride[0], dilation=conv.dilation[0], padding=padding)
 
     @property
     def span(self) -> int:
@@ -134,6 +136,7 @@ class StreamingStemGraph(nn.Module):
         for part, layers in (("encoder", self.encoder), ("decoder", self.decoder)):
             for index, layer in enumerate(layers):
                 conv = layer.dilated if isinstance(layer, CachedResBlock) else layer
+                assert isinstance(conv, CachedConv)  # encoder and decoder hold only CachedConv and CachedResBlock
                 upsample = part == "decoder" and index in self.upsamplers
                 specs.append(
                     CachedLayer(

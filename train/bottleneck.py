@@ -7,6 +7,8 @@ encoder outputs. There is no codebook loss term, only the commitment loss.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -51,6 +53,12 @@ class BottleneckBlock(nn.Module):
     of the state dict, exactly like Jukebox's plain attributes; training checkpoints save them
     separately so that a resumed run continues exactly.
     """
+
+    # The buffers registered in __init__, declared so that mypy sees Tensors rather than Tensor | Module.
+    k: Tensor
+    k_sum: Tensor
+    k_elem: Tensor
+    initialised: Tensor
 
     def __init__(self, codebook_size: int, emb_width: int, mu: float, threshold: float = 1.0):
         super().__init__()
@@ -153,7 +161,7 @@ class Bottleneck(nn.Module):
 
     @property
     def block(self) -> BottleneckBlock:
-        return self.level_blocks[0]
+        return cast(BottleneckBlock, self.level_blocks[0])  # ModuleList items are typed Module; __init__ put it there
 
     def forward(self, x: Tensor, update_k: bool | None = None):
         return self.block(x, update_k)

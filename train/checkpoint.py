@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -70,7 +71,8 @@ def _looks_like_torch_file(path: Path) -> bool:
 def _load_pickle(path: Path, trust_pickle: bool) -> object:
     if not _looks_like_torch_file(path):
         raise CheckpointError(f"{path}: cannot read as a torch checkpoint (neither a zip archive nor a pickle)")
-    safe = [(dict, name) for name in _HPARAMS_CLASSES]
+    # Annotated with safe_globals' own element type: list is invariant, so list[tuple[type[dict], str]] is refused.
+    safe: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [(dict, name) for name in _HPARAMS_CLASSES]
     try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location="cpu", weights_only=True)

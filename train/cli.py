@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -25,7 +25,7 @@ def main() -> None:
     """Inspect checkpoints and train the paper's two phases."""
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print a one-line error and exit non-zero."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -42,13 +42,14 @@ def inspect(
         checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
     except CheckpointError as error:
         fail(str(error))
+    parameters = checkpoint.parameter_counts()
     report = {
         "path": str(path),
         "format": checkpoint.format,
         "parts": checkpoint.parts,
         "level0_keys": len(checkpoint.state),
         "total_keys": checkpoint.total_keys,
-        "parameters": checkpoint.parameter_counts(),
+        "parameters": parameters,
         "step": checkpoint.step,
         "config": checkpoint.config.to_dict(),
     }
@@ -57,7 +58,7 @@ def inspect(
         return
     typer.echo(f"{path}: {checkpoint.format}, step {checkpoint.step if checkpoint.step is not None else '?'}")
     typer.echo(f"  level-0 keys: {len(checkpoint.state)} (of {checkpoint.total_keys} in the file)")
-    for part, count in report["parameters"].items():
+    for part, count in parameters.items():
         typer.echo(f"  {part:<9} {count:>10,} numbers")
 
 

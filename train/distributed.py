@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -45,7 +46,9 @@ class Cluster:
         if self.world_size == 1:
             return module
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids, **{_NO_BUFFER_SYNC: False})
+        # Typed Any: the keyword's name is only known at run time, so mypy cannot match it to a parameter.
+        no_buffer_sync: dict[str, Any] = {_NO_BUFFER_SYNC: False}
+        return DistributedDataParallel(module, device_ids=device_ids, **no_buffer_sync)
 
     def barrier(self) -> None:
         if self.world_size > 1:

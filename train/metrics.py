@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-Audio = TypeVar("Audio")  # a numpy array or a torch tensor
+_Self = TypeVar("_Self", bound="_Divisible")  # typing.Self needs Python 3.11
+
+
+class _Divisible(Protocol):
+    """What `scaled_mixture` needs of its input: division by an int that keeps the type (ndarray, Tensor)."""
+
+    def __truediv__(self: _Self, other: int, /) -> _Self: ...
+
+
+Audio = TypeVar("Audio", bound=_Divisible)  # a numpy array or a torch tensor
 
 SDR_EPSILON = 1e-7
 STEM_COUNT = 4

@@ -9,6 +9,8 @@ Deployment runs ME → nearest code in SD's codebook → SD (`StemSeparator`).
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from .bottleneck import Bottleneck, BottleneckBlock
@@ -125,11 +127,11 @@ class VQVAE(nn.Module):
 
     @property
     def encoder(self) -> Encoder:
-        return self.encoders[0]
+        return cast(Encoder, self.encoders[0])  # ModuleList items are typed Module; __init__ put an Encoder there
 
     @property
     def decoder(self) -> Decoder:
-        return self.decoders[0]
+        return cast(Decoder, self.decoders[0])  # ModuleList items are typed Module; __init__ put a Decoder there
 
     @property
     def codebook(self) -> BottleneckBlock:

@@ -51,6 +51,7 @@ def checkpoint_sha256(checkpoint: Checkpoint) -> str:
 
 def _read_weights(source: WeightSource, trust_pickle: bool) -> Checkpoint:
     """The checkpoint `source` names (a run folder stands for its latest checkpoint), in the format it announces."""
+    assert source.path is not None  # callers never pass `scratch`, the only source without a path
     checkpoint = read_checkpoint(resolve_checkpoint(source.path), trust_pickle=trust_pickle)
     if (checkpoint.format == "unmix") != (source.kind == "unmix"):
         raise CheckpointError(f"{source.path}: a {checkpoint.format} checkpoint, not what {source.kind}: expects")
@@ -58,7 +59,7 @@ def _read_weights(source: WeightSource, trust_pickle: bool) -> Checkpoint:
 
 
 def _provenance(prefix: str, source: WeightSource, checkpoint: Checkpoint | None) -> dict:
-    record = {prefix: str(source)}
+    record: dict[str, object] = {prefix: str(source)}
     if checkpoint is not None:
         record |= {f"{prefix}_sha256": checkpoint_sha256(checkpoint), f"{prefix}_step": checkpoint.step}
     return record
@@ -104,7 +105,7 @@ class VQVAETask(Task):
         loss, parts = vqvae_loss(x, reconstruction.float(), commit, self.setup.stats)
         return loss, parts | codebook_metrics
 
-    def validate(self) -> dict[str, float]:
+    def validate(self) -> dict[str, float | None]:
         """Reconstruction SDR (SE → codebook → SD) of each source on the held-out songs."""
         sources = SOURCES if self.stem == ALL else (self.stem,)
         self.vqvae.eval()
@@ -140,7 +141,7 @@ class EncoderTask(Task):
             prediction = model(mixture)
         return encoder_loss(prediction.float(), target.float())
 
-    def validate(self) -> dict[str, float]:
+    def validate(self) -> dict[str, float | None]:
         """Separation SDR of ME → codebook → SD on held-out mixtures, beside the mixture/4 baseline's."""
         separate = StemSeparator.from_vqvae(self.separator)
         if self.baseline is None:

@@ -30,8 +30,8 @@ def _curves(axis, records: list[dict], keys: list[str], smooth: bool) -> None:
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
         if not points:
             continue
-        steps, values = zip(*points, strict=False)
-        values = _smooth(list(values)) if smooth else np.asarray(values)
+        steps, raw = zip(*points, strict=False)
+        values = _smooth(list(raw)) if smooth else np.asarray(raw)
         axis.plot(steps[len(steps) - len(values) :], values, label=key, marker="" if smooth else "o")
         drawn += 1
     axis.grid(alpha=0.3)

@@ -109,12 +109,14 @@ class ChunkSampler:
 
     def _remix(self, rng: np.random.Generator, sources: set[str]) -> dict[str, np.ndarray]:
         stems = STEMS if "mixture" in sources else sorted(sources)
-        stereo = {}
+        stereo: dict[str, np.ndarray] = {}
         for stem in stems:
             song, start = self.locate(int(rng.integers(self.items)), rng if self.shift else None)
             stereo[stem] = song.read(stem, start, self.chunk)
         if "mixture" in sources:
-            stereo["mixture"] = sum(stereo[stem] for stem in STEMS)  # mono stems broadcast against stereo ones
+            mixture = sum(stereo[stem] for stem in STEMS)  # mono stems broadcast against stereo ones
+            assert isinstance(mixture, np.ndarray)  # STEMS is never empty, so sum() never returns its start, 0
+            stereo["mixture"] = mixture
         return stereo
 
     def stats_chunks(self, count: int) -> Iterator[np.ndarray]:

@@ -17,12 +17,12 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import write_checkpoint
@@ -82,8 +82,8 @@ class Task(ABC):
         """Loss and its logged parts for a batch (N, sources, 1, T); `model` is `trainable`, maybe DDP-wrapped."""
 
     @abstractmethod
-    def validate(self) -> dict[str, float]:
-        """Validation metrics on the held-out songs (`val_sdr` at least)."""
+    def validate(self) -> dict[str, float | None]:
+        """Validation metrics on the held-out songs (`val_sdr` at least; None where no song could be scored)."""
 
     @abstractmethod
     def deploy_state(self) -> dict[str, Tensor]:
@@ -138,7 +138,7 @@ class Trainer:
         self.parameters = [p for p in task.trainable.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.parameters, self.options.lr)
         self.ema = ParameterEMA(task.trainable, self.options.ema_decay)
-        self.last_validation: dict[str, float] = (task.setup.resumed or {}).get("validation", {})
+        self.last_validation: dict[str, float | None] = (task.setup.resumed or {}).get("validation", {})
 
     def run(self) -> Path:
         """Train; returns the checkpoint folder. Raises `TrainingInterrupted` after saving on a signal."""
@@ -148,8 +148,9 @@ class Trainer:
             return run.checkpoint
         model = cluster.wrap(self.task.trainable)
         batches = StepBatches(self.setup.sampler, start, options.steps, options.batch, cluster.rank, cluster.world_size)
+        # ChunkSampler is a map-style dataset by duck typing (__getitem__, __len__); torch's stubs want a Dataset.
         loader = DataLoader(
-            self.setup.sampler,
+            cast("Dataset[np.ndarray]", self.setup.sampler),
             batch_sampler=batches,
             num_workers=options.workers,
             pin_memory=self.setup.device.type == "cuda",

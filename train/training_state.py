@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -30,7 +31,8 @@ def _module_state(module: nn.Module) -> dict[str, Tensor]:
 
 def _optimizer_tensors_and_rest(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
     state = optimizer.state_dict()
-    tensors, scalars = {}, {}
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
     for index, entry in state["state"].items():
         for key, value in entry.items():
             if isinstance(value, Tensor):
