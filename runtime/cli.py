@@ -18,8 +18,8 @@ from tqdm import tqdm
 from .audio import OUTPUT_FORMATS, open_audio
 from .errors import Cancelled, OutputError, UnmixError, _interrupted_while_starting
 from .files import DEFAULT_FILENAME, check_template, find_inputs, plan_outputs
-from .manifest import BundleError
-from .separator import Separator
+from .manifest import BundleError, read_manifest
+from .separator import Separator, choose_stems, resolve_bundle
 
 app = typer.Typer(
     help="Separate music into stems (drums, bass, other, vocals) with unmix's VQ-VAE models.",
@@ -135,6 +135,95 @@ def separate(
         raise _stopped(stop, "the track in progress was not written (finished tracks are kept)") from None
     typer.echo(tally.summary())
     if tally.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def batch(
+    inputs: list[str] = typer.Argument(
+        ..., help="Audio files, folders, glob patterns, or URIs fsspec reads (s3://…, gs://…, file://…)."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the stems (shared by every node)."),
+    ray_address: str | None = typer.Option(
+        None, "--ray", help="A Ray cluster's address (default: a local Ray instance on this machine)."
+    ),
+    workers: int | None = typer.Option(None, min=1, help="Workers (default: the cluster's CPUs over --threads)."),
+    threads: int = typer.Option(1, min=1, help="CPU threads per worker."),
+    ledger: Path | None = typer.Option(None, help="The JSON-lines ledger (default: <output>/unmix-batch.jsonl)."),
+    stems: str | None = typer.Option(None, help="Stems to compute, comma-separated (default: all), e.g. vocals,bass."),
+    format: str | None = typer.Option(None, "--format", help="wav, flac, ogg or mp3 (default: the input's format)."),
+    filename: str = typer.Option(
+        DEFAULT_FILENAME, help="Output path under -o; fields {track}, {trackext}, {stem}, {ext}."
+    ),
+    device: str = typer.Option("cpu", help="cpu, or cuda (one GPU per worker)."),
+    backend: str = typer.Option("auto", help="As for unmix separate."),
+    chunk: int | None = typer.Option(None, help="As for unmix separate."),
+    precision: str = typer.Option("auto", help="As for unmix separate."),
+    bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
+    refine: bool | None = typer.Option(None, "--refine/--no-refine", help="As for unmix separate."),
+    stereo: str | None = typer.Option(None, help="As for unmix separate."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo tracks whose stems already exist."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Separate a catalog on a Ray cluster, as unmix separate would, resumably; one ledger, one summary.
+
+    Tracks whose stems exist are skipped, so rerunning a stopped job finishes the rest. Needs unmix[ray].
+    """
+    from .batch import OutputOptions, SeparatorOptions, list_tracks, run_batch
+
+    try:
+        _stop_cleanly_on_sigterm()
+        check_template(filename)
+        if format is not None and format.lower() not in OUTPUT_FORMATS:
+            raise OutputError(f"unknown --format {format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+        chosen = [s.strip() for s in stems.split(",") if s.strip()] if stems else None
+        options = SeparatorOptions(
+            bundle=bundle,
+            device=device,
+            backend=backend,
+            threads=threads,
+            stems=tuple(chosen) if chosen else None,
+            chunk=chunk,
+            precision=precision,
+            refine=refine,
+            stereo=stereo,
+        )
+        written = choose_stems(read_manifest(resolve_bundle(bundle), verify=False), chosen)
+        destination = OutputOptions(str(output), filename, format.lower() if format else None, overwrite)
+        tracks, refused = list_tracks(inputs, destination, written)
+    except (UnmixError, BundleError, ValueError) as error:
+        raise _fail(str(error)) from None
+    for problem in refused:
+        typer.echo(f"error: {problem}", err=True)
+    bar = tqdm(total=len(tracks), unit="track", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def on_row(row: dict) -> None:
+        bar.update(1)
+        if row["status"] == "failed":
+            bar.write(f"error: {row['error']}", file=sys.stderr)
+
+    try:
+        summary = run_batch(
+            tracks,
+            options,
+            destination,
+            written,
+            workers=workers,
+            threads=threads,
+            gpus=1.0 if device.startswith("cuda") else 0.0,
+            address=ray_address,
+            ledger=ledger,
+            on_row=on_row,
+        )
+    except UnmixError as error:
+        raise _fail(str(error)) from None
+    except KeyboardInterrupt as stop:
+        raise _stopped(stop, "tracks in progress were not written (finished ones are kept; rerun to finish)") from None
+    finally:
+        bar.close()
+    summary.failed += len(refused)
+    typer.echo(summary.line())
+    if summary.failed:
         raise typer.Exit(1)
 
 

@@ -12,10 +12,10 @@ LEAN_VENV="${LEAN_VENV:-.venv-lean}"
 python -m pip install --quiet --upgrade pip
 # The CPU build of torch first, so no extra below pulls a CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[train,export,bench,openvino,peers,dev]"
+python -m pip install --quiet -e ".[train,export,bench,openvino,peers,ray,dev]"
 python -m ruff check .   # lint (pyproject.toml [tool.ruff]): imports, bugbear, pyupgrade, pyflakes
 python -m ruff format --check .   # formatting, as `ruff format` writes it
-python -m mypy   # types (pyproject.toml [tool.mypy]: the runtime)
+python -m mypy   # types (pyproject.toml [tool.mypy]: runtime, export, train, bench)
 
 if [ "$#" -gt 0 ]; then
     exec python -m pytest "$@"
