@@ -263,6 +263,48 @@ def stream(
     announce(write_outputs(report, text, None, output_path(json_path, "stream", created, "cpu")))
 
 
+@app.command()
+def batch(
+    corpus: Path = typer.Option(Path("data/synth/test"), help="a MUSDB-layout split: <song>/mixture.wav"),
+    tracks: int = typer.Option(8, min=1, help="how many of its songs"),
+    layout: list[str] = typer.Option(["1x2", "2x1"], help="WORKERSxTHREADS of an unmix batch row (repeatable)"),
+    bundle: str = typer.Option("default", help="the bundle every command separates with"),
+    json_path: Path = typer.Option(None, "--json", help="report path (default: bench/results/batch-cpu-<date>.json)"),
+) -> None:
+    """Throughput of `unmix batch` (local Ray) beside `unmix separate` on the same tracks (one process per row)."""
+    import tempfile
+
+    from .batch import corpus_tracks, markdown, measure, to_json
+    from .machine import cpu_model, load_average
+    from .report import now
+
+    created = now()
+    load = load_average()
+    try:
+        layouts = [(int(w), int(t)) for w, t in (item.lower().split("x") for item in layout)]
+    except ValueError:
+        fail(f"--layout takes WORKERSxTHREADS, e.g. 2x1; got {layout}")
+    with tempfile.TemporaryDirectory(prefix="unmix-bench-") as scratch:
+        try:
+            found = corpus_tracks(corpus, tracks, Path(scratch) / "tracks")
+            rows = measure(found, bundle=bundle, layouts=layouts)
+        except RuntimeError as error:
+            fail(str(error))
+    machine = f"{cpu_model()}, {os.cpu_count()} logical cores, load {load}"
+    report = {
+        "schema": SCHEMA_VERSION,
+        "kind": "batch",
+        "created": created,
+        "command": command_line(),
+        "corpus": str(corpus),
+        "tracks": len(found),
+        "machine": machine,
+        "rows": to_json(rows),
+    }
+    text = markdown(rows, tracks=len(found), machine=machine, command=command_line(), date=created)
+    announce(write_outputs(report, text, None, output_path(json_path, "batch", created, "cpu")))
+
+
 def sf_seconds(path: Path) -> float:
     import soundfile as sf
 

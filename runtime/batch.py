@@ -200,7 +200,7 @@ def run_batch(
     stems: Sequence[str],
     *,
     workers: int | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     gpus: float = 0.0,
     address: str | None = None,
     ledger: Path | None = None,
@@ -212,7 +212,9 @@ def run_batch(
     stems: the stems the workers write (the bundle's chosen ones): where a dying worker or an interrupt cuts a
         track short, the driver removes the hidden temporaries it leaves beside them.
     workers: actors (default: the cluster's CPUs over `threads`, or its GPUs over `gpus`, at most one per track).
-    threads: CPU threads each actor's separator runs, and reserves in Ray. gpus: GPUs each actor reserves.
+    threads: CPU threads each actor's separator runs, and reserves in Ray (default: the largest node's CPUs over
+        `workers`, or all of them: one worker per node, which measured faster than one per CPU, see bench/results).
+    gpus: GPUs each actor reserves.
     address: a Ray cluster's address; None uses the Ray session this process has, or starts a local one.
     ledger: the JSON-lines file (default `<output>/unmix-batch.jsonl`). on_row(row) after each row is written;
     on_workers(actors) once the actors exist. A worker that dies has its track retried on a fresh one, up to
@@ -225,6 +227,9 @@ def run_batch(
     summary = BatchSummary(ledger or Path(output.output) / LEDGER_FILE)
     begin = time.perf_counter()
     try:
+        if threads is None:  # a node's CPUs, shared by the workers asked for
+            node_cpus = max(node["Resources"].get("CPU", 1) for node in ray.nodes() if node["Alive"])
+            threads = max(1, int(node_cpus) // (workers or 1))
         if workers is None:
             resources = ray.cluster_resources()
             capacity = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / threads

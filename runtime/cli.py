@@ -148,7 +148,9 @@ def batch(
         None, "--ray", help="A Ray cluster's address (default: a local Ray instance on this machine)."
     ),
     workers: int | None = typer.Option(None, min=1, help="Workers (default: the cluster's CPUs over --threads)."),
-    threads: int = typer.Option(1, min=1, help="CPU threads per worker."),
+    threads: int | None = typer.Option(
+        None, min=1, help="CPU threads per worker (default: all of a node's: one worker per node)."
+    ),
     ledger: Path | None = typer.Option(None, help="The JSON-lines ledger (default: <output>/unmix-batch.jsonl)."),
     stems: str | None = typer.Option(None, help="Stems to compute, comma-separated (default: all), e.g. vocals,bass."),
     format: str | None = typer.Option(None, "--format", help="wav, flac, ogg or mp3 (default: the input's format)."),
