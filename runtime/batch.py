@@ -206,6 +206,7 @@ def run_batch(
     ledger: Path | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     on_workers: Callable[[list[Any]], None] | None = None,
+    refused: Sequence[str] = (),
 ) -> BatchSummary:
     """Separate `tracks` on Ray actors; append a ledger row per finished track and return the summary.
 
@@ -217,7 +218,8 @@ def run_batch(
     gpus: GPUs each actor reserves.
     address: a Ray cluster's address; None uses the Ray session this process has, or starts a local one.
     ledger: the JSON-lines file (default `<output>/unmix-batch.jsonl`). on_row(row) after each row is written;
-    on_workers(actors) once the actors exist. A worker that dies has its track retried on a fresh one, up to
+    on_workers(actors) once the actors exist. refused: `list_tracks`'s problems, recorded as failed rows first.
+    A worker that dies has its track retried on a fresh one, up to
     `MAX_ATTEMPTS` times. On KeyboardInterrupt the actors are killed and their tracks write nothing.
     """
     ray = _ray()
@@ -239,7 +241,7 @@ def run_batch(
         job.start(workers)
         if on_workers:
             on_workers(job.actors)
-        job.run(list(tracks), summary, stems, on_row)
+        job.run(list(tracks), summary, stems, on_row, refused)
     finally:
         summary.wall_seconds = time.perf_counter() - begin
         if started:
@@ -258,8 +260,8 @@ class _Job:
     def start(self, workers: int) -> None:
         self.actors = [self._actor.remote(self._separator, self.output) for _ in range(workers)]
 
-    def run(self, tracks: list[str], summary: BatchSummary, stems: Sequence[str], on_row) -> None:
-        """Keep every actor busy with one track until every track is recorded."""
+    def run(self, tracks: list[str], summary: BatchSummary, stems: Sequence[str], on_row, refused=()) -> None:
+        """Record `refused`, then keep every actor busy with one track until every track is recorded."""
         from ray.exceptions import RayActorError
 
         queue, attempts = deque(tracks), dict.fromkeys(tracks, 0)
@@ -267,6 +269,8 @@ class _Job:
         running: dict[Any, tuple[int, str]] = {}  # task → (actor index, track)
         summary.ledger.parent.mkdir(parents=True, exist_ok=True)
         with open(summary.ledger, "a", encoding="utf-8") as ledger:
+            for problem in refused:  # refused before anything ran: no track to name but the message's
+                _record(ledger, _failed(None, problem) | {"run": self.run_id, "attempts": 0}, summary)
             try:
                 while queue or running:
                     while idle and queue:
@@ -307,7 +311,7 @@ def _first_line(error: BaseException) -> str:
     return (str(error) or type(error).__name__).strip().splitlines()[0]
 
 
-def _failed(track: str, error: str) -> dict[str, Any]:
+def _failed(track: str | None, error: str) -> dict[str, Any]:
     return {"track": track, "status": "failed", "error": error, "audio_seconds": 0.0, "wall_seconds": 0.0}
 
 

@@ -216,6 +216,7 @@ def batch(
             address=ray_address,
             ledger=ledger,
             on_row=on_row,
+            refused=refused,
         )
     except UnmixError as error:
         raise _fail(str(error)) from None
@@ -223,7 +224,6 @@ def batch(
         raise _stopped(stop, "tracks in progress were not written (finished ones are kept; rerun to finish)") from None
     finally:
         bar.close()
-    summary.failed += len(refused)
     typer.echo(summary.line())
     if summary.failed:
         raise typer.Exit(1)

@@ -151,3 +151,7 @@ def test_unmix_batch_reports_one_summary_and_fails_for_a_bad_file(bundle, catalo
     assert result.exit_code == 1, result.output
     assert "8 tracks: 6 separated, 0 skipped, 2 failed" in result.output
     assert sorted(p.name for p in (out / "remote").iterdir()) == sorted(f"{stem}.wav" for stem in STEMS)
+    rows = ledger_rows(out / LEDGER_FILE)  # the refused files are rows too
+    assert [row["status"] for row in rows].count("failed") == 2 and any(
+        "corrupt.wav" in row["error"] for row in rows if row["error"]
+    )
