@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import typer
 
@@ -292,9 +292,9 @@ def parse_stems(stem: str | None, stems: str | None) -> list[str]:
     """`--stem X` or `--stems all|a,b`; stems are kept in the canonical order when they are the usual four."""
     if (stem is None) == (stems is None):
         raise ExportError("give exactly one of --stem NAME or --stems all|NAME,NAME")
-    # cast, not assert: one of the two is set, but `--stems ""` falls through `or` to the unset --stem and must fail
-    # as it always has.
-    names = list(STEMS) if stems == "all" else [s.strip() for s in cast(str, stems or stem).split(",") if s.strip()]
+    given = stems if stems is not None else stem
+    assert given is not None  # exactly one of the two, checked above
+    names = list(STEMS) if given == "all" and stems is not None else [s.strip() for s in given.split(",") if s.strip()]
     unknown = [name for name in names if name not in STEMS]
     if unknown or not names or len(set(names)) != len(names):
         raise ExportError(f"stems must be distinct names among {', '.join(STEMS)} (got {', '.join(names) or 'none'})")

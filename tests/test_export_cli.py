@@ -177,6 +177,7 @@ def test_int8_that_loses_too_much_is_refused_unless_forced(runs, corpus, tmp_pat
         (["--stems", "all", "--checkpoint", "bass=x"], "pairs name"),
         (["--stem", "bass", "--stems", "all", "--checkpoint", "x"], "exactly one of --stem"),
         (["--stem", "guitar", "--checkpoint", "x"], "stems must be"),
+        (["--stems", "", "--checkpoint", "x"], "stems must be"),  # once an AttributeError
         (["--stem", "bass", "--checkpoint", "x", "--int8"], "--calibration"),
         (["--stem", "bass", "--encoder", "x", "--checkpoint", "y"], "--encoder goes with --vqvae"),
         (["--stem", "bass", "--config", "tiny", "--checkpoint", "y"], "--config goes with --vqvae"),
