@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -289,6 +290,7 @@ class OpenVinoEngine:
         self._paths, self._input_name = dict(paths), manifest.input_name
         self._staged: dict[tuple[int, bool], list[Stage]] = {}
         self._streams: dict[tuple[int, int], tuple[CompiledStream, CompiledStream]] = {}
+        self._streams_lock, self._nearest_lock = threading.Lock(), threading.Lock()
         self._whole: tuple[ShapedModel, ShapedModel] | None = None  # the encoders and decoders for `run`, when used
         parts = self._read_parts()  # read now, so a graph OpenVINO cannot run fails at load
         try:
@@ -353,30 +355,32 @@ class OpenVinoEngine:
     def stateful_run(self, items: int, block: int) -> StatefulRun:
         """A new stream through the encoders and decoders rewritten as stateful models (`openvino_streaming`):
         (items, 1, frames) input, `block` samples a call (a multiple of the hop), each sample computed once.
-        The compiled models are shared by every run of the same items and block; each run has its own state."""
-        if (items, block) not in self._streams:
-            try:
-                encoders, decoders = self._joined_models()
-                encoder_stream = stream_graph(encoders, [[items, 1, block]])
-                frames = Fraction(block) * self._encoder_reach.rate
-                if frames.denominator != 1:
-                    raise ValueError(f"a block of {block} samples is no whole number of latent frames")
-                decoder_stream = stream_graph(
-                    decoders, [[items, 1, int(frames)]] * len(self.stems), encoder_stream.layout.output_start
-                )
-                graphs = (encoder_stream, decoder_stream)
-                models = [model for graph in graphs for model in (graph.plain, graph.masked)]
-                with ThreadPoolExecutor() as pool:  # OpenVINO compiles without holding the GIL: side by side
-                    compiled = list(pool.map(self._compile, models))
-                self._streams[items, block] = (
-                    CompiledStream(compiled[0], compiled[1], encoder_stream.layout),
-                    CompiledStream(compiled[2], compiled[3], decoder_stream.layout),
-                )
-                del encoders, decoders, encoder_stream, decoder_stream, graphs, models, compiled
-                _return_freed_memory()  # what compiling them took
-            except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-                raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
-        encoders, decoders = self._streams[items, block]
+        The compiled models are shared by every run of the same items and block; each run has its own state, so
+        streams may run in several threads at once."""
+        with self._streams_lock:  # streams started from several threads compile the models once
+            if (items, block) not in self._streams:
+                try:
+                    encoders, decoders = self._joined_models()
+                    encoder_stream = stream_graph(encoders, [[items, 1, block]])
+                    frames = Fraction(block) * self._encoder_reach.rate
+                    if frames.denominator != 1:
+                        raise ValueError(f"a block of {block} samples is no whole number of latent frames")
+                    decoder_stream = stream_graph(
+                        decoders, [[items, 1, int(frames)]] * len(self.stems), encoder_stream.layout.output_start
+                    )
+                    graphs = (encoder_stream, decoder_stream)
+                    models = [model for graph in graphs for model in (graph.plain, graph.masked)]
+                    with ThreadPoolExecutor() as pool:  # OpenVINO compiles without holding the GIL: side by side
+                        compiled = list(pool.map(self._compile, models))
+                    self._streams[items, block] = (
+                        CompiledStream(compiled[0], compiled[1], encoder_stream.layout),
+                        CompiledStream(compiled[2], compiled[3], decoder_stream.layout),
+                    )
+                    del encoders, decoders, encoder_stream, decoder_stream, graphs, models, compiled
+                    _return_freed_memory()  # what compiling them took
+                except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+                    raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
+            encoders, decoders = self._streams[items, block]
         return StatefulRun(encoders, self._nearest_codes, decoders, items, block)
 
     def stages(self, chunk: int, eager: bool = False) -> list[Stage]:
@@ -443,6 +447,12 @@ class OpenVinoEngine:
         last tile is padded to a whole one: one input shape, one compile."""
         frames = embeddings[0].shape[2]
         codes = [np.empty((x.shape[0], 1, frames), np.int32) for x in embeddings]
+        with self._nearest_lock:  # one request, shared by the streams of every thread
+            self._fill_codes(embeddings, codes)
+        return codes
+
+    def _fill_codes(self, embeddings: list[np.ndarray], codes: list[np.ndarray]) -> None:
+        frames = embeddings[0].shape[2]
         for first in range(0, frames, TILE_FRAMES):
             tiles = [x[:, :, first : first + TILE_FRAMES] for x in embeddings]
             width = tiles[0].shape[2]
@@ -452,7 +462,6 @@ class OpenVinoEngine:
             found = self._nearest.infer([np.ascontiguousarray(tile) for tile in tiles], copy=False)
             for stem_codes, stem_found in zip(codes, found, strict=True):
                 stem_codes[:, :, first : first + width] = stem_found[:, :, :width]
-        return codes
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         # Each part's working memory is released once it has run, so the peak is the larger part's, not both.

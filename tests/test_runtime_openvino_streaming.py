@@ -76,3 +76,25 @@ def test_the_plain_model_runs_between_the_edges_and_each_frame_once(engine):
     run = engine.stateful_run(1, block)
     reach = read_manifest(engine._paths[STEMS[0]].parent).context_samples
     assert 0 < run.delay - (block - 1) <= reach
+
+
+def test_streams_in_several_threads_compute_what_each_computes_alone(engine):
+    """One engine, four streams fed at once from four threads: each equals its whole-signal graph."""
+    import threading
+
+    rng = np.random.default_rng(11)
+    signals = [(0.3 * rng.standard_normal((1, 1, 1504 + 256 * k))).astype(np.float32) for k in range(4)]
+    results: dict[int, list[np.ndarray]] = {}
+
+    def run(index: int) -> None:
+        results[index] = streamed(engine.stateful_run(1, 128), signals[index], 96)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, signal in enumerate(signals):
+        expected = engine.run(signal)
+        for stem, output in zip(engine.stems, results[index], strict=True):
+            np.testing.assert_allclose(output, expected[stem], rtol=0, atol=1e-5 * np.abs(expected[stem]).max())
