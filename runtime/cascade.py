@@ -48,19 +48,14 @@ class Stage:
 class _StageRun:
     """One stage's input buffer and progress for one signal.
 
-    Eager: each call runs what the input allows: the window ends where the input ends and keeps the outputs whose
-    right context has arrived (all of them at the input's end), at most `chunk` of them a window; it starts one
-    window length (`chunk + 2·context`) before its end, or earlier where the first output not yet computed needs
-    it, or at the input's start: after the first window lengths, one input shape. Otherwise every window has
-    the same length, `chunk + 2·context` (`ChunkPlan`'s windows, the last one flush with the input's end): one
-    input shape, which backends that keep state per shape (OpenVINO keeps memory) need. Window edges stay on the
-    stage's stride grid either way. A stage without context (each output frame reads only its own input frame)
+    Every window has the same length, `chunk + 2·context` (`ChunkPlan`'s windows, the last one flush with the
+    input's end): one input shape, which backends that keep state per shape (OpenVINO keeps memory) need. Window
+    edges stay on the stage's stride grid. A stage without context (each output frame reads only its own input frame)
     runs on all the input it has, in one call: it needs no margins, and holds nothing back.
     """
 
-    def __init__(self, stage: Stage, chunk: Fraction, eager: bool):
+    def __init__(self, stage: Stage, chunk: Fraction):
         self.stage = stage
-        self.eager = eager
         self.align = stage.rate.denominator
         self.plan = ChunkPlan(max(self.align, int(chunk) // self.align * self.align), stage.context, self.align)
         self.context, self.chunk = self.plan.context, self.plan.chunk
@@ -83,12 +78,12 @@ class _StageRun:
         if self.context == 0:
             windows = self._pointwise_window(length)
         else:
-            windows = self._eager_windows(length) if self.eager else self._fixed_windows(length)
+            windows = self._fixed_windows(length)
         for window in windows:
             kept = [self._run(window)]
             self.done = window.keep_stop
             # keep what the next window reads: from `context` before the next output, and a window's length back
-            # from the input's end (the final fixed window is flush with it; an eager one reaches that far back)
+            # from the input's end (the final window is flush with it)
             keep_from = (
                 self.done if self.context == 0 else min(self.done - self.context, self.end - self.plan.window_length)
             )
@@ -98,20 +93,6 @@ class _StageRun:
     def _pointwise_window(self, length: int | None) -> list[Window]:
         stop = self.end if length is not None else self.end // self.align * self.align
         return [Window(self.done, stop, self.done, stop)] if stop > self.done else []
-
-    def _eager_windows(self, length: int | None) -> list[Window]:
-        windows: list[Window] = []
-        done = self.done
-        while True:
-            last = self.end if length is not None else (self.end - self.context) // self.align * self.align
-            stop = min(last, done + self.chunk)
-            if stop <= done:
-                return windows
-            window_stop = self.end if length is not None and stop == last else min(stop + self.context, self.end)
-            # reach back further than the context needs, to one window length: the same input shape every call
-            start = max(0, min(done - self.context, window_stop - self.plan.window_length))
-            windows.append(Window(start, window_stop, done, stop))
-            done = stop
 
     def _fixed_windows(self, length: int | None) -> list[Window]:
         if length is None:
@@ -170,13 +151,13 @@ class _StageRun:
 class CascadeRun:
     """One signal through a chain of stages; `chunk` is each window's kept length in first-stage input frames."""
 
-    def __init__(self, stages: Sequence[Stage], chunk: int, *, eager: bool = False):
+    def __init__(self, stages: Sequence[Stage], chunk: int):
         if chunk <= 0:
             raise ValueError(f"chunk must be positive, got {chunk}")
         self._runs = []
         position = Fraction(1)  # a stage's input frames per first-stage input frame
         for stage in stages:
-            self._runs.append(_StageRun(stage, chunk * position, eager))
+            self._runs.append(_StageRun(stage, chunk * position))
             position *= stage.rate
         self._length = 0
         self._finished = False
@@ -184,10 +165,10 @@ class CascadeRun:
     @property
     def delay(self) -> int:
         """First-stage input frames the output trails the input by, at most, before the end: the stages' contexts,
-        plus one chunk per stage unless eager (stride groups aside)."""
+        plus one chunk per stage (stride groups aside)."""
         position, total = Fraction(1), Fraction(0)
         for run in self._runs:
-            total += (run.context + (0 if run.eager else run.chunk)) / position
+            total += (run.context + run.chunk) / position
             position *= run.stage.rate
         return math.ceil(total)  # exact on the Fraction, as np.ceil was
 

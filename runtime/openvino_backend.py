@@ -32,16 +32,13 @@ import numpy as np
 from .cascade import Stage
 from .errors import BackendError
 from .manifest import Manifest
-from .openvino_stages import cut, plan_long_windows, plan_stages, reach
+from .openvino_stages import cut, plan_long_windows, reach
 from .openvino_streaming import CompiledStream, StatefulRun, stream_graph
 from .phases import phase_taps
 
 PRECISIONS = ("fp32", "bf16")
 INSTALL_HINT = "pip install 'unmix[openvino]'"
 TILE_FRAMES = 1024  # latent frames per nearest-code call: 8 MiB of fp32 distances per stem with 2048 codes
-# Short-window stages (`OpenVinoEngine.stages` with a chunk): each stage's context at most this part of the frames
-# it keeps, so recomputed margins stay small; fewer, longer stages would cost fewer calls but recompute more.
-STAGE_CONTEXT_BUDGET = 0.2
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 # Node names the exporter gives the nearest-code block (export/graph.py, `NearestCode`).
 _VQ_IN, _VQ_OUT, _VQ_MATMUL, _VQ_SCALE, _VQ_SUB = (
@@ -288,7 +285,7 @@ class OpenVinoEngine:
         self.stems = tuple(paths)
         self._core, self._compute, self._precision = core, compute, precision
         self._paths, self._input_name = dict(paths), manifest.input_name
-        self._staged: dict[tuple[int, bool], list[Stage]] = {}
+        self._staged: dict[int, list[Stage]] = {}
         self._streams: dict[tuple[int, int], tuple[CompiledStream, CompiledStream]] = {}
         self._streams_lock, self._nearest_lock = threading.Lock(), threading.Lock()
         self._whole: tuple[ShapedModel, ShapedModel] | None = None  # the encoders and decoders for `run`, when used
@@ -383,35 +380,33 @@ class OpenVinoEngine:
             encoders, decoders = self._streams[items, block]
         return StatefulRun(encoders, self._nearest_codes, decoders, items, block)
 
-    def stages(self, chunk: int, eager: bool = False) -> list[Stage]:
-        """The engine as a chain of stages for `unmix.runtime.cascade.CascadeRun(stages, chunk, eager=eager)`, on
-        (items, 1, samples) input, with one output per stem in `self.stems` order.
+    def stages(self, chunk: int) -> list[Stage]:
+        """The engine as a chain of stages for `unmix.runtime.cascade.CascadeRun(stages, chunk)`, on (items, 1,
+        samples) input, with one output per stem in `self.stems` order: the encoders and the decoders each run as
+        one stage, or as two where that saves work (`plan_long_windows`), each compiled for its window's shape and
+        its working memory released after each call.
 
         chunk: model-rate samples each window keeps.
-        eager: False (long windows, offline): the encoders and the decoders each run as one stage, or as two where
-            that saves work (`plan_long_windows`), each compiled for its window's shape and its working memory
-            released after each call. True (short windows, streaming): they are cut further, into stages whose
-            context stays within `STAGE_CONTEXT_BUDGET` of the samples they keep, kept compiled for any shape.
         """
-        if (chunk, eager) not in self._staged:
+        if chunk not in self._staged:
             parts = self._read_parts()
             try:
-                encoders = self._cut_stages(parts, "encoder", Fraction(chunk), eager)
-                decoders = self._cut_stages(parts, "plain_decoder", Fraction(chunk) * self._encoder_reach.rate, eager)
+                encoders = self._cut_stages(parts, "encoder", Fraction(chunk))
+                decoders = self._cut_stages(parts, "plain_decoder", Fraction(chunk) * self._encoder_reach.rate)
             except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
                 raise BackendError(
                     f"OpenVINO cannot cut the graphs into stages: {str(error).splitlines()[0]}"
                 ) from None
             nearest = Stage(self._nearest_codes, 0, Fraction(1))
-            self._staged[chunk, eager] = [*encoders, nearest, *decoders]
-        return self._staged[chunk, eager]
+            self._staged[chunk] = [*encoders, nearest, *decoders]
+        return self._staged[chunk]
 
-    def _cut_stages(self, parts: dict[str, StemParts], part: str, chunk: Fraction, eager: bool) -> list[Stage]:
+    def _cut_stages(self, parts: dict[str, StemParts], part: str, chunk: Fraction) -> list[Stage]:
         """Every stem's `part` ("encoder" or "plain_decoder"), cut by the first stem's plan for `chunk` kept frames
         of its input; each stage compiled as one model over all stems (the encoders' first shares the mixture)."""
         ov = _openvino()
         models = [getattr(stem_parts, part) for stem_parts in parts.values()]
-        plan = plan_stages(models[0], chunk, STAGE_CONTEXT_BUDGET) if eager else plan_long_windows(models[0], chunk)
+        plan = plan_long_windows(models[0], chunk)
         stages = []
         for index, step in enumerate(plan):
             pieces = [cut(model, step.start, step.stop) for model in models]
@@ -428,18 +423,12 @@ class OpenVinoEngine:
             else:
                 parameters = [piece.get_parameters()[0] for piece in pieces]
             model = ov.Model([piece.get_results()[0].input_value(0) for piece in pieces], parameters, f"stage{index}")
-            if not eager and self._precision == "bf16":
+            if self._precision == "bf16":
                 _bf16_handover(model, output=index < len(plan) - 1, input=index > 0)
-            if eager:  # startup windows of many lengths, then one: see `ShapedModel`'s `transient`
-                shaped = ShapedModel(self._core, model, self._compute, transient=True)
-                stages.append(Stage(functools.partial(shaped.infer, copy=False), step.reach.context, step.reach.rate))
-            else:  # the outputs are the request's own buffers; its memory is released once the cascade has copied them
-                shaped = ShapedModel(self._core, model, self._compute)
-                stages.append(
-                    Stage(
-                        functools.partial(shaped.infer, copy=False), step.reach.context, step.reach.rate, shaped.release
-                    )
-                )
+            # the outputs are the request's own buffers; its memory is released once the cascade has copied them
+            shaped = ShapedModel(self._core, model, self._compute)
+            infer = functools.partial(shaped.infer, copy=False)
+            stages.append(Stage(infer, step.reach.context, step.reach.rate, shaped.release))
         return stages
 
     def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
@@ -494,29 +483,18 @@ class ShapedModel:
     picks kernels for the exact shape: faster and leaner than its dynamic-shape path, whose allocations it keeps
     per shape. Windows of one length (`cascade`'s fixed windows, the nearest code's whole tiles) compile once; a
     new shape drops the previous compile before compiling its own.
-
-    transient: for calls whose shapes change for a while before they settle (an eager stream's first windows
-        grow to the window length): calls run on one model compiled for any shape, except that the first shape
-        to come a second time gets its own compile, so a stream's start costs no compile per window.
     """
 
-    def __init__(self, core, model, config: dict, *, transient: bool = False):
+    def __init__(self, core, model, config: dict):
         self._core, self._model, self._config = core, model, config
         self._shapes: tuple | None = None
         self._bf16: list[bool] = []
         self._compiled: Any | None = None  # openvino CompiledModel (untyped)
         self._request: Any | None = None  # and its InferRequest
-        self._any_shape = None  # with `transient`: the request of the model compiled for any shape
-        self._seen: set[tuple] | None = set() if transient else None
 
     def infer(self, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndarray]:
         """One call on `inputs` (shared, not copied); see `_infer` for `copy`."""
         shapes = tuple(x.shape for x in inputs)
-        if self._seen is not None and shapes != self._shapes and (self._shapes is not None or shapes not in self._seen):
-            self._seen.add(shapes)
-            if self._any_shape is None:
-                self._any_shape = self._core.compile_model(self._model, "CPU", self._config).create_infer_request()
-            return _infer(self._any_shape, inputs, copy)
         if shapes != self._shapes:
             self.close()
             model = self._model.clone()

@@ -3,10 +3,8 @@
 A stem graph's encoder and decoder are chains of residual blocks: every residual addition's output is the only
 tensor that crosses it, so the graph can be cut there into stages that run one after another. `context`
 reads each stage's receptive field off its operations (convolutions, transposed convolutions and elementwise
-operations), so a stage recomputes exactly what its own convolutions need and nothing else. `plan_stages` groups
-consecutive blocks into stages whose context stays within a budget, so that a stage's recomputed margins stay a
-small part of the frames it keeps (short windows); `plan_long_windows` makes the one cut that saves most work on
-long ones.
+operations), so a stage recomputes exactly what its own convolutions need and nothing else; `plan_long_windows`
+makes the one cut that saves most work on long windows.
 """
 
 from __future__ import annotations
@@ -154,27 +152,6 @@ class StagePlan:
     start: str | None
     stop: str | None
     reach: Reach
-
-
-def plan_stages(model, chunk: Fraction, budget: float) -> list[StagePlan]:
-    """Group the model's residual blocks into stages, each as long as its context stays within `budget` × the
-    frames it keeps per window (`chunk`, counted in the model's input frames); one block is always a stage."""
-    cuts: list[str | None] = [*residual_cuts(model), None]
-    stages: list[StagePlan] = []
-    start: str | None = None
-    position = Fraction(1)  # this stage's input frames per model input frame
-    index = 0
-    while index < len(cuts):
-        last, found = index, reach(cut(model, start, cuts[index]))
-        while last + 1 < len(cuts):
-            wider = reach(cut(model, start, cuts[last + 1]))
-            if wider.context > budget * chunk * position:
-                break
-            last, found = last + 1, wider
-        stages.append(StagePlan(start, cuts[last], found))
-        position *= found.rate
-        start, index = cuts[last], last + 1
-    return stages
 
 
 def plan_long_windows(model, chunk: Fraction) -> list[StagePlan]:

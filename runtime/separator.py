@@ -27,6 +27,7 @@ from .errors import AudioError, Cancelled, SeparatorClosed, StreamFinished, Usag
 from .files import DEFAULT_FILENAME, FileResult
 from .files import separate_file as _separate_file
 from .manifest import MANIFEST_FILE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STEMS, BundleError, Manifest, read_manifest
+from .openvino_streaming import StatefulRun
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
 
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
@@ -406,18 +407,24 @@ class Stream:
         self._mid = separator.stereo == "mid" and channels == 2
         self._model_channels = 1 if self._mid else channels
         self._buffer = SignalBuffer(self._model_channels)
-        # Backends that run in stages recompute only each stage's own context (`cascade`); others run whole windows.
-        self._cascade = self._gate = None
-        if hasattr(separator._engine, "stages"):
+        # Low latency: stateful models, each sample computed once. Offline, backends that run in stages recompute only
+        # each stage's own context (`cascade`); others run whole windows.
+        engine = separator._engine
+        self._cascade: CascadeRun | StatefulRun | None = None
+        self._gate = None
+        stateful_run = getattr(engine, "stateful_run", None) if low_latency else None
+        low_latency = stateful_run is not None
+        if stateful_run is not None:
             hop = separator.manifest.hop_length
             # an odd number of hops, as the default chunk on OpenVINO (see chunking.DEFAULT_CHUNK_SECONDS)
-            chunk = (round(LOW_LATENCY_SECONDS * model_rate / hop) | 1) * hop if low_latency else self._plan.chunk
-            if low_latency and hasattr(separator._engine, "stateful_run"):  # every sample computed once
-                self._cascade = separator._engine.stateful_run(self._model_channels, chunk)
-            else:
-                self._cascade = CascadeRun(separator._engine.stages(chunk, eager=low_latency), chunk, eager=low_latency)
+            self._cascade = stateful_run(
+                self._model_channels, (round(LOW_LATENCY_SECONDS * model_rate / hop) | 1) * hop
+            )
+        elif hasattr(engine, "stages"):
+            self._cascade = CascadeRun(engine.stages(self._plan.chunk), self._plan.chunk)
+        if self._cascade is not None:
             self._gate = SilenceGate(self._model_channels, separator.manifest.context_samples)
-        refine_frames = {"block_frames": LOW_LATENCY_REFINE_FRAMES} if low_latency and self._cascade else {}
+        refine_frames = {"block_frames": LOW_LATENCY_REFINE_FRAMES} if low_latency else {}
         self._refiner = (
             Refiner(
                 separator._engine.stems,
