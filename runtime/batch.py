@@ -155,9 +155,9 @@ class Worker:
         try:
             result = self._separate(track)
         except (UnmixError, OSError) as error:
-            row["status"], row["error"] = "failed", str(error).splitlines()[0]
+            row["status"], row["error"] = "failed", _first_line(error)
         except Exception as error:  # a backend failure on one file must not stop the job
-            row["status"], row["error"] = "failed", f"{track}: {type(error).__name__}: {str(error).splitlines()[0]}"
+            row["status"], row["error"] = "failed", f"{track}: {type(error).__name__}: {_first_line(error)}"
         else:
             row["status"] = "skipped" if result.skipped else "done"
             row["audio_seconds"] = result.seconds or 0.0
