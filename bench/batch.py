@@ -16,6 +16,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from .report import table
 from .streaming import _run
 
 
@@ -74,13 +75,19 @@ def markdown(rows: list[BatchRow], *, tracks: int, machine: str, command: str, d
         "",
         f"{machine}; {date}; `{command}`",
         "",
-        "| command | wall | audio hours per hour | throughput ÷ unmix separate |",
-        "|---|---|---|---|",
     ]
-    for row in rows:
-        ratio = f"{row.throughput_ratio:.2f}×" if row.throughput_ratio is not None else "–"
-        lines.append(f"| {row.name} | {row.wall_s:.1f} s | {row.audio_hours_per_hour:.2f} | {ratio} |")
+    lines += table(
+        ["command", "wall", "audio hours per hour", "throughput ÷ unmix separate"],
+        (
+            [row.name, f"{row.wall_s:.1f} s", f"{row.audio_hours_per_hour:.2f}", _times(row.throughput_ratio)]
+            for row in rows
+        ),
+    )
     return "\n".join(lines) + "\n"
+
+
+def _times(ratio: float | None) -> str:
+    return f"{ratio:.2f}×" if ratio is not None else "–"
 
 
 def to_json(rows: list[BatchRow]) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -73,6 +74,29 @@ def fmt(value, digits: int = 3, suffix: str = "") -> str:
     if not math.isfinite(value):
         return "∞" if value > 0 else "−∞" if value < 0 else "nan"
     return f"{value:.{digits}g}{suffix}" if abs(value) < 10**digits else f"{value:.0f}{suffix}"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: Sequence[str] | None = None) -> list[str]:
+    """A markdown table's lines: the header, its rule (`align`: one "---" or "---:" per column), a line per row."""
+    rule = align or ["---"] * len(header)
+    return [_cells(header), "|" + "|".join(rule) + "|", *(_cells(row) for row in rows)]
+
+
+def fidelity_table(rows: list[dict], columns: dict[str, str]) -> list[str]:
+    """The table of how close each row's output came to the reference: `columns` names the title and the row key
+    of the first column, of the SNR and of the SDR change (in that order); the code agreement and the largest
+    absolute difference sit between them."""
+    (name, name_key), (snr, snr_key), (delta, delta_key) = columns.items()
+    lines = []
+    for row in rows:
+        agreement = None if row["code_agreement"] is None else f"{100 * row['code_agreement']:.3f} %"
+        lines.append([row[name_key], row["stem"], fmt(agreement), fmt(row[snr_key]), fmt(row["max_abs"])])
+        lines[-1].append(fmt(row[delta_key]))
+    return table([name, "stem", "code agreement", snr, "max abs diff", delta], lines)
+
+
+def _cells(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 
 def machine_lines(machine: dict) -> list[str]:

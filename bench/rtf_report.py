@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .report import fmt, machine_lines
+from .report import fidelity_table, fmt, machine_lines, table
 
 WORKLOAD_NAMES = {
     ("chunk", 1): "chunk, 1 stem",
@@ -40,22 +40,22 @@ def rtf_markdown(report: dict) -> str:
         "CPU RTF = median CPU seconds of the row's process (all threads) / seconds of audio, and CPU × ref its "
         "ratio to the reference's: steadier than wall time when other work shares the machine.",
         "",
-        "| backend | workload | median s | RTF | × ref | × paper | CPU RTF | CPU × ref | peak RSS MiB | GPU MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     not_measured: dict[tuple[str, str, str], list[str]] = {}  # (row, status, message) → workloads
+    measured = []
     for row in report["measurements"]:
         if row["status"] != "ok":
             key = (row["label"], row["status"], row["message"])
             not_measured.setdefault(key, []).append(workload_name(row["scope"], row["stems"]))
             continue
         gpu = row.get("gpu_peak_mib") or row.get("torch_peak_reserved_mib")
-        lines.append(
-            f"| {row['label']} | {workload_name(row['scope'], row['stems'])} | {fmt(row['median_s'])} | "
-            f"{fmt(row['rtf'])} | {fmt(row['ratio_to_reference'])} | {fmt(row['ratio_to_paper'])} | "
-            f"{fmt(row.get('cpu_rtf'))} | {fmt(row.get('cpu_ratio_to_reference'))} | "
-            f"{fmt(row['peak_rss_mib'], 4)} | {fmt(gpu, 4)} |"
+        measured.append(
+            [row["label"], workload_name(row["scope"], row["stems"]), fmt(row["median_s"]), fmt(row["rtf"])]
+            + [fmt(row["ratio_to_reference"]), fmt(row["ratio_to_paper"]), fmt(row.get("cpu_rtf"))]
+            + [fmt(row.get("cpu_ratio_to_reference")), fmt(row["peak_rss_mib"], 4), fmt(gpu, 4)]
         )
+    header = ["backend", "workload", "median s", "RTF", "× ref", "× paper", "CPU RTF", "CPU × ref"]
+    lines += table([*header, "peak RSS MiB", "GPU MiB"], measured)
     if not_measured:
         lines += ["", "Not measured:", ""]
         for (label, status, message), workloads in not_measured.items():
@@ -65,17 +65,8 @@ def rtf_markdown(report: dict) -> str:
     fidelity = report["fidelity"]
     lines.append(f"Against: {fidelity['reference']}. {fidelity['note']}")
     if fidelity["rows"]:
-        lines += [
-            "",
-            "| backend | stem | code agreement | SNR vs reference dB | max abs diff | SDR Δ dB |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in fidelity["rows"]:
-            agreement = None if row["code_agreement"] is None else f"{100 * row['code_agreement']:.3f} %"
-            lines.append(
-                f"| {row['label']} | {row['stem']} | {fmt(agreement)} | {fmt(row['snr_db'])} | "
-                f"{fmt(row['max_abs'])} | {fmt(row['sdr_delta_db'])} |"
-            )
+        columns = {"backend": "label", "SNR vs reference dB": "snr_db", "SDR Δ dB": "sdr_delta_db"}
+        lines += ["", *fidelity_table(fidelity["rows"], columns)]
     lines += ["", *[f"- {line}" for line in fidelity["skipped"]]] if fidelity["skipped"] else []
     lines += ["", "## Notes", "", *[f"- {note}" for note in report["notes"]], ""]
     return "\n".join(lines)

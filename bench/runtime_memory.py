@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from .machine import cpu_model, library_versions, usable_cores
+from .report import table as report_table
 
 BLOCK_SECONDS = 10
 
@@ -101,13 +102,14 @@ def main(argv: list[str] | None = None) -> None:
             f"Command per track: `python {shlex.join(shown)}` (bundle `{args.bundle}`); "
             f"onnxruntime {library_versions().get('onnxruntime', '?')}.",
             "",
-            "| input | audio (s) | peak RSS (MiB) | wall (s) | RTF |",
-            "|---|---:|---:|---:|---:|",
-            *(
-                f"| {name} | {seconds:.0f} | {rss:.0f} | {wall:.1f} | {wall / seconds:.3f} |"
-                if seconds
-                else f"| {name} | – | {rss:.0f} | {wall:.1f} | – |"
-                for name, seconds, rss, wall in rows
+            *report_table(
+                ["input", "audio (s)", "peak RSS (MiB)", "wall (s)", "RTF"],
+                (
+                    [name, f"{seconds:.0f}" if seconds else "–", f"{rss:.0f}", f"{wall:.1f}"]
+                    + [f"{wall / seconds:.3f}" if seconds else "–"]
+                    for name, seconds, rss, wall in rows
+                ),
+                align=["---", "---:", "---:", "---:", "---:"],
             ),
             "",
         ]

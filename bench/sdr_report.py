@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from unmix.runtime.manifest import STEMS
 
-from .report import fmt, machine_lines
+from .report import fidelity_table, fmt, machine_lines, table
 
 KIND_COLOURS = {
     "model": "tab:blue",
@@ -19,6 +19,17 @@ def stem_columns(methods: list[dict]) -> list[str]:
     """Every stem any method scored (a bundle may hold fewer than the baselines), MUSDB's four first."""
     seen = dict.fromkeys(stem for row in methods for stem in row["mean"])
     return [stem for stem in STEMS if stem in seen] + [stem for stem in seen if stem not in STEMS]
+
+
+def sdr_table(methods: list[dict], stems: list[str]) -> list[str]:
+    """Each method's mean SDR per stem and (bold) over stems."""
+    return table(
+        ["method", *stems, "total"],
+        (
+            [row["method"], *(fmt(row["mean"].get(s), 3) for s in stems), f"**{fmt(row['total'], 3)}**"]
+            for row in methods
+        ),
+    )
 
 
 def refinement_lines(model: dict) -> list[str]:
@@ -55,43 +66,19 @@ def sdr_markdown(report: dict) -> str:
         "",
         "## SDR (dB, higher is better)",
         "",
-        "| method | " + " | ".join(stems) + " | total |",
-        "|---|" + "---|" * (len(stems) + 1),
     ]
-    for row in methods:
-        lines.append(
-            f"| {row['method']} | "
-            + " | ".join(fmt(row["mean"].get(s), 3) for s in stems)
-            + f" | **{fmt(row['total'], 3)}** |"
-        )
+    lines += sdr_table(methods, stems)
     bss = [row for row in methods if "bsseval_median" in row]
     if bss:
-        lines += [
-            "",
-            "BSSEval v4 SDR (museval; median over 1 s frames, then over songs):",
-            "",
-            "| method | " + " | ".join(stems) + " |",
-            "|---|" + "---|" * len(stems),
-        ]
-        lines += [
-            f"| {row['method']} | " + " | ".join(fmt(row["bsseval_median"].get(s), 3) for s in stems) + " |"
-            for row in bss
-        ]
+        lines += ["", "BSSEval v4 SDR (museval; median over 1 s frames, then over songs):", ""]
+        lines += table(
+            ["method", *stems], ([row["method"], *(fmt(row["bsseval_median"].get(s), 3) for s in stems)] for row in bss)
+        )
     fidelity = report["fidelity"]
     lines += ["", "## Fidelity", "", f"Against: {fidelity['reference']}. {fidelity['note']}."]
     if fidelity["rows"]:
-        lines += [
-            "",
-            "| method | stem | code agreement | SNR dB | max abs diff | song SDR Δ dB |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in fidelity["rows"]:
-            agreement = None if row["code_agreement"] is None else f"{100 * row['code_agreement']:.3f} %"
-            lines.append(
-                f"| {row['method']} | {row['stem']} | {fmt(agreement)} | {fmt(row['snr_db'])} | "
-                f"{fmt(row['max_abs'])} | "
-                f"{fmt(row['song_sdr_delta_db'])} |"
-            )
+        columns = {"method": "method", "SNR dB": "snr_db", "song SDR Δ dB": "song_sdr_delta_db"}
+        lines += ["", *fidelity_table(fidelity["rows"], columns)]
     if report["skipped"]:
         lines += ["", "## Not run", "", *[f"- {line}" for line in report["skipped"]]]
     lines.append("")
@@ -150,10 +137,7 @@ def comparison_markdown(reports: dict[str, dict], title: str) -> str:
     if with_baselines:
         rows += [row for row in with_baselines[0]["methods"] if row["kind"] in ("baseline", "oracle")]
     stems = stem_columns(rows)
-    lines = [f"# {title}", "", "| method | " + " | ".join(stems) + " | total |", "|---|" + "---|" * (len(stems) + 1)]
-    for row in rows:
-        values = " | ".join(fmt(row["mean"].get(s), 3) for s in stems)
-        lines.append(f"| {row['method']} | {values} | **{fmt(row['total'], 3)}** |")
+    lines = [f"# {title}", "", *sdr_table(rows, stems)]
     lines += ["", "Reports (the paper's SDR, eq. 2; mean over songs; total = mean over stems):", ""]
     for label, report in reports.items():
         data = report["data"]

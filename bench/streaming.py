@@ -21,6 +21,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from .report import table
+
 _STREAMED = re.compile(r"at most ([0-9.]+) s \(here ([0-9.]+) s\)")
 
 
@@ -149,14 +151,21 @@ def markdown(rows: list[StreamRow], *, track: str, seconds: float, machine: str,
         "",
         f"{machine}; {date}; `{command}`",
         "",
-        "| command | RTF | peak RSS | promised latency | largest lag | compute ÷ offline |",
-        "|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        latency = f"{row.latency_promised_s:.2f} s" if row.latency_promised_s is not None else "–"
-        lag = f"{row.lag_s:.2f} s" if row.lag_s is not None else "–"
-        ratio = f"{row.compute_ratio:.2f}×" if row.compute_ratio is not None else "–"
-        lines.append(f"| {row.name} | {row.rtf:.3f} | {row.peak_rss_mib:.0f} MiB | {latency} | {lag} | {ratio} |")
+    lines += table(
+        ["command", "RTF", "peak RSS", "promised latency", "largest lag", "compute ÷ offline"],
+        (
+            [
+                row.name,
+                f"{row.rtf:.3f}",
+                f"{row.peak_rss_mib:.0f} MiB",
+                f"{row.latency_promised_s:.2f} s" if row.latency_promised_s is not None else "–",
+                f"{row.lag_s:.2f} s" if row.lag_s is not None else "–",
+                f"{row.compute_ratio:.2f}×" if row.compute_ratio is not None else "–",
+            ]
+            for row in rows
+        ),
+    )
     return "\n".join(lines) + "\n"
 
 
