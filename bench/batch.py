@@ -16,6 +16,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from .musdb import song_folders
 from .report import table
 from .streaming import _run
 
@@ -32,17 +33,15 @@ class BatchRow:
     throughput_ratio: float | None = None
 
 
-def corpus_tracks(root: Path, count: int, folder: Path) -> list[Path]:
-    """The first `count` mixtures of a MUSDB-layout split (`root/<song>/mixture.wav`), linked into `folder` under
-    their songs' names (so that their stems do not all go to `mixture/`)."""
+def corpus_tracks(root: Path, subset: str, count: int, folder: Path) -> list[Path]:
+    """The mixtures of the first `count` songs of a MUSDB-layout folder (`musdb.song_folders`), linked into `folder`
+    under their songs' names (so that their stems do not all go to `mixture/`)."""
     folder.mkdir(parents=True, exist_ok=True)
     tracks = []
-    for mixture in sorted(root.glob("*/mixture.wav"))[:count]:
-        link = folder / f"{mixture.parent.name}.wav"
-        link.symlink_to(mixture.resolve())
+    for song in song_folders(root, subset)[:count]:
+        link = folder / f"{song.name}.wav"
+        link.symlink_to((song / "mixture.wav").resolve())
         tracks.append(link)
-    if not tracks:
-        raise RuntimeError(f"{root}: no <song>/mixture.wav")
     return tracks
 
 

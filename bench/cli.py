@@ -265,7 +265,8 @@ def stream(
 
 @app.command()
 def batch(
-    corpus: Path = typer.Option(Path("data/synth/test"), help="a MUSDB-layout split: <song>/mixture.wav"),
+    data: Path = typer.Option(Path("data/synth"), help="a MUSDB18-HQ-layout folder: SUBSET/<song>/mixture.wav"),
+    subset: str = typer.Option("test", help="its subset"),
     tracks: int = typer.Option(8, min=1, help="how many of its songs"),
     layout: list[str] = typer.Option(["1x2", "2x1"], help="WORKERSxTHREADS of an unmix batch row (repeatable)"),
     bundle: str = typer.Option("default", help="the bundle every command separates with"),
@@ -276,6 +277,7 @@ def batch(
 
     from .batch import corpus_tracks, markdown, measure, to_json
     from .machine import cpu_model, load_average
+    from .musdb import DatasetError
     from .report import now
 
     created = now()
@@ -286,9 +288,9 @@ def batch(
         fail(f"--layout takes WORKERSxTHREADS, e.g. 2x1; got {layout}")
     with tempfile.TemporaryDirectory(prefix="unmix-bench-") as scratch:
         try:
-            found = corpus_tracks(corpus, tracks, Path(scratch) / "tracks")
+            found = corpus_tracks(data, subset, tracks, Path(scratch) / "tracks")
             rows = measure(found, bundle=bundle, layouts=layouts)
-        except RuntimeError as error:
+        except (DatasetError, RuntimeError) as error:
             fail(str(error))
     machine = f"{cpu_model()}, {os.cpu_count()} logical cores, load {load}"
     report = {
@@ -296,7 +298,7 @@ def batch(
         "kind": "batch",
         "created": created,
         "command": command_line(),
-        "corpus": str(corpus),
+        "corpus": str(data / subset),
         "tracks": len(found),
         "machine": machine,
         "rows": to_json(rows),
