@@ -1,42 +1,17 @@
 """Refinement: the model's stem estimates turned into filters over the mixture's spectrogram.
 
-The paper's output is each decoder's waveform as it is. Each decoder rebuilds its stem from one of 2048 codes
-per 8 samples, and the mixture encoder picks some codes wrongly, so every estimate carries noise that is not in
-the mixture at all. Refinement keeps the estimates' judgement of *which stem owns which part of the mixture*
-and takes the sound itself from the mixture, in two steps on one STFT (X the mixture's, Ŝ_j the estimates'):
-
-1. Drums: the power ratio mask D = |Ŝ_drums|² / Σ_k |Ŝ_k|² ⊙ X, per channel (the single-step Wiener filter
-   Spleeter and open-unmix end with).
-2. The rest, X − D, is split between bass, other and vocals by a multichannel Wiener filter (Duong, Vincent &
-   Gribonval 2010; open-unmix's norbert without its EM iterations): stem j is modelled as v_j(t, f) R_j(f), with
-   v_j its estimate's power (mean over channels) and R_j its spatial covariance (where in the stereo field it
-   sits, per frequency), and gets v_j R_j (Σ_k v_k R_k)⁻¹ (X − D). Where the power masks see two stems in one
-   bin, the stereo image still tells them apart.
-
-Why drums are masked first: measured on validation songs, the spatial filter cost drums 0.4 dB while it gained
-the others 0.1–0.5 dB (a kit's pieces sit in different places and sound in turn, which one covariance per
-frequency describes badly). Why the long window: the tonal stems gain from the frequency resolution (0.37 s
-frames, 2.7 Hz bins; 4096 samples scored 0.1 dB less on other, bass and vocals), and drums, masked on the same
-grid, lose under 0.05 dB.
-
-Both steps split what they are given exactly, so the refined stems sum to the mixture, and nothing is added that
-the mixture lacks. They run in a stream on fixed grids: frame f covers samples [f·hop − (window − hop),
-f·hop + hop), and the covariances R_j are running averages updated block by block (BLOCK_FRAMES frames from the
-signal's start, each block filtered with the statistics of every block up to and including it), so a chunked run
-computes exactly what a whole-signal run does. A bin where every estimate is silent is split equally.
-Mono and stereo are filtered as described; with more channels each is refined on its own, as mono. A bundle may
-carry `BandWeights`, gains on each stem's power per frequency band, and a spread per stem, a number of neighbouring
-bins its power is averaged over (`spread_power`); both steps then use those powers in place of the plain ones.
-
-R_j is measured on stem j's estimate. Estimates without a stereo image of their own (one mono estimate, of the
-mixture's mid channel, on both channels) make every R_j alike and step 2 a power mask; `spatial="mixture"` measures
-R_j on the mixture instead, masked by the stem's share of the powers, Y_j = w_j / Σ_k w_k ⊙ X per channel (w the
-weighted, spread powers both steps use), as norbert starts its EM when it has only magnitudes.
-
-The arithmetic is single precision throughout, arranged so that the spatial filter, whose matrices can be as
-ill-conditioned as the loading allows, loses nothing to it (`_spatial_filter`).
-The masked stem is taken in the time domain, as the mixture less the filtered stems: the same in exact arithmetic,
-and one inverse STFT fewer.
+On one STFT (X the mixture's, Ŝ_j the estimates'), drums get the power ratio mask |Ŝ_drums|² / Σ_k |Ŝ_k|² ⊙ X per
+channel, and the rest, X − drums, is split between bass, other and vocals by a multichannel Wiener filter (Duong,
+Vincent & Gribonval 2010; norbert without its EM iterations): stem j, modelled as v_j(t, f) R_j(f) (its
+estimate's power, mean over channels, and its spatial covariance per frequency), gets v_j R_j (Σ_k v_k R_k)⁻¹
+(X − drums). Both steps split what they are given exactly, so the stems sum to the mixture. The powers may carry a
+bundle's `BandWeights` and spread (`spread_power`); `spatial="mixture"` measures R_j on the mixture masked by the
+stem's share of the powers, for one mid-channel estimate standing for both channels. Everything runs on fixed
+grids (frame f covers samples [f·hop − (window − hop), f·hop + hop); the covariances are running averages updated
+every `BLOCK_FRAMES` frames), so a chunked run computes what a whole-signal run does; the arithmetic is single
+precision, arranged so that the spatial filter loses nothing to it (`_spatial_filter`). A bin where every
+estimate is silent is split equally; more than two channels are refined one by one, as mono. The README's
+Refinement section has the measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -303,9 +278,7 @@ def spread_power(power: np.ndarray, bins: int) -> np.ndarray:
 
     Why: at 2.7 Hz per bin, an estimate whose energy lands a bin or two off the mixture's (a partial slightly
     mistuned, a smeared onset) leaves the true bins to whichever stem claims them; a spread power claims its
-    neighbours too. Measured on the default bundle's validation songs, spreading other's power over 3 bins (with
-    band weights refitted for it) gained other 0.04 dB and the mean 0.025 dB, most of it below 300 Hz, where other
-    and bass share the bins; over 5 bins other gained less and drums lost.
+    neighbours too (the README's Refinement section has what it gained, and where).
     """
     if bins == 1:
         return power
