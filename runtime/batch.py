@@ -125,14 +125,13 @@ def _expand_uris(uris: Sequence[str], refused: list[str]) -> list[str]:
     for uri in uris:
         try:
             filesystem, _, paths = fsspec.get_fs_token_paths(uri)
-            protocol = filesystem.protocol[0] if isinstance(filesystem.protocol, tuple) else filesystem.protocol
             files = [path for path in paths if filesystem.isfile(path)]
         except Exception as error:  # any scheme's own errors: one line, and the job goes on
-            refused.append(f"{uri}: {type(error).__name__}: {(str(error) or '?').splitlines()[0]}")
+            refused.append(f"{uri}: {type(error).__name__}: {_first_line(error)}")
             continue
         if not files:
             refused.append(f"{uri}: no such file, or no files match this pattern")
-        found += [f"{protocol}://{path}" if protocol != "file" else f"file://{path}" for path in sorted(files)]
+        found += [filesystem.unstrip_protocol(path) for path in sorted(files)]
     return found
 
 
