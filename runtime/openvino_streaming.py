@@ -33,7 +33,7 @@ _FRAMEWISE = ("Relu", "Add", "Multiply", "Subtract", "Convert", "Squeeze", "Unsq
 
 @dataclass(frozen=True)
 class Grid:
-    """The frames that convolutions of a stream graph are given: the position of the first frame ever given
+    """The frames that convolutions wider than one frame are given: the position of the first frame ever given
     (`start`, ≤ 0: they start early), how many each call gives (`frames`), and an op whose output they are (`input`,
     whose length in the stateless graph is theirs). Convolutions on one grid share one mask."""
 
@@ -172,14 +172,13 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
             if relu:  # cache the ReLU's input: a residual skip reads the same history (see the additions)
                 value = value.get_node().input_value(0)
                 raw = value.get_node().get_friendly_name()
-            key = (first, frames, signature[sources[0]])
-            if key not in grids:
-                grids[key] = (
-                    Grid(sources[0], first, frames),
-                    _inside(ops, bounds, len(grids), frames) if masked else None,
-                )
-            if masked and span > 1:  # what lies outside the signal reaches the signal only through wider kernels
-                value = ops.select(grids[key][1], value, ops.constant(np.zeros((), np.float32))).output(0)
+            if span > 1:  # what lies outside the signal reaches the signal only through wider kernels
+                key = (first, frames, signature[sources[0]])
+                if key not in grids:
+                    mask = _inside(ops, bounds, len(grids), frames) if masked else None
+                    grids[key] = (Grid(sources[0], first, frames), mask)
+                if masked:
+                    value = ops.select(grids[key][1], value, ops.constant(np.zeros((), np.float32))).output(0)
             full = cached(value, held, f"state.{len(pairs)}") if held else value  # a 1×1 one keeps nothing
             if relu:
                 histories[raw] = (full, held)
