@@ -44,3 +44,13 @@ def _export(folder: Path, stems: tuple[str, ...]) -> None:
         provenance={"source": "tests/runtime_bundle.py: random TINY separators"},
         parity_audio=synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.5),
     )
+
+
+def tiny_openvino_engine(tmp_path_factory, precision: str = "fp32"):
+    """The OpenVINO engine of the session's bundle of `STEMS`, on one thread."""
+    from unmix.runtime import openvino_backend
+    from unmix.runtime.manifest import read_manifest
+
+    bundle = tiny_bundle(tmp_path_factory)
+    paths = {stem: bundle / f"{stem}.onnx" for stem in STEMS}
+    return openvino_backend.OpenVinoEngine(paths, read_manifest(bundle), threads=1, precision=precision)

@@ -6,10 +6,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from runtime_bundle import STEMS, tiny_bundle
+from runtime_bundle import STEMS, tiny_bundle, tiny_openvino_engine
 
 from unmix.runtime.cascade import CascadeRun, Stage
-from unmix.runtime.manifest import read_manifest
 
 
 def convolve(x: np.ndarray, taps: np.ndarray, *, stride: int = 1, dilation: int = 1) -> np.ndarray:
@@ -98,10 +97,7 @@ from unmix.runtime import openvino_backend  # noqa: E402  (after the skip: it ne
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    bundle = tiny_bundle(tmp_path_factory)
-    return openvino_backend.OpenVinoEngine(
-        {stem: bundle / f"{stem}.onnx" for stem in STEMS}, read_manifest(bundle), threads=1, precision="fp32"
-    )
+    return tiny_openvino_engine(tmp_path_factory)
 
 
 @pytest.mark.parametrize("chunk,block", [(1024, 4096), (256, 8), (256, 1000), (64, 24)])
@@ -122,10 +118,7 @@ def test_openvino_stages_compute_what_the_whole_graph_computes(engine, chunk, bl
 def test_bf16_stages_hand_over_what_the_whole_bf16_graph_holds(tmp_path_factory):
     """Two-stage long windows pass bfloat16 between the stages: the tensor at the cut is bf16 inside the whole
     graph too, so the staged output is the whole graph's, not merely close to it."""
-    bundle = tiny_bundle(tmp_path_factory)
-    engine = openvino_backend.OpenVinoEngine(
-        {stem: bundle / f"{stem}.onnx" for stem in STEMS}, read_manifest(bundle), threads=1, precision="bf16"
-    )
+    engine = tiny_openvino_engine(tmp_path_factory, "bf16")
     chunk = 2056  # long windows against the tiny model's context: the plan cuts both parts in two
     stages = engine.stages(chunk)
     assert len(stages) == 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from runtime_bundle import STEMS, tiny_bundle
+from runtime_bundle import STEMS, tiny_bundle, tiny_openvino_engine
 
 from unmix.runtime import BackendError, Separator
 from unmix.runtime.backends import resolve_backend
@@ -32,10 +32,8 @@ def ort_outputs(path, batch):
     return session.run(["stem", "codes"], {"mixture": batch})
 
 
-def test_fp32_engine_computes_what_onnx_runtime_computes(bundle):
-    engine = openvino_backend.OpenVinoEngine(
-        {stem: bundle / f"{stem}.onnx" for stem in STEMS}, read_manifest(bundle), threads=1, precision="fp32"
-    )
+def test_fp32_engine_computes_what_onnx_runtime_computes(bundle, tmp_path_factory):
+    engine = tiny_openvino_engine(tmp_path_factory)
     batch = mono(4096)
     outputs = engine.run(batch)
     assert list(outputs) == list(STEMS)

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime_bundle import STEMS, tiny_bundle
+from runtime_bundle import STEMS, tiny_openvino_engine
 
 from unmix.runtime.manifest import read_manifest
 
 ov = pytest.importorskip("openvino")
 
-from unmix.runtime import openvino_backend  # noqa: E402  (after the skip: it needs openvino)
 from unmix.runtime.openvino_streaming import stream_graph  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    bundle = tiny_bundle(tmp_path_factory)
-    return openvino_backend.OpenVinoEngine(
-        {stem: bundle / f"{stem}.onnx" for stem in STEMS}, read_manifest(bundle), threads=1, precision="fp32"
-    )
+    return tiny_openvino_engine(tmp_path_factory)
 
 
 def streamed(run, x: np.ndarray, feed: int) -> list[np.ndarray]:
