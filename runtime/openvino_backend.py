@@ -18,7 +18,6 @@ argmin becomes min / equal / first index instead of a top-k, with the same first
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ import numpy as np
 
 from .cascade import Stage
 from .errors import BackendError
+from .heap import return_freed_memory
 from .manifest import Manifest
 from .openvino_stages import cut, plan_long_windows, reach
 from .openvino_streaming import CompiledStream, StatefulRun, stream_graph
@@ -374,7 +374,7 @@ class OpenVinoEngine:
                         CompiledStream(compiled[2], compiled[3], decoder_stream.layout),
                     )
                     del encoders, decoders, encoder_stream, decoder_stream, graphs, models, compiled
-                    _return_freed_memory()  # what compiling them took
+                    return_freed_memory()  # what compiling them took
                 except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
                     raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
             encoders, decoders = self._streams[items, block]
@@ -473,7 +473,7 @@ class OpenVinoEngine:
         self._staged = {}
         self._streams = {}
         self._core = None
-        _return_freed_memory()
+        return_freed_memory()
 
 
 class ShapedModel:
@@ -519,12 +519,12 @@ class ShapedModel:
         self._request = None
         if self._compiled is not None:
             self._compiled.release_memory()
-        _return_freed_memory()
+        return_freed_memory()
 
     def close(self) -> None:
         """Drop the compiled model and its request (a later call compiles again)."""
         self._compiled = self._request = self._shapes = None
-        _return_freed_memory()
+        return_freed_memory()
 
 
 def _bf16_handover(model, *, output: bool, input: bool) -> None:
@@ -545,22 +545,6 @@ def _bf16_handover(model, *, output: bool, input: bool) -> None:
                 target.replace_source_output(converted.output(0))
             model.replace_parameter(model.get_parameter_index(parameter), replacement)
     model.validate_nodes_and_infer_types()
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's malloc_trim, or None elsewhere."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def _return_freed_memory() -> None:
-    """Hand the heap's freed pages back to the system (glibc keeps them otherwise, and the next part's buffers
-    land elsewhere, so the peak would hold both)."""
-    if trim := _malloc_trim():
-        trim(0)
 
 
 def _infer(request, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndarray]:

@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from .heap import return_freed_memory
 from .openvino_stages import data_ops
 
+_ORDER = "order."  # the names of the outputs that only order the computation (`_order_output`)
 _FRAMEWISE = ("Relu", "Add", "Multiply", "Subtract", "Convert", "Squeeze", "Unsqueeze", "Gather", "Transpose")
 
 
@@ -131,6 +133,10 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
     signature: dict[str, tuple] = {}  # op → the length arithmetic from the input to it (equal: equal lengths)
     grids: dict[tuple, tuple[Grid, object]] = {}  # (start, frames, signature) → the grid and its mask
     pairs = []  # (state parameter, next-state result)
+    # OpenVINO's CPU plugin orders nodes depth first from the outputs, in order, and writes the variables last. So
+    # each next state also feeds a one-frame output, listed first: its slice then runs right after its concatenation,
+    # which it would otherwise keep (a layer's whole input) until the end of the call.
+    orders = []
     histories: dict[str, tuple[object, int]] = {}  # op → [its cached history, new frames] and the history's length
 
     def source(op, index: int = 0) -> str:
@@ -147,6 +153,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
         result = ops.result(following)
         result.set_friendly_name(f"next.{name}")  # the variable's name comes from both: the same in either model
         pairs.append((state, result))
+        orders.append(_order_output(ops, following, name))
         return full
 
     for op in ordered:
@@ -218,13 +225,24 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
         assert bounds is not None  # made above whenever masked
         bounds.set_partial_shape(ov.PartialShape([len(grids), 2]))
     parameters = list(copy.get_parameters()) + [state for state, _ in pairs] + ([bounds] if masked else [])
-    rewritten = ov.Model(results + [result for _, result in pairs], parameters, f"{copy.get_friendly_name()}_stream")
+    rewritten = ov.Model(
+        orders + results + [result for _, result in pairs], parameters, f"{copy.get_friendly_name()}_stream"
+    )
     rewritten.validate_nodes_and_infer_types()
     manager = passes.Manager()
     manager.register_pass(passes.MakeStateful([(state, result) for state, result in pairs]))
     manager.run_passes(rewritten)
     output = results[0].get_friendly_name()
     return rewritten, StreamLayout([grid for grid, _ in grids.values()], lengths, output, place[output][0])
+
+
+def _order_output(ops, state, name: str):
+    """A result of the first frame of `state` (N, C, held), in bfloat16: the plugin keeps in fp32 what leads to an
+    fp32 output, and these lead to the next states."""
+    frame = ops.gather(state, ops.constant(np.array([0], np.int64)), ops.constant(np.array(2, np.int64)))
+    converted = ops.convert(frame, "bf16")
+    converted.output(0).set_names({f"{_ORDER}{name}"})
+    return ops.result(converted)
 
 
 def _inside(ops, bounds, index: int, frames: int):
@@ -273,8 +291,8 @@ class _StreamRequests:
             self._kind, self._request = kind, request
         assert self._request is not None  # made above unless the request of this kind is already held
         feeds = dict(enumerate(inputs if bounds is None else [*inputs, bounds]))
-        self._request.infer(feeds, share_inputs=True)
-        return [self._request.get_output_tensor(index).data for index in range(len(self._request.model_outputs))]
+        self._request.infer(feeds, share_inputs=True, share_outputs=True)
+        return [self._request.get_output_tensor(index).data for index in self._compiled.outputs]
 
     def close(self) -> None:
         """Drop the request (and the model's working memory when no other stream uses it)."""
@@ -291,6 +309,8 @@ class CompiledStream:
     def __init__(self, plain, masked, layout: StreamLayout):
         self.layout = layout
         self._models = {"plain": plain, "masked": masked}
+        # the outputs that carry data, not order (`_order_output`)
+        self.outputs = [i for i, output in enumerate(plain.outputs) if not any(_ORDER in n for n in output.names)]
         self._users = {"plain": 0, "masked": 0}
         self._lock = threading.Lock()
 
@@ -305,6 +325,7 @@ class CompiledStream:
             self._users[kind] -= 1
             if not self._users[kind]:  # no request runs on it: its arena can go until the next one
                 self._models[kind].release_memory()
+                return_freed_memory()
 
 
 class StatefulRun:
