@@ -550,6 +550,6 @@ def _bf16_handover(model, *, output: bool, input: bool) -> None:
 def _infer(request, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndarray]:
     """One call on `inputs` (shared, not copied). The outputs are OpenVINO's own buffers, which the request's next
     call overwrites, unless `copy`."""
-    request.infer(dict(enumerate(inputs)), share_inputs=True)
+    request.infer(dict(enumerate(inputs)), share_inputs=True, share_outputs=True)  # read below, not copied here
     outputs = [request.get_output_tensor(index).data for index in range(len(request.model_outputs))]
     return [np.array(output, copy=True) for output in outputs] if copy else outputs

@@ -137,6 +137,9 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
     # each next state also feeds a one-frame output, listed first: its slice then runs right after its concatenation,
     # which it would otherwise keep (a layer's whole input) until the end of the call.
     orders = []
+    # constants shared by every Gather and Slice (fewer nodes, a shorter compile)
+    first_frame = (ops.constant(np.array([0], np.int64)), ops.constant(np.array(2, np.int64)))
+    step_axis = (_i64([1]), _i64([2]))
     histories: dict[str, tuple[object, int]] = {}  # op → [its cached history, new frames] and the history's length
 
     def source(op, index: int = 0) -> str:
@@ -149,11 +152,11 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
         state.output(0).set_names({name})
         full = ops.concat([state, value], 2)
         frames = shape[2]
-        following = _part(ops, full, frames, held)
+        following = _part(ops, full, frames, held, step_axis)
         result = ops.result(following)
         result.set_friendly_name(f"next.{name}")  # the variable's name comes from both: the same in either model
         pairs.append((state, result))
-        orders.append(_order_output(ops, following, name))
+        orders.append(_order_output(ops, following, name, first_frame))
         return full
 
     for op in ordered:
@@ -210,7 +213,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
                         if held < lead:  # no convolution keeps enough of it: a delay line of its own
                             full, held = cached(op.input_value(i), lead, f"state.delay.{len(pairs)}"), lead
                         begin = held - lead  # full holds frames from position − held on
-                        op.input(i).replace_source_output(_part(ops, full, begin, frames))
+                        op.input(i).replace_source_output(_part(ops, full, begin, frames, step_axis))
             place[name] = (min(starts), frames)
             lengths[name] = _Length(sources[inputs[0]])
             signature[name] = signature[sources[inputs[0]]]
@@ -236,10 +239,10 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
     return rewritten, StreamLayout([grid for grid, _ in grids.values()], lengths, output, place[output][0])
 
 
-def _order_output(ops, state, name: str):
+def _order_output(ops, state, name: str, first_frame: tuple):
     """A result of the first frame of `state` (N, C, held), in bfloat16: the plugin keeps in fp32 what leads to an
-    fp32 output, and these lead to the next states."""
-    frame = ops.gather(state, ops.constant(np.array([0], np.int64)), ops.constant(np.array(2, np.int64)))
+    fp32 output, and these lead to the next states. first_frame: Gather's index and axis constants."""
+    frame = ops.gather(state, *first_frame)
     converted = ops.convert(frame, "bf16")
     converted.output(0).set_names({f"{_ORDER}{name}"})
     return ops.result(converted)
@@ -254,9 +257,9 @@ def _inside(ops, bounds, index: int, frames: int):
     return ops.logical_and(ops.greater_equal(frame, first), ops.less(frame, end))
 
 
-def _part(ops, full, begin: int, frames: int):
-    """Frames [begin, begin + frames) of `full` (N, C, T) along time."""
-    return ops.slice(full, _i64([begin]), _i64([begin + frames]), _i64([1]), _i64([2])).output(0)
+def _part(ops, full, begin: int, frames: int, step_axis: tuple):
+    """Frames [begin, begin + frames) of `full` (N, C, T) along time. step_axis: Slice's step and axes constants."""
+    return ops.slice(full, _i64([begin]), _i64([begin + frames]), *step_axis).output(0)
 
 
 def _i64(values: list[int]):
