@@ -137,9 +137,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
     # each next state also feeds a one-frame output, listed first: its slice then runs right after its concatenation,
     # which it would otherwise keep (a layer's whole input) until the end of the call.
     orders = []
-    # constants shared by every Gather and Slice (fewer nodes, a shorter compile)
-    first_frame = (ops.constant(np.array([0], np.int64)), ops.constant(np.array(2, np.int64)))
-    step_axis = (_i64([1]), _i64([2]))
+    step_axis = (_i64([1]), _i64([2]))  # shared by every Slice: fewer nodes, a shorter compile
     histories: dict[str, tuple[object, int]] = {}  # op → [its cached history, new frames] and the history's length
 
     def source(op, index: int = 0) -> str:
@@ -156,7 +154,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
         result = ops.result(following)
         result.set_friendly_name(f"next.{name}")  # the variable's name comes from both: the same in either model
         pairs.append((state, result))
-        orders.append(_order_output(ops, following, name, first_frame))
+        orders.append(_order_output(ops, following, name))
         return full
 
     for op in ordered:
@@ -239,10 +237,11 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
     return rewritten, StreamLayout([grid for grid, _ in grids.values()], lengths, output, place[output][0])
 
 
-def _order_output(ops, state, name: str, first_frame: tuple):
-    """A result of the first frame of `state` (N, C, held), in bfloat16: the plugin keeps in fp32 what leads to an
-    fp32 output, and these lead to the next states. first_frame: Gather's index and axis constants."""
-    frame = ops.gather(state, *first_frame)
+def _order_output(ops, state, name: str):
+    """A one-frame result read from `state` (N, C, held), in bfloat16: the plugin keeps in fp32 what leads to an
+    fp32 output, and these lead to the next states. A max pool, which reads the channels-last layout in place."""
+    held = state.get_partial_shape()[2].get_length()
+    frame = ops.max_pool(state, [held], [1], [0], [0], [1]).output(0)  # stride `held`, kernel 1: the first frame
     converted = ops.convert(frame, "bf16")
     converted.output(0).set_names({f"{_ORDER}{name}"})
     return ops.result(converted)
