@@ -16,7 +16,9 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .musdb import song_folders
+from unmix.train.data import find_audio
+
+from .musdb import subset_songs
 from .report import table
 from .streaming import _run
 
@@ -34,13 +36,13 @@ class BatchRow:
 
 
 def corpus_tracks(root: Path, subset: str, count: int, folder: Path) -> list[Path]:
-    """The mixtures of the first `count` songs of a MUSDB-layout folder (`musdb.song_folders`), linked into `folder`
+    """The mixtures of the first `count` songs of a MUSDB-layout folder (`musdb.subset_songs`), linked into `folder`
     under their songs' names (so that their stems do not all go to `mixture/`)."""
     folder.mkdir(parents=True, exist_ok=True)
     tracks = []
-    for song in song_folders(root, subset)[:count]:
+    for song in subset_songs(root, subset)[:count]:
         link = folder / f"{song.name}.wav"
-        link.symlink_to((song / "mixture.wav").resolve())
+        link.symlink_to(find_audio(song, "mixture").resolve())
         tracks.append(link)
     return tracks
 

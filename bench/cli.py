@@ -167,8 +167,8 @@ def sdr(
     """Separation quality (the paper's SDR) beside ScaledMixture, the IRM oracle and the VQ-VAE ceiling."""
     from unmix.export.checks import ExportError
     from unmix.runtime import UnmixError
+    from unmix.train.data import CorpusError
 
-    from .musdb import DatasetError
     from .sdr import SdrSettings, evaluate_sdr
     from .sdr_report import sdr_figure, sdr_markdown
 
@@ -194,7 +194,7 @@ def sdr(
     )
     try:
         report = evaluate_sdr(settings, command=command_line(), progress=progress)
-    except (DatasetError, ExportError, UnmixError, ValueError, OSError) as error:
+    except (CorpusError, ExportError, UnmixError, ValueError, OSError) as error:
         fail(str(error).splitlines()[0])
     path = output_path(json_path, "sdr", report["created"], Path(str(data).rstrip("/")).name, settings.subset)
     write_outputs(report, sdr_markdown(report), None, path)  # the scores first: an hour's run survives a plot error
@@ -275,9 +275,10 @@ def batch(
     """Throughput of `unmix batch` (local Ray) beside `unmix separate` on the same tracks (one process per row)."""
     import tempfile
 
+    from unmix.train.data import CorpusError
+
     from .batch import corpus_tracks, markdown, measure, to_json
     from .machine import cpu_model, load_average
-    from .musdb import DatasetError
     from .report import now
 
     created = now()
@@ -290,7 +291,7 @@ def batch(
         try:
             found = corpus_tracks(data, subset, tracks, Path(scratch) / "tracks")
             rows = measure(found, bundle=bundle, layouts=layouts)
-        except (DatasetError, RuntimeError) as error:
+        except (CorpusError, RuntimeError) as error:
             fail(str(error))
     machine = f"{cpu_model()}, {os.cpu_count()} logical cores, load {load}"
     report = {

@@ -9,10 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from unmix.runtime.manifest import STEMS
-
-
-class DatasetError(ValueError):
-    """A dataset folder that is missing, empty, or holds an incomplete or inconsistent song."""
+from unmix.train.data import CorpusError, find_audio, song_folders
 
 
 @dataclass
@@ -27,14 +24,14 @@ class Song:
         return self.mixture.shape[0] / self.sample_rate
 
 
-def song_folders(root: str | Path, subset: str = "test") -> list[Path]:
-    """The song folders of `root/subset`, sorted by name."""
+def subset_songs(root: str | Path, subset: str = "test") -> list[Path]:
+    """The song folders of `root/<subset>` (`unmix.train.data.song_folders`); CorpusError when there are none."""
     folder = Path(root) / subset
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: no such folder (expected the MUSDB18-HQ layout ROOT/{subset}/<song>/*.wav)")
-    songs = sorted(path for path in folder.iterdir() if path.is_dir())
+        raise CorpusError(f"{folder}: no such folder (expected the MUSDB18-HQ layout ROOT/{subset}/<song>/*.wav)")
+    songs = song_folders(root, subset)
     if not songs:
-        raise DatasetError(f"{folder}: no song folders")
+        raise CorpusError(f"{folder}: no song folders")
     return songs
 
 
@@ -43,21 +40,19 @@ def read_song(folder: str | Path, stems: tuple[str, ...] = STEMS, max_seconds: f
     folder = Path(folder)
     audio, rates = {}, set()
     for name in ("mixture", *stems):
-        path = folder / f"{name}.wav"
+        path = find_audio(folder, name)
         if not path.is_file():
-            raise DatasetError(f"{folder}: missing {name}.wav")
+            raise CorpusError(f"{folder}: missing {path.name}")
         try:
             info = sf.info(str(path))
             frames = info.frames if max_seconds is None else min(info.frames, int(max_seconds * info.samplerate))
             audio[name], rate = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as error:
-            raise DatasetError(f"{path}: unreadable audio: {error}") from None
+            raise CorpusError(f"{path}: unreadable audio: {error}") from None
         rates.add(rate)
     shapes = {name: value.shape for name, value in audio.items()}
     if len(set(shapes.values())) != 1 or len(rates) != 1:
-        raise DatasetError(
-            f"{folder}: files differ in length, channels or sample rate: {shapes}, rates {sorted(rates)}"
-        )
+        raise CorpusError(f"{folder}: files differ in length, channels or sample rate: {shapes}, rates {sorted(rates)}")
     mixture = audio.pop("mixture")
     return Song(folder.name, rates.pop(), mixture, audio)
 

@@ -37,7 +37,7 @@ from .baselines import ideal_ratio_mask, scaled_mixture_estimates
 from .graphs import BundleGraphs
 from .machine import git_revision, load_average, machine_info, usable_cores
 from .models import provenance_checkpoints
-from .musdb import Song, read_song, song_folders
+from .musdb import Song, read_song, subset_songs
 from .reference import PAPER_CHUNK, PaperStylePath, exact_separate
 from .report import SCHEMA_VERSION, now
 from .scores import bsseval_sdr, sdr
@@ -384,7 +384,7 @@ def evaluate_sdr(settings: SdrSettings, *, command: str = "", progress: bool = T
 
     created, load_at_start, revision_at_start = now(), load_average(), git_revision()
     threads = settings.threads or usable_cores()
-    folders = song_folders(settings.data, settings.subset)[: settings.songs]
+    folders = subset_songs(settings.data, settings.subset)[: settings.songs]
     methods, model = load_methods(settings, threads)
     scores, excerpts = Scores(), FidelityExcerpts(fidelity_reference(bool(methods.pytorch), settings))
     museval_error, seconds = None, 0.0

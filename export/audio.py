@@ -15,11 +15,9 @@ import soundfile as sf
 import soxr
 
 from unmix.runtime.manifest import STEMS
+from unmix.train.data import AUDIO_EXTENSIONS, find_audio, song_folders
 
 from .checks import ExportError
-
-MIXTURE_FILE = "mixture.wav"
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 
 
 @dataclass
@@ -37,13 +35,18 @@ class ParityAudio:
         return sum(m.shape[-1] for m in self.mixtures) / self.sample_rate
 
 
-def song_folders(root: Path) -> list[Path]:
-    """Folders holding a `mixture.wav`: `root` itself, its children, or MUSDB's `test/*` then `train/*`."""
-    if (root / MIXTURE_FILE).is_file():
+def has_mixture(folder: Path) -> bool:
+    """Whether `folder` holds a MUSDB-layout song's mixture (`mixture.<ext>`)."""
+    return find_audio(folder, "mixture").is_file()
+
+
+def mixture_songs(root: Path) -> list[Path]:
+    """Folders holding a mixture: `root` itself, its children, or MUSDB's test songs then its training songs."""
+    if has_mixture(root):
         return [root]
-    found = sorted(p.parent for p in root.glob(f"*/{MIXTURE_FILE}"))
+    found = sorted(folder for folder in root.iterdir() if folder.is_dir() and has_mixture(folder))
     for split in ("test", "train"):
-        found += sorted(p.parent for p in (root / split).glob(f"*/{MIXTURE_FILE}"))
+        found += [folder for folder in song_folders(root, split) if has_mixture(folder)]
     return found
 
 
@@ -82,15 +85,15 @@ def load_parity_audio(
     source = Path(source)
     if not source.exists():
         raise ExportError(f"{source}: no such audio file or folder")
-    songs = song_folders(source) if source.is_dir() else []
+    songs = mixture_songs(source) if source.is_dir() else []
     if songs:
-        files = [song / MIXTURE_FILE for song in songs]
+        files = [find_audio(song, "mixture") for song in songs]
     elif source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
     else:
         files = [source]
     if not files:
-        raise ExportError(f"{source}: no audio files and no MUSDB-layout songs ({MIXTURE_FILE})")
+        raise ExportError(f"{source}: no audio files and no MUSDB-layout songs (<song>/mixture.wav)")
     audio = ParityAudio(f"{len(files)} file(s) from {source}", [], sample_rate=sample_rate)
     per_file = -(-segments // len(files))
     for index in range(segments):
@@ -98,8 +101,8 @@ def load_parity_audio(
         mixture = read_segment(file, sample_rate, position, seconds)
         stems = {}
         for stem in STEMS if songs else ():
-            if (file.parent / f"{stem}.wav").is_file():
-                stems[stem] = read_segment(file.parent / f"{stem}.wav", sample_rate, position, seconds)
+            if (path := find_audio(file.parent, stem)).is_file():
+                stems[stem] = read_segment(path, sample_rate, position, seconds)
         if stems and {s.shape for s in stems.values()} != {mixture.shape}:
             raise ExportError(f"{file.parent}: stems and mixture differ in length or channels")
         mixture, *cropped = _crop([mixture, *stems.values()], hop)
@@ -116,14 +119,14 @@ def calibration_chunks(
 ) -> list[np.ndarray]:
     """`count` mono chunks of real mixtures from a MUSDB-layout folder (training split preferred)."""
     root = Path(root)
-    songs = sorted(p.parent for p in (root / "train").glob(f"*/{MIXTURE_FILE}")) or song_folders(root)
+    songs = [song for song in song_folders(root, "train") if has_mixture(song)] or mixture_songs(root)
     if not songs:
-        raise ExportError(f"{root}: no MUSDB-layout songs (<song>/{MIXTURE_FILE}) to calibrate on")
+        raise ExportError(f"{root}: no MUSDB-layout songs (<song>/mixture.wav) to calibrate on")
     rng = np.random.default_rng(seed)
     chunks = []
     for index in range(count):
         song = songs[index % len(songs)] if count >= len(songs) else songs[rng.integers(len(songs))]
-        segment = read_segment(song / MIXTURE_FILE, sample_rate, float(rng.uniform()), seconds)
+        segment = read_segment(find_audio(song, "mixture"), sample_rate, float(rng.uniform()), seconds)
         channel = segment[rng.integers(segment.shape[0])]
         chunks.append(channel[: channel.shape[-1] // hop * hop])
     return chunks

@@ -35,8 +35,9 @@ from unmix.runtime.refinement import (
     split,
     spread_power,
 )
+from unmix.train.data import find_audio, song_folders
 
-from .audio import MIXTURE_FILE, read_segment
+from .audio import has_mixture, read_segment
 from .checks import ExportError
 
 REFERENCE = "other"  # the stem kept at 0 dB
@@ -65,13 +66,13 @@ def training_excerpts(
 ) -> list[Excerpt]:
     """The middle `seconds` of training songs first..first+count of a MUSDB-layout folder, with `separate`'s
     estimates (a function (frames, channels) → {stem: (frames, channels)}: the bundle's raw output)."""
-    songs = sorted(p.parent for p in (Path(root) / "train").glob(f"*/{MIXTURE_FILE}"))[first : first + count]
+    songs = [song for song in song_folders(root, "train") if has_mixture(song)][first : first + count]
     if not songs:
-        raise ExportError(f"{root}: no training songs (train/<song>/{MIXTURE_FILE}) from song {first} on")
+        raise ExportError(f"{root}: no training songs (train/<song>/mixture.wav) from song {first} on")
     excerpts = []
     for song in songs:
-        mixture = read_segment(song / MIXTURE_FILE, sample_rate, 0.5, seconds).T
-        truth = {stem: read_segment(song / f"{stem}.wav", sample_rate, 0.5, seconds).T for stem in STEMS}
+        mixture = read_segment(find_audio(song, "mixture"), sample_rate, 0.5, seconds).T
+        truth = {stem: read_segment(find_audio(song, stem), sample_rate, 0.5, seconds).T for stem in STEMS}
         if {audio.shape for audio in truth.values()} != {mixture.shape}:
             raise ExportError(f"{song}: stems and mixture differ in length or channels")
         excerpts.append(Excerpt(mixture, truth, separate(mixture)))

@@ -17,7 +17,7 @@ from unmix.bench.cli import app
 from unmix.bench.fidelity import compare_stem
 from unmix.bench.graphs import BundleGraphs
 from unmix.bench.models import random_separator
-from unmix.bench.musdb import DatasetError, read_song, write_synthetic_songs
+from unmix.bench.musdb import read_song, write_synthetic_songs
 from unmix.bench.scores import sdr
 from unmix.bench.sdr import (
     IRM,
@@ -36,6 +36,7 @@ from unmix.export.sources import separator_from_run
 from unmix.runtime.manifest import STEMS
 from unmix.train.checkpoint import write_checkpoint
 from unmix.train.config import TINY
+from unmix.train.data import CorpusError
 from unmix.train.model import VQVAE
 
 # the row name of the bundle's fp32 graphs on the backend "auto" picks here (OpenVINO where installed)
@@ -197,7 +198,7 @@ def test_bad_data_is_a_one_line_error(tmp_path):
     assert result.exit_code == 2 and "no such folder" in result.output and len(result.output.strip().splitlines()) == 1
     (tmp_path / "test" / "song").mkdir(parents=True)
     sf.write(tmp_path / "test" / "song" / "mixture.wav", np.zeros((100, 2)), RATE)
-    with pytest.raises(DatasetError, match="missing drums.wav"):
+    with pytest.raises(CorpusError, match="missing drums.wav"):
         evaluate_sdr(SdrSettings(data=tmp_path, bundle=None), progress=False)
     result = CliRunner().invoke(app, ["sdr", "--data", str(tmp_path), "--bundle", "none"])
     assert result.exit_code == 2 and "missing drums.wav" in result.output

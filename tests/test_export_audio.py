@@ -71,3 +71,20 @@ def test_synthetic_song_is_deterministic_and_sums_to_its_mixture():
     total = sum(first.stems[stem][1] for stem in first.stems)
     np.testing.assert_allclose(total, first.mixtures[1], atol=1e-6)
     assert first.mixtures[0].shape == (2, 22048) and np.abs(first.mixtures[0]).max() <= 0.8 + 1e-6
+
+
+def test_training_export_and_bench_read_one_musdb_layout_flac_included(tmp_path):
+    """One reader (`unmix.train.data`): a song stored as FLAC is found alike by training, export and bench."""
+    from unmix.bench.musdb import read_song, subset_songs
+    from unmix.train.data import find_songs
+
+    song = make_song(np.random.default_rng(3), 1.0)
+    for source, audio in song.items():
+        path = tmp_path / "test" / "Flac song" / f"{source}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, audio, 44100, subtype="PCM_24")
+    assert [s.name for s in find_songs(tmp_path, ["mixture", "vocals"], 44100, split="test")] == ["Flac song"]
+    (folder,) = subset_songs(tmp_path, "test")
+    assert read_song(folder).stems["vocals"].shape == song["vocals"].shape
+    audio = load_parity_audio(tmp_path, 44100, 8, segments=1, seconds=0.5)
+    assert sorted(audio.stems) == ["bass", "drums", "other", "vocals"] and "1 song(s)" in audio.description

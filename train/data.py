@@ -104,17 +104,26 @@ class Song:
         return _fit(np.ascontiguousarray(resampled.T[:, offset:]), frames)
 
 
-def _find_audio(folder: Path, source: str) -> Path:
-    """`folder/<source>.<ext>` for the first extension present (the .wav name when none is)."""
+def find_audio(folder: str | Path, source: str) -> Path:
+    """`folder/<source>.<ext>` (a song's "mixture" or one of its stems) for the first extension present, or the
+    .wav name when none is."""
+    folder = Path(folder)
     for extension in AUDIO_EXTENSIONS:
         if (folder / f"{source}{extension}").is_file():
             return folder / f"{source}{extension}"
     return folder / f"{source}.wav"
 
 
-def _musdb_candidates(split_folder: Path) -> list[tuple[str, dict[str, Path]]]:
-    folders = sorted(path for path in split_folder.iterdir() if path.is_dir())
-    return [(folder.name, {source: _find_audio(folder, source) for source in SOURCES}) for folder in folders]
+def song_folders(root: str | Path, split: str) -> list[Path]:
+    """The song folders of a MUSDB18-HQ-layout split, `root/<split>/<song>/`, sorted by name; [] when there is no
+    `root/<split>` folder. Which files a folder holds is for the caller to check (`find_audio`)."""
+    folder = Path(root) / split
+    return sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+
+
+def _musdb_candidates(root: Path, split: str) -> list[tuple[str, dict[str, Path]]]:
+    folders = song_folders(root, split)
+    return [(folder.name, {source: find_audio(folder, source) for source in SOURCES}) for folder in folders]
 
 
 def _unmix_candidates(root: Path, split: str) -> list[tuple[str, dict[str, Path]]]:
@@ -148,7 +157,7 @@ def find_songs(root: str | Path, sources: Iterable[str], sample_rate: int, split
     if not root.is_dir():
         raise CorpusError(f"{root}: no such data folder")
     if (root / split).is_dir():
-        candidates = _musdb_candidates(root / split)
+        candidates = _musdb_candidates(root, split)
     elif (root / f"{split}_0").is_dir():
         candidates = _unmix_candidates(root, split)
     else:
