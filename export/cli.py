@@ -1,15 +1,7 @@
 """`unmix-export`: trained checkpoints → a validated deploy bundle (ONNX per stem, parity report, int8, fp16, TensorRT).
 
-Sources (one of):
-  --checkpoint SPEC   our phase-2 separator: a checkpoint folder or the training run folder holding it
-  --vqvae SPEC        a VQ-VAE (Jukebox vqvae.pth.tar, the paper's phase-1 pickles, or ours) as codebook + SD,
-                      and as ME unless --encoder SPEC gives the mixture encoder (the paper's phase-2 pickles, or ours)
-For several stems, SPEC is `stem=PATH` (repeat the option, one per stem) or one PATH containing `{stem}`
-(e.g. runs/phase2-{stem}); a plain PATH serves every stem.
-
---refinement-data ROOT fits the runtime refinement's band weights on ROOT's training songs (a four-stem bundle)
-and stores them in the manifest, with the power spread --refinement-spread gives (e.g. other=3); without a source
-it does only that, to the existing bundle -o names.
+The separators come from our phase-2 runs (--checkpoint) or from VQ-VAE and encoder files (--vqvae, --encoder);
+--refinement-data also fits the runtime refinement's band weights, or, without a source, refits an existing bundle.
 """
 
 from __future__ import annotations
@@ -103,7 +95,12 @@ class ExportOptions:
 
 @dataclass(frozen=True)
 class RefinementFit:
-    """What `--refinement-*` asks of the refinement's band-weight fit (see `refit_bundle`)."""
+    """What `--refinement-*` asks of the refinement's band-weight fit (see `refit_bundle`).
+
+    --refinement-data ROOT fits the band weights on ROOT's training songs (a four-stem bundle) and stores them in
+    the manifest, with the power spread --refinement-spread gives (e.g. other=3); without a source it does only
+    that, to the existing bundle -o names.
+    """
 
     data: Path
     first: int
@@ -302,7 +299,14 @@ def parse_stems(stem: str | None, stems: str | None) -> list[str]:
 
 
 def load_separators(options: ExportOptions, names: Sequence[str]) -> tuple[dict[str, StemSeparator], dict[str, dict]]:
-    """Each stem's separator and where it came from: our phase-2 runs (--checkpoint) or foreign files (--vqvae)."""
+    """Each stem's separator and where it came from: our phase-2 runs (--checkpoint) or foreign files (--vqvae).
+
+    --checkpoint SPEC: our phase-2 separator, a checkpoint folder or the training run folder holding it. --vqvae
+    SPEC: a VQ-VAE (Jukebox vqvae.pth.tar, the paper's phase-1 pickles, or ours) as codebook + SD, and as ME unless
+    --encoder SPEC gives the mixture encoder (the paper's phase-2 pickles, or ours). For several stems, SPEC is
+    `stem=PATH` (repeat the option, one per stem) or one PATH containing `{stem}` (e.g. runs/phase2-{stem}); a
+    plain PATH serves every stem (`paths_per_stem`).
+    """
     model_config = resolve_config(options.config) if options.config else None
     separators, sources = {}, {}
     if options.checkpoint:

@@ -1,16 +1,7 @@
 """The deployment graphs as PyTorch modules written for export: ME → nearest code → SD.
 
-The training model's bottleneck (`train/bottleneck.py`) computes ‖x‖² − 2·x·kᵀ + ‖k‖² on
-flattened rows and takes `min`. Exported as is, that becomes ReduceMin + ArgMin over a
-reshaped tensor. Here the same choice is written the way ONNX and TensorRT like it:
-
-    distances = ‖e‖² − 2 · x · Eᵀ     (‖e‖² a constant; ‖x‖² dropped: it does not move the argmin)
-    codes     = ArgMin(distances)     (first index on ties, as torch.min)
-    vectors   = Gather(Eᵀ, codes)     (one codebook initializer serves both MatMul and Gather)
-
-on 3-D tensors, so the graph has no shape arithmetic. All of it sits under the `vq` module, so its
-ONNX nodes are named `/vq/...`: the fp32 island that fp16 and int8 conversion leave alone.
-The graph does not pad or crop: the time axis must be a multiple of the hop (the runtime pads).
+The nearest-code block sits under the `vq` module, so its ONNX nodes are named `/vq/...`: the fp32 island that fp16
+and int8 conversion leave alone.
 """
 
 from __future__ import annotations
@@ -31,7 +22,16 @@ def is_vq_node(node_name: str) -> bool:
 
 
 class NearestCode(nn.Module):
-    """Embeddings (N, C, T') → (code vectors (N, C, T'), codes (N, T') int64)."""
+    """Embeddings (N, C, T') → (code vectors (N, C, T'), codes (N, T') int64).
+
+    The training model's bottleneck (`train/bottleneck.py`) computes ‖x‖² − 2·x·kᵀ + ‖k‖² on flattened rows and
+    takes `min`; exported as is, that becomes ReduceMin + ArgMin over a reshaped tensor. Here the same choice is
+    written the way ONNX and TensorRT like it, on 3-D tensors, so the graph has no shape arithmetic:
+
+        distances = ‖e‖² − 2 · x · Eᵀ     (‖e‖² a constant; ‖x‖² dropped: it does not move the argmin)
+        codes     = ArgMin(distances)     (first index on ties, as torch.min)
+        vectors   = Gather(Eᵀ, codes)     (one codebook initializer serves both MatMul and Gather)
+    """
 
     # Registered buffers, declared so that type checkers see Tensors rather than nn.Module.__getattr__'s union.
     codebook_t: Tensor
@@ -52,7 +52,8 @@ class NearestCode(nn.Module):
 
 
 class StemGraph(nn.Module):
-    """One stem: mixture (N, 1, T) → (stem (N, 1, T), codes (N, T / hop)), T a multiple of the hop.
+    """One stem: mixture (N, 1, T) → (stem (N, 1, T), codes (N, T / hop)), T a multiple of the hop (the graph does
+    not pad or crop; the runtime pads).
 
     With `half=True` the encoder and decoder run in float16 (for GPUs) while input, outputs and the
     `vq` block stay float32: the casts are explicit in the exported graph, which is what TensorRT's

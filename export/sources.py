@@ -1,12 +1,7 @@
 """Where separators come from: our training runs and checkpoints, or foreign VQ-VAE/encoder files.
 
-  our own   a phase-2 checkpoint (`"role": "separator"`: ME as `encoders.0`, SD and codebook), given
-            as the checkpoint folder or the training run folder that holds it;
-  foreign   a VQ-VAE (Jukebox's `vqvae.pth.tar`, the paper's phase-1 pickles, or ours) as codebook + SD,
-            and as ME too unless an encoder file is given (the paper's phase-2 pickles, or ours).
-
-Several stems name their files as `stem=PATH` pairs, or one PATH containing `{stem}`; one plain PATH
-serves every stem.
+Each stem's files are named by `paths_per_stem`; `separator_from_run` and `separator_from_vqvae` build the
+separator from them and record where it came from.
 """
 
 from __future__ import annotations
@@ -35,7 +30,8 @@ SEPARATOR_ROLE = "separator"
 
 
 def paths_per_stem(values: Sequence[str], stems: Sequence[str], option: str) -> dict[str, Path]:
-    """`stem=PATH` pairs (one per stem), one PATH with `{stem}` in it, or one PATH shared by all stems."""
+    """`stem=PATH` pairs (one per stem), one PATH with `{stem}` in it, or one PATH shared by all stems: each stem's
+    path, for the option named `option`."""
     if any("=" in value for value in values):
         pairs = dict(value.split("=", 1) for value in values if "=" in value)
         if len(pairs) != len(values):
@@ -106,7 +102,10 @@ def _check_stem(checkpoint: Checkpoint, stem: str) -> None:
 
 
 def separator_from_run(path: str | Path, stem: str) -> tuple[StemSeparator, dict]:
-    """A phase-2 separator from our checkpoint or run folder, and its provenance."""
+    """A phase-2 separator from our checkpoint or run folder, and its provenance.
+
+    The checkpoint must have `"role": "separator"`: it holds ME as `encoders.0`, SD and the codebook.
+    """
     checkpoint = _read(find_checkpoint(path), False, None)
     role = checkpoint.meta.get("role")
     if role != SEPARATOR_ROLE:
@@ -127,7 +126,11 @@ def separator_from_vqvae(
     trust_pickle: bool = False,
     config: VQVAEConfig | None = None,
 ) -> tuple[StemSeparator, dict]:
-    """Codebook + SD from a VQ-VAE file, ME from `encoder_path` or else the VQ-VAE's own encoder."""
+    """Codebook + SD from a VQ-VAE file, ME from `encoder_path` or else the VQ-VAE's own encoder.
+
+    The VQ-VAE may be Jukebox's `vqvae.pth.tar`, the paper's phase-1 pickles, or ours; the encoder the paper's
+    phase-2 pickles, or ours.
+    """
     vqvae_checkpoint = _read(Path(vqvae_path), trust_pickle, config)
     _check_stem(vqvae_checkpoint, stem)
     vqvae = _build(build_vqvae, vqvae_checkpoint)

@@ -1,24 +1,8 @@
 """Streaming step graphs: a block of new samples in, the stem samples that became final out, state carried over.
 
-The stem graph (ME → nearest code → SD) is a stack of convolutions, so it can run on a stream if every
-convolution keeps the input history its next outputs need (cached convolutions, as RAVE's cached_conv):
-
-    full  = [history, new frames]      history starts as the convolution's left zero padding
-    out   = conv(full) without padding  every output whose inputs have all arrived
-    state = full[stride · len(out):]    what the next outputs still need
-
-A residual block keeps its raw input: its dilated convolution reads ReLU(history), and the skip path reads the
-same history, delayed by the dilation, so both branches stay aligned. The decoder's transposed convolutions
-(kernel 4, stride 2, padding 1) are written as one 3-tap convolution to twice the channels plus an interleave,
-the same arithmetic, which caches like any convolution. The nearest-code block is the stateless graph's own
-(`graph.NearestCode`, under `vq`: the fp32 island). Nothing is recomputed: each input sample passes each layer
-once.
-
-Each layer returns fewer frames than it is given on the first call (its look-ahead) and as many afterwards, so
-the whole graph lags its input by `delay` samples: a stream's first call takes `delay + B` samples and returns
-B, and every later call of B samples (a multiple of the hop) returns B. A left edge computed this way is exactly
-the stateless graph's (the zeros in the history are its padding); the right edge, where the stateless graph pads
-again, is left to the stateless graph on the last window (the runtime does that).
+The stem graph (ME → nearest code → SD) is a stack of convolutions, so it runs on a stream when every convolution
+keeps the input history its next outputs need (cached convolutions, as RAVE's cached_conv): each input sample
+passes each layer once, and the stream equals the stateless graph.
 """
 
 from __future__ import annotations
@@ -37,7 +21,14 @@ from .graph import NearestCode
 
 
 class CachedConv(nn.Module):
-    """A Conv1d run on [history, new frames]: (x (N, C, n), state (N, C, s)) → (out, next state)."""
+    """A Conv1d run on [history, new frames]: (x (N, C, n), state (N, C, s)) → (out, next state).
+
+    Each call computes:
+
+        full  = [history, new frames]      history starts as the convolution's left zero padding
+        out   = conv(full) without padding  every output whose inputs have all arrived
+        state = full[stride · len(out):]    what the next outputs still need
+    """
 
     def __init__(self, weight: Tensor, bias: Tensor | None, *, stride: int, dilation: int, padding: int):
         super().__init__()
@@ -68,7 +59,8 @@ def only_valid(out: Tensor, limit: Tensor) -> Tensor:
 
 
 def transposed_as_conv(conv: nn.ConvTranspose1d) -> CachedConv:
-    """ConvTranspose1d(k=4, s=2, p=1) as a 3-tap convolution to its two output phases (`unmix.runtime.phases`)."""
+    """ConvTranspose1d(k=4, s=2, p=1) as a 3-tap convolution to its two output phases (`unmix.runtime.phases`):
+    the same arithmetic, and it caches like any convolution (the phases are then interleaved)."""
     if (conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.output_padding[0]) != (4, 2, 1, 0):
         raise ValueError(f"only ConvTranspose1d(k=4, s=2, p=1) streams here, got {conv}")
     taps = torch.from_numpy(phase_taps(conv.weight.detach().numpy()))
@@ -83,7 +75,11 @@ def interleave(phases: Tensor) -> Tensor:
 
 
 class CachedResBlock(nn.Module):
-    """ResConv1DBlock on a stream; its state is the raw input history (2·dilation frames once warm)."""
+    """ResConv1DBlock on a stream; its state is the raw input history (2·dilation frames once warm).
+
+    Its dilated convolution reads ReLU(history), and the skip path reads the same history, delayed by the dilation,
+    so both branches stay aligned on one state.
+    """
 
     def __init__(self, block: ResConv1DBlock):
         super().__init__()
@@ -107,6 +103,13 @@ class StreamingStemGraph(nn.Module):
     output frames in this call lie inside the signal (the runtime follows each layer's position with
     `unmix.runtime.streaming.StreamLayout`; a huge value while the end is unknown). `delay` is set by
     `measure_delay`. Build it from a `StemSeparator` (the deployment modules with trained weights).
+
+    The nearest-code block is the stateless graph's own (`graph.NearestCode`, under `vq`: the fp32 island). Each
+    layer returns fewer frames than it is given on the first call (its look-ahead) and as many afterwards, so the
+    whole graph lags its input by `delay` samples: a stream's first call takes `delay + B` samples and returns B,
+    and every later call of B samples (a multiple of the hop) returns B. The left edge is exactly the stateless
+    graph's (the zeros in the history are its padding); past the right edge, `limits` zero what the stateless
+    graph's next layer would read as zero padding.
     """
 
     def __init__(self, separator: StemSeparator):

@@ -1,14 +1,8 @@
 """Separating a catalog on a Ray cluster (`unmix batch`): the same separation as `unmix separate`, on many workers.
 
-The driver lists and plans the tracks exactly as `unmix separate` does (`files.find_inputs`, `files.plan_outputs`),
-then hands them to Ray actors that each hold one `Separator` (loaded once) and call `files.separate_file` on a
-track at a time: same naming, formats, atomic writes and bad-input handling. Tracks whose stems all exist are
-skipped, so a rerun finishes what a killed job left and redoes nothing; a track whose worker dies is retried on
-another worker; a bad file is recorded and the job goes on. Every finished track appends one line to a JSON-lines
-ledger (flushed and synced: what it says survives a kill). Ray is an optional extra, imported only here.
-
-Inputs may also be URIs that fsspec reads (s3://, gs://, file://...; the scheme's package installed on every
-worker): a worker copies the track to a temporary file of the same name, separates it, and removes the copy.
+Tracks are planned as `unmix separate` plans them and separated by Ray actors, one track at a time each; a rerun
+skips finished tracks, a track whose worker dies is retried, and every result goes to a JSON-lines ledger. Inputs
+may also be fsspec URIs (s3://, gs://, ...). Ray is an optional extra, imported only here.
 """
 
 from __future__ import annotations
@@ -136,7 +130,13 @@ def _expand_uris(uris: Sequence[str], refused: list[str]) -> list[str]:
 
 
 class Worker:
-    """One Ray actor's work: a `Separator` loaded once, and tracks separated one at a time."""
+    """One Ray actor's work: a `Separator` loaded once, and tracks separated one at a time.
+
+    Each track goes through `files.separate_file`, as in `unmix separate`: the same naming, formats, atomic writes
+    and bad-input handling, and a track whose stems all exist is skipped, so a rerun finishes what a killed job left
+    and redoes nothing. A URI (read through fsspec, whose scheme package every worker needs) is copied to a
+    temporary file of the same name, separated, and the copy removed.
+    """
 
     def __init__(self, separator: SeparatorOptions, output: OutputOptions):
         from .separator import Separator
@@ -315,7 +315,7 @@ def _failed(track: str | None, error: str) -> dict[str, Any]:
 
 
 def _record(ledger, row: dict[str, Any], summary: BatchSummary) -> None:
-    """Append `row` to the ledger, durably, and count it."""
+    """Append `row` to the ledger, durably (flushed and synced: what the ledger says survives a kill), and count it."""
     ledger.write(json.dumps(row | {"time": time.time()}, default=str) + "\n")
     ledger.flush()
     os.fsync(ledger.fileno())

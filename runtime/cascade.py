@@ -1,18 +1,8 @@
-"""Overlap-save in stages: a graph cut into consecutive stages, each run on windows of its own input.
+"""Overlap-save in stages: a graph cut into a chain of stages, each run on overlap-save windows of its own input.
 
-Whole-graph overlap-save (`chunking`) recomputes the graph's whole context (2 × 2.08 s for the paper's model)
-around every window. Cut the graph into a chain of stages, give each stage its own `ChunkPlan` over its own
-input (the kept output of the stage before), and each stage recomputes only its own context, a small part of
-the whole; every other frame of every layer is computed once. It is exact for the reason `chunking` is: a
-stage's kept outputs equal a whole-signal run of that stage, and its input is the previous stage's whole-signal
-output. The edges too: each stage's first window starts at its input's start and its last ends at its input's
-end, where the whole-signal run pads its convolutions as the window does.
-
-A stage maps inputs (items, channels, frames) to outputs with `rate` output frames per input frame (1/2 for a
-strided convolution, 2 for a transposed one). `CascadeRun` follows one signal through the chain: `feed` pushes
-new input and returns the last stage's new output; `finish` flushes every stage in turn. Output lags input by
-the sum of the stages' contexts plus up to one chunk per stage, so small chunks stream with a short delay and
-large chunks run offline with little recomputation.
+Whole-graph overlap-save (`chunking`) recomputes the whole graph's context around every window; here each stage
+recomputes only its own, so every other frame of every layer is computed once, and the result is still exactly
+what a whole-signal run gives.
 """
 
 from __future__ import annotations
@@ -36,7 +26,8 @@ class Stage:
     run: inputs [(items, C_in, frames)] → outputs [(items, C_out, frames · rate)]; the outputs may be buffers
         the next call overwrites (the cascade copies what it keeps).
     context: input frames that each output reads on either side (its receptive field's half-width).
-    rate: output frames per input frame; its denominator is the stride the window starts must keep.
+    rate: output frames per input frame (1/2 for a strided convolution, 2 for a transposed one); its denominator
+        is the stride the window starts must keep.
     """
 
     run: StageFunction
@@ -149,7 +140,15 @@ class _StageRun:
 
 
 class CascadeRun:
-    """One signal through a chain of stages; `chunk` is each window's kept length in first-stage input frames."""
+    """One signal through a chain of stages; `chunk` is each window's kept length in first-stage input frames.
+
+    Each stage has its own `ChunkPlan` over its own input (the kept output of the stage before). This is exact for
+    the reason `chunking` is: a stage's kept outputs equal a whole-signal run of that stage, and its input is the
+    previous stage's whole-signal output. The edges too: each stage's first window starts at its input's start and
+    its last ends at its input's end, where the whole-signal run pads its convolutions as the window does. Output
+    lags input by the stages' contexts plus up to one chunk per stage (`delay`), so small chunks stream with a short
+    delay and large chunks run offline with little recomputation.
+    """
 
     def __init__(self, stages: Sequence[Stage], chunk: int):
         if chunk <= 0:

@@ -1,17 +1,8 @@
 """Exact chunking by overlap-save: which windows of the signal to run, and which of their outputs to keep.
 
-The graph is a stack of convolutions (plus a per-frame argmin), so an output sample depends only on the
-input within `context` samples on either side of it. A window of input therefore yields exact output
-everywhere except within `context` of a cut edge; the signal's own edges are no cut, because the window
-then has the same boundary (the convolutions' zero padding) as a whole-signal run.
-
-Every window is `chunk + 2·context` samples long and starts at a multiple of `chunk`, so the strided
-convolutions see the same sample grid as the whole-signal run (all lengths are multiples of the hop), and
-windows batch together. Window k keeps the output `[k·chunk + context, (k+1)·chunk + context)`; window 0
-keeps from 0. When the signal ends, one last window, flush with the end, keeps what is left. A signal
-shorter than one window is run whole.
-
-The reference this reproduces is the graph run once on the signal zero-padded to a multiple of the hop.
+The graph is a stack of convolutions (plus a per-frame argmin), so an output sample depends only on the input within
+`context` samples on either side of it: the windows' kept outputs, joined, equal the graph run once on the whole
+signal zero-padded to a multiple of the hop.
 """
 
 from __future__ import annotations
@@ -46,7 +37,16 @@ class Window:
 
 
 class ChunkPlan:
-    """Window arithmetic for `chunk` kept samples per window and `context` samples on each side."""
+    """Window arithmetic for `chunk` kept samples per window and `context` samples on each side.
+
+    A window yields exact output everywhere except within `context` of a cut edge; the signal's own edges are no
+    cut, because there the window has the same boundary (the convolutions' zero padding) as a whole-signal run.
+    Every window is `chunk + 2·context` samples long and starts at a multiple of `chunk`, so the strided
+    convolutions see the same sample grid as the whole-signal run (all lengths are multiples of the hop), and
+    windows batch together. Window k keeps the output `[k·chunk + context, (k+1)·chunk + context)`; window 0 keeps
+    from 0. When the signal ends, one last window, flush with the end, keeps what is left; a signal shorter than
+    one window is run whole.
+    """
 
     def __init__(self, chunk: int, context: int, hop: int):
         if chunk <= 0 or chunk % hop:

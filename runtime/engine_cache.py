@@ -1,19 +1,7 @@
-"""TensorRT engines for a bundle's graphs: cache keys, file names, lookup and building, without torch.
+"""TensorRT engines for a bundle's graphs, without torch: cache keys, file names, lookup and building.
 
-Shared by `unmix-export --trt` (which builds engines into a bundle) and the runtime (which loads
-them, or builds them on first use). An engine is valid only for the exact ONNX file, GPU model
-and compute capability, TensorRT version, precision, optimisation profiles and builder settings it
-was built with, so all of these go into its key; a lookup never returns an engine built under any
-other key, and a stale engine is never used.
-
-    <cache>/<stem>-<onnx sha 8>-sm<cc>-trt<version>-<precision>-<key 12>.plan   the serialized engine
-    <cache>/<same>.json                                                       its full key (sidecar)
-    <cache>/timing-sm<cc>-trt<version>.cache                                 TensorRT's timing cache
-
-UNTESTED: no machine with an NVIDIA GPU and TensorRT was available while this was written. The
-key, naming and lookup logic is tested on the CPU; `build_engine` follows the TensorRT 10 Python
-API documentation (Builder, OnnxParser, IBuilderConfig, IOptimizationProfile, ITimingCache) but has
-never run.
+Shared by `unmix-export --trt`, which builds engines into a bundle, and the runtime, which loads them or builds them
+on first use. An engine's key holds everything it depends on, so a lookup never returns a stale engine.
 """
 
 from __future__ import annotations
@@ -94,7 +82,9 @@ def import_tensorrt():
 
 @dataclass(frozen=True)
 class EngineKey:
-    """Everything an engine depends on."""
+    """Everything an engine depends on: an engine is valid only for the exact ONNX file, GPU model and compute
+    capability, TensorRT version, precision, optimisation profiles and builder settings it was built with, so a
+    lookup under any other key never returns it."""
 
     onnx_sha256: str
     gpu_name: str
@@ -144,7 +134,15 @@ def find_engine(cache_dir: str | Path, stem: str, key: EngineKey) -> Path | None
 def build_engine(
     onnx_path: str | Path, cache_dir: str | Path, stem: str, key: EngineKey, workspace_bytes: int | None = None
 ) -> Path:
-    """Build, serialize and cache the engine for `key` (UNTESTED, see the module docstring).
+    """Build, serialize and cache the engine for `key`.
+
+    UNTESTED: no machine with an NVIDIA GPU and TensorRT was available while this was written. The key, naming and
+    lookup logic is tested on the CPU; this follows the TensorRT 10 Python API documentation (Builder, OnnxParser,
+    IBuilderConfig, IOptimizationProfile, ITimingCache) but has never run. It writes:
+
+        <cache>/<stem>-<onnx sha 8>-sm<cc>-trt<version>-<precision>-<key 12>.plan   the serialized engine
+        <cache>/<same>.json                                                       its full key (sidecar)
+        <cache>/timing-sm<cc>-trt<version>.cache                                 TensorRT's timing cache
 
     A strongly typed network takes each tensor's precision from the graph (the fp16 graphs carry
     explicit casts around their fp32 vq island), so no FP16 builder flag is set. The timing cache of

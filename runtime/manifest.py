@@ -1,13 +1,6 @@
 """The deploy bundle's `manifest.json`: what a bundle holds and the facts a runtime needs to run it.
 
-A bundle is a folder:
-    manifest.json          this file's schema (`Manifest`)
-    <stem>.onnx            one graph per stem: mixture (batch, 1, time) → stem (batch, 1, time), codes
-    <precision>/<stem>.onnx  further precisions (int8, fp16), when exported
-    [<precision>/]<stem>.ort-extended.onnx  ONNX Runtime's offline-optimised copy (CPU EP, EXTENDED level)
-    [<precision>/]fused.onnx  optional: all stems in one graph, one output per stem (named after it)
-    parity.json, parity.md   the exporter's proof that the graphs compute what PyTorch computes
-Every file is listed with its sha256, so a corrupted or edited bundle is refused.
+Every file of a bundle is listed in it with its sha256, so a corrupted or edited bundle is refused.
 """
 
 from __future__ import annotations
@@ -43,7 +36,16 @@ def sha256_file(path: str | Path) -> str:
 
 @dataclass
 class Manifest:
-    """Facts about a bundle. `models[precision][stem]` is a path relative to the bundle folder."""
+    """Facts about a bundle. `models[precision][stem]` is a path relative to the bundle folder.
+
+    A bundle is a folder:
+        manifest.json          this schema
+        <stem>.onnx            one graph per stem: mixture (batch, 1, time) → stem (batch, 1, time), codes
+        <precision>/<stem>.onnx  further precisions (int8, fp16), when exported
+        [<precision>/]<stem>.ort-extended.onnx  ONNX Runtime's offline-optimised copy (CPU EP, EXTENDED level)
+        [<precision>/]fused.onnx  optional: all stems in one graph, one output per stem (named after it)
+        parity.json, parity.md   the exporter's proof that the graphs compute what PyTorch computes
+    """
 
     stems: list[str]
     sample_rate: int

@@ -1,19 +1,8 @@
 """The OpenVINO backend: a bundle's fp32 graphs on the CPU, in fp32 or in bfloat16 where the CPU computes it natively.
 
-OpenVINO reads the bundle's ONNX files as they are; at load each stem graph is cut into its three parts:
-
-    mixture encoder (ME)  →  nearest code (the `/vq/` block)  →  stem decoder (SD)
-
-The encoder and decoder run at the chosen precision: `bf16` puts their convolutions on AMX or AVX512-BF16 units.
-All stems' encoders are compiled as one model (they share the mixture input), all nearest-code searches as
-another and all decoders as a third, so the stems share one working memory instead of holding one each
-(OpenVINO keeps a compiled model's buffers); each is compiled for the shape it is given (`ShapedModel`). The
-nearest-code search always runs in fp32 (a rounded distance would change which code wins) and in tiles of
-`TILE_FRAMES` latent frames, so its distance matrix (8 kB per frame) stays small whatever the window; it hands
-the decoders code indices, which they look up in their codebook (`from_codes`). Two
-rewrites keep every heavy op on the fast kernels: each transposed convolution (kernel 4, stride 2, padding 1)
-becomes one convolution with twice the output channels followed by an interleave, the same arithmetic, and the
-argmin becomes min / equal / first index instead of a top-k, with the same first-index rule on ties.
+Each stem graph is cut at its nearest-code block; all stems' encoders run as one model, their nearest-code searches
+(always in fp32) as a second and their decoders as a third, with ops rewritten where needed so that every heavy op
+runs on OpenVINO's fast kernels.
 """
 
 from __future__ import annotations
@@ -86,8 +75,11 @@ class StemParts:
 
 
 def split_stem_graph(path: str | Path) -> StemParts:
-    """Read an exported stem graph and cut it at its `/vq/` block (see the module docstring).
+    """Read an exported stem graph and cut it at its `/vq/` block into its three parts:
 
+        mixture encoder (ME)  →  nearest code (the `/vq/` block)  →  stem decoder (SD)
+
+    The decoder's transposed convolutions are rewritten as convolutions, and it takes code indices (`from_codes`).
     Raises BackendError for a graph without that block (not written by unmix-export).
     """
     ov = _openvino()
@@ -237,7 +229,7 @@ def _bias(add) -> np.ndarray | None:
 
 def nearest_code_model(parts: StemParts):
     """(N, C, T') embeddings → (N, 1, T') int32 indices of their nearest codes, the exported graph's arithmetic in
-    fp32.
+    fp32, whatever the engine's precision: a rounded distance would change which code wins.
 
     distances = ‖e‖² − (x·Eᵀ)·2 as the graph computes them; the code is the first index where they reach their
     minimum (ArgMin's rule), found by min / equal / select / min, which OpenVINO vectorises (its top-k does not).
@@ -267,7 +259,12 @@ def nearest_code_model(parts: StemParts):
 
 class OpenVinoEngine:
     """The chosen stems' encoders as one model at `precision`, their nearest codes as one in fp32 tiles, and their
-    decoders as one at `precision`, on OpenVINO's CPU plugin."""
+    decoders as one at `precision`, on OpenVINO's CPU plugin.
+
+    One model per part rather than per stem: OpenVINO keeps a compiled model's buffers, so the stems share one
+    working memory instead of holding one each (the encoders also share the mixture input). `bf16` puts the
+    encoders' and decoders' convolutions on AMX or AVX512-BF16 units.
+    """
 
     def __init__(self, paths: dict[str, Path], manifest: Manifest, *, threads: int | None, precision: str):
         ov = _openvino()
@@ -309,7 +306,7 @@ class OpenVinoEngine:
 
     def _read_parts(self) -> dict[str, StemParts]:
         """Every stem graph cut into its parts (`split_stem_graph`), read from the bundle each time they are needed
-        (once per kind of stages): kept, these copies of the graphs would hold some 25 MB for nothing."""
+        (once per kind of stages): kept, these copies of the graphs would hold memory for nothing."""
         try:
             return {stem: split_stem_graph(path) for stem, path in self._paths.items()}
         except BackendError:
@@ -432,8 +429,9 @@ class OpenVinoEngine:
         return stages
 
     def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
-        """Every stem's (N, 1, T') nearest codes of its (N, C, T') embeddings, `TILE_FRAMES` frames a call. A short
-        last tile is padded to a whole one: one input shape, one compile."""
+        """Every stem's (N, 1, T') nearest codes of its (N, C, T') embeddings, `TILE_FRAMES` frames a call, so the
+        distance matrix stays small whatever the window. A short last tile is padded to a whole one: one input
+        shape, one compile."""
         frames = embeddings[0].shape[2]
         codes = [np.empty((x.shape[0], 1, frames), np.int32) for x in embeddings]
         with self._nearest_lock:  # one request, shared by the streams of every thread

@@ -1,21 +1,8 @@
 """Stateful OpenVINO models for streaming: every input sample passes every layer once.
 
-A stem graph's encoder and decoder are stacks of convolutions. `stream_graph` rewrites such a model, compiled
-for a fixed block of new frames per call, so that each convolution keeps in an OpenVINO variable the input
-history its next outputs need (cached convolutions, as RAVE's cached_conv), and each addition of two branches
-delays the branch that runs ahead by the frames it leads (a residual block's skip path, read from the history its
-dilated convolution keeps of the same input: a convolution after a ReLU caches the ReLU's input):
-
-    full  = [history, new frames]       history: `held` frames, zeros at the start
-    out   = conv(full) without padding   block / stride outputs
-    state = the last `held` frames of full
-
-`held` stays the same from the first call on (S − stride ≤ held < S, S the kernel's span), so every call has one
-shape: one static compile. The price is that layers start early: their first outputs sit before the signal's
-start (position < 0), where the stateless graph reads zero padding. Past the signal's end it reads zero padding
-again. So while a call touches either edge it runs a second compile of the same model that zeroes, at each
-convolution's input, the frames outside the signal (`bounds`, computed by `StreamLayout`); the variables move
-between the two with the call. In between, the plain model runs, at the cost of the stateless graph per frame.
+`stream_graph` rewrites a stem graph's encoder or decoder, compiled for a fixed block of new frames per call, so that
+each convolution keeps in an OpenVINO variable the input history its next outputs need (cached convolutions, as
+RAVE's cached_conv); `StatefulRun` runs one signal through such models.
 """
 
 from __future__ import annotations
@@ -107,6 +94,21 @@ class StreamGraph:
 
 def stream_graph(model, shapes: list[list[int]], start: int = 0) -> StreamGraph:
     """Rewrite `model` (inputs (N, C, T) with time last, all at one rate) for calls with inputs of `shapes`.
+
+    Each convolution keeps in a variable the input history its next outputs need, and each addition of two branches
+    delays the branch that runs ahead by the frames it leads (a residual block's skip path, read from the history
+    its dilated convolution keeps of the same input: a convolution after a ReLU caches the ReLU's input):
+
+        full  = [history, new frames]       history: `held` frames, zeros at the start
+        out   = conv(full) without padding   block / stride outputs
+        state = the last `held` frames of full
+
+    `held` stays the same from the first call on (S − stride ≤ held < S, S the kernel's span), so every call has one
+    shape: one static compile. The price is that layers start early: their first outputs sit before the signal's
+    start (position < 0), where the stateless graph reads zero padding; past the signal's end it reads zero padding
+    again. So a call that touches either edge runs the `masked` model, which zeroes, at each convolution's input, the
+    frames outside the signal (`StreamLayout.bounds`); the variables move between the two models with the call. In
+    between, the `plain` model runs.
 
     start: the position of the inputs' first frame (a decoder fed by a stream encoder starts where its codes do).
     Raises ValueError for an operation this rewrite does not know, or a block a stride does not divide.

@@ -1,17 +1,8 @@
 """Refinement: the model's stem estimates turned into filters over the mixture's spectrogram.
 
-On one STFT (X the mixture's, Ŝ_j the estimates'), drums get the power ratio mask |Ŝ_drums|² / Σ_k |Ŝ_k|² ⊙ X per
-channel, and the rest, X − drums, is split between bass, other and vocals by a multichannel Wiener filter (Duong,
-Vincent & Gribonval 2010; norbert without its EM iterations): stem j, modelled as v_j(t, f) R_j(f) (its
-estimate's power, mean over channels, and its spatial covariance per frequency), gets v_j R_j (Σ_k v_k R_k)⁻¹
-(X − drums). Both steps split what they are given exactly, so the stems sum to the mixture. The powers may carry a
-bundle's `BandWeights` and spread (`spread_power`); `spatial="mixture"` measures R_j on the mixture masked by the
-stem's share of the powers, for one mid-channel estimate standing for both channels. Everything runs on fixed
-grids (frame f covers samples [f·hop − (window − hop), f·hop + hop); the covariances are running averages updated
-every `BLOCK_FRAMES` frames), so a chunked run computes what a whole-signal run does; the arithmetic is single
-precision, arranged so that the spatial filter loses nothing to it (`_spatial_filter`). A bin where every
-estimate is silent is split equally; more than two channels are refined one by one, as mono. The README's
-Refinement section has the measurements behind these choices.
+Drums take their power-ratio share of the mixture, and a multichannel Wiener filter splits the rest between bass,
+other and vocals; both steps split exactly, so the stems sum to the mixture, and a chunked run computes what a
+whole-signal run does.
 """
 
 from __future__ import annotations
@@ -42,7 +33,7 @@ class BandWeights:
     """Gains on each stem's estimated power, constant over frequency bands; a bundle's manifest may carry them.
 
     Each decoder's errors have a spectral shape of its own: the default bundle's bass and vocals decoders, for
-    one, leave a noise floor above 7 kHz where only drums and other sound, and plain powers hand the filters
+    one, leave a noise floor in the high bands where only drums and other sound, and plain powers hand the filters
     that noise's share of the mixture. A gain per stem and band (fitted on training songs by `unmix-export
     --refinement-data`, `unmix.export.refinement_fit`) says how far each stem's power is to be trusted there.
     Only ratios between stems matter, so one stem may stay at 0 dB.
@@ -95,6 +86,15 @@ class Refiner:
     samples (equal lengths, every stem) and returns the refined samples that no later block can change;
     `refine(..., final=True)` ends the signal and returns the rest. Output lags the estimates by less than
     one block plus one window.
+
+    On one STFT (X the mixture's, Ŝ_j the estimates'), drums get the power ratio mask |Ŝ_drums|² / Σ_k |Ŝ_k|² ⊙ X
+    per channel, and the rest, X − drums, is split between bass, other and vocals by a multichannel Wiener filter
+    (Duong, Vincent & Gribonval 2010; norbert without its EM iterations): stem j, modelled as v_j(t, f) R_j(f) (its
+    estimate's power, mean over channels, and its spatial covariance per frequency), gets v_j R_j (Σ_k v_k R_k)⁻¹
+    (X − drums). Everything runs on fixed grids (frame f covers samples [f·hop − (window − hop), f·hop + hop); the
+    covariances are running averages updated every `block_frames` frames), so a chunked run computes what a
+    whole-signal run does. The arithmetic is single precision, arranged so that the spatial filter loses nothing to
+    it (`_spatial_filter`). The README's Refinement section has the measurements behind these choices.
     """
 
     def __init__(

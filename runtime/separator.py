@@ -1,12 +1,7 @@
 """`Separator`: a bundle loaded for one device, separating arrays, streams and files.
 
-Audio of any rate and channel count goes in; each channel is separated on its own (channels are batch
-items of the mono model), at the model's rate (soxr resamples in and back out), in overlap-save windows
-that make the result independent of the chunk length; with all four stems, their estimates are then turned
-into filters over the mixture (`refinement.Refiner`, on the same streaming terms). A stereo input being refined
-is by default separated once, on its mid channel (L + R) / 2: the refinement's spatial filter places each stem in
-the stereo field from the mixture itself (`STEREO_MODES`). Every path (array, stream, file) runs the same
-`Stream`, so they give identical results.
+Audio of any rate and channel count goes in, and each stem comes out in the same shape. Every path (array, stream,
+file) runs the same `Stream`, so they give identical results.
 """
 
 from __future__ import annotations
@@ -31,11 +26,10 @@ from .openvino_streaming import StatefulRun
 from .refinement import WINDOW, BandWeights, Refiner, check_spread, covers_the_mixture
 
 DEFAULT_BUNDLE = Path(__file__).parent / "bundles" / "default"
-# Samples per engine call (mono items × window length). Memory grows with it: the paper's model holds about
-# 2.5 kB per sample in flight on ONNX Runtime CPU (its 2048-code distance matrix, 8 kB per frame, dominates),
-# so a CPU runs one channel of one 24 s window at a time (2.7 GB peak RSS, bench/results/runtime_memory.md;
-# batching gains a CPU nothing); a GPU takes a few per call. OpenVINO's working memory is about 1 kB per sample
-# of the call, so it takes one mono window per call (1: at least one item).
+# Samples per engine call (mono items × window length). Memory grows with it (on ONNX Runtime CPU the model's
+# 2048-code distance matrix dominates), so a CPU runs one channel of one window at a time (batching gains a CPU
+# nothing; bench/results/runtime_memory.md has the measurements); a GPU takes a few per call. OpenVINO's working
+# memory grows with the call too, so it takes one mono window per call (1: at least one item).
 DEFAULT_BATCH_SAMPLES = {"cpu": 1 << 21, "cuda": 1 << 22, "openvino": 1}
 # How a refined stereo input is separated: "mid" runs the model once, on (L + R) / 2, and lets the refinement's
 # spatial filter place each stem (half the model work; see the README for its SDR); "per-channel" runs it on each.
@@ -352,6 +346,12 @@ class Stream:
 
     Output lags input by about one chunk plus the context; `finish` returns the rest. The concatenated
     outputs have exactly as many frames as were fed and equal a whole-signal separation.
+
+    Each channel is separated on its own (channels are batch items of the mono model), at the model's rate (soxr
+    resamples in and back out), in overlap-save windows that make the result independent of the chunk length. With
+    refinement, the stems' estimates are then turned into filters over the mixture (`refinement.Refiner`, on the
+    same streaming terms); a stereo input in the "mid" mode (`STEREO_MODES`) is separated once, on its mid channel,
+    and the refinement's spatial filter places each stem in the stereo field from the mixture itself.
     """
 
     def __init__(
