@@ -1,17 +1,6 @@
-"""Peer separators timed beside unmix: HT-Demucs and Open-Unmix UMX-L, from their own pip packages.
-
-Both run with random weights (no hub is reachable, and speed does not depend on weights) in the
-configuration their published models use, through each package's own inference path, on the same
-stereo track file as the runtime rows: decode → separate → write four stems.
-
-  htdemucs  demucs's HTDemucs with its default hyper-parameters (those of the released `htdemucs`, whose
-            segment is 7.8 s), `demucs.apply.apply_model` with the CLI's defaults (shifts 1, split, overlap
-            0.25) and the CLI's normalisation of the mixture
-  umxl      openunmix's `umxl` separator (4 BLSTM models of hidden size 1024, 16 kHz bandwidth) with its
-            defaults: one Wiener EM iteration on windows of 300 frames
-
-Install them with `pip install 'unmix[peers]'`. openunmix imports torchaudio for its file I/O, which this
-row does not use; where no torchaudio build matches the installed torch, an empty module stands in for it.
+"""Peer separators timed beside unmix: HT-Demucs and Open-Unmix UMX-L from their own packages (`pip install
+'unmix[peers]'`), in their published models' configuration and through each package's own inference path, but with
+random weights: no model hub is reachable, and speed does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -62,6 +51,9 @@ def peer_separator(name: str, threads: int) -> Callable[[np.ndarray, int], dict[
 
 
 def _htdemucs():
+    """demucs's HTDemucs with its default hyper-parameters (those of the released `htdemucs`, segment 7.8 s), run by
+    `demucs.apply.apply_model` with the CLI's defaults (shifts 1, split, overlap 0.25) and the CLI's normalisation
+    of the mixture."""
     import torch
     from demucs.apply import apply_model
     from demucs.htdemucs import HTDemucs
@@ -83,6 +75,9 @@ def _htdemucs():
 
 
 def _umxl():
+    """openunmix's `umxl` separator (4 BLSTM models of hidden size 1024, 16 kHz bandwidth) with its defaults: one
+    Wiener EM iteration on windows of 300 frames. openunmix imports torchaudio for its file I/O, which this row
+    does not use; where no torchaudio build matches the installed torch, an empty module stands in for it."""
     import torch
 
     if importlib.util.find_spec("torchaudio") is None or not _torchaudio_loads():

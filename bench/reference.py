@@ -1,19 +1,6 @@
-"""The PyTorch paths the runtime is measured against.
-
-The paper-style reference infers as the paper's `predict_channel.py` does (spec §5.4): one stem at a
-time, the mono mixture cut into non-overlapping 393216-sample chunks (the last one is the remainder),
-batch 1, fp32 eager, each chunk's output zero-padded to the chunk's length, the chunks concatenated.
-One difference: the paper ran the whole `VQVAE.forward`, which also computes the training losses and
-throws them away; here only ME → nearest code → SD runs, so this reference is, if anything, faster
-than the paper's code.
-
-On CUDA the same path also runs in fp16 (ME and SD in half precision, the nearest-code search kept in
-fp32, as the exported fp16 graphs do), replayed as a CUDA graph, and through `torch.compile`. The graph
-and compiled variants need one static shape, so the last, shorter chunk is zero-padded to a full chunk
-and cropped after (same cost as a full chunk).
-
-`exact_separate` is the other PyTorch path: what the model computes on a whole signal, in the runtime's
-overlap-save windows so memory stays bounded on long songs. Quality and fidelity compare against it.
+"""The PyTorch paths the runtime is measured against: `PaperStylePath` infers chunk by chunk as the paper's code
+does (the reference for speed); `exact_separate` gives what the model computes on a whole signal (the reference
+for quality and fidelity).
 """
 
 from __future__ import annotations
@@ -34,7 +21,8 @@ TORCH_VARIANTS = ("eager-fp32", "eager-fp16", "cudagraph-fp16", "compile-fp16")
 
 
 class TorchStem(nn.Module):
-    """ME and SD in `dtype`, the nearest-code search in fp32: mixture (1, 1, T) → (stem, codes)."""
+    """ME and SD in `dtype`, the nearest-code search in fp32 (as the exported fp16 graphs do): mixture (1, 1, T) →
+    (stem, codes)."""
 
     def __init__(self, separator: StemSeparator, dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -56,6 +44,13 @@ ChunkFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 class PaperStylePath:
     """One stem, inferred chunk by chunk as the paper does, by one of the `TORCH_VARIANTS`.
+
+    As the paper's `predict_channel.py` (spec §5.4): one stem at a time, the mono mixture cut into non-overlapping
+    `PAPER_CHUNK`-sample chunks (the last one is the remainder), batch 1, eager fp32, each chunk's output
+    zero-padded to the chunk's length, the chunks concatenated. One difference: the paper ran the whole
+    `VQVAE.forward`, which also computes the training losses and throws them away; here only ME → nearest code → SD
+    runs, so this path is, if anything, faster than the paper's code. On CUDA the same path also runs in fp16:
+    eager, replayed as a CUDA graph, and through `torch.compile`.
 
     `__call__(mono)` maps a mono mixture (frames,) float32 to the stem (frames,) float32;
     `last_codes` holds the codes of the chunks of the last call, concatenated.
@@ -95,6 +90,8 @@ class PaperStylePath:
             length = piece.shape[0]
             if length < self.hop:  # the encoder needs one hop; the paper's code crashed here instead
                 continue
+            # The CUDA-graph and compiled variants need one static shape: the last, shorter chunk is zero-padded
+            # to a full chunk (at a full chunk's cost) and cropped after.
             if self.static_shape and length < self.chunk:
                 piece = torch.nn.functional.pad(piece, (0, self.chunk - length))
             out, chunk_codes = self.run_chunk(piece.view(1, 1, -1).to(self.device))
@@ -132,8 +129,8 @@ def exact_separate(
     """One stem of `signal` (items, frames), exactly as one whole-signal forward pass would give it.
 
     The signal is zero-padded to a multiple of the hop (as the runtime's reference is) and run in
-    overlap-save windows with the receptive-field context (the runtime's `ChunkPlan`), items as the batch.
-    Returns the stem (items, frames) and its codes (items, frames // hop).
+    overlap-save windows with the receptive-field context (the runtime's `ChunkPlan`), items as the batch, so
+    memory stays bounded on long songs. Returns the stem (items, frames) and its codes (items, frames // hop).
     """
     config = separator.mixture_encoder.config
     hop = config.hop_length

@@ -1,18 +1,6 @@
-"""Real-time factor, side by side with the paper-style PyTorch reference measured in the same run.
-
-Rows: the reference (PyTorch eager fp32, paper-style: per stem, mono, non-overlapping 393216-sample
-chunks, batch 1), on CUDA also PyTorch fp16 eager / CUDA graphs / torch.compile, the runtime's
-backends (ONNX Runtime, OpenVINO, TensorRT) at each precision they run, `unmix separate`'s defaults, and
-the peers HT-Demucs and Open-Unmix UMX-L (`peers.py`, the stereo track × 4 stems only). Each runs four workloads:
-
-  chunk × 1 stem    the paper's 393216-sample mono chunk, one stem (the paper's RTF 0.082 is this)
-  chunk × 4 stems   the same chunk, all four stems
-  track × 1 stem    a stereo track file end to end: decode → separate → write (runtime: both channels;
-  track × 4 stems   the reference separates the mono downmix, as the paper did — half the work)
-
-RTF = median wall seconds / audio seconds, after warm-up. Each (row, workload) runs in a fresh process
-(`worker.py`) so its peak RSS is its own. The per-stem rows time one stem: every stem has the same
-architecture, so any stem costs the same.
+"""Real-time factor of every way of running the separator, side by side with the paper-style PyTorch reference
+measured in the same run. Each row × workload runs in a fresh worker process (worker.py), so that its time and
+peak memory are its own.
 """
 
 from __future__ import annotations
@@ -43,6 +31,9 @@ from .worker import Job
 
 PAPER_RTF = 0.082  # per stem: 0.73 s of CPU time for an 8.91 s chunk (paper, §3)
 REFERENCE = ("pytorch", "eager-fp32")
+# (scope, stems). "chunk": the paper's PAPER_CHUNK-sample mono chunk in memory (chunk × 1 stem is what the paper's
+# RTF measures). "track": a stereo track file end to end, decode → separate → write; the runtime separates both
+# channels, the reference the mono downmix as the paper did (half the work).
 WORKLOADS = (("chunk", 1), ("chunk", 4), ("track", 1), ("track", 4))
 RUNTIME_BACKENDS = ("ort", "openvino", "trt")
 BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16")}  # what a backend runs (others: the bundle's stored graphs)
@@ -100,14 +91,14 @@ class RtfSettings:
     backends: tuple[str, ...] = ("auto",)
     precisions: tuple[str, ...] | None = None  # default: fp32,int8 on CPU; fp32,fp16 on CUDA
     threads: int | None = None
-    # None: the device's default (RUN_DEFAULTS); a CPU runs the full-size reference at about 0.7 × real time
-    # per stem, so a 3-minute track would take it 8 minutes a run for four stems
+    # None: the device's default (RUN_DEFAULTS); a CPU runs the full-size reference at close to real time per
+    # stem, so a full-length track would take it many minutes a run for four stems
     repeats: int | None = None  # timed runs of the chunk workloads
     warmup: int | None = None  # untimed runs before each workload
     track_seconds: float | None = None
     track_repeats: int | None = None
     workloads: tuple[tuple[str, int], ...] = WORKLOADS
-    per_stem: str = "vocals"  # the stem the one-stem rows time
+    per_stem: str = "vocals"  # the stem the one-stem rows time (every stem has the same architecture and cost)
     seed: int = 0
     fidelity: bool = True
 
@@ -124,7 +115,8 @@ class RtfSettings:
         return self.precisions or (("fp32", "fp16") if self.on_cuda else ("fp32", "int8", "bf16"))
 
     def rows(self) -> list[Row]:
-        """The reference first, then the PyTorch CUDA variants, the runtime backends, the defaults, the peers."""
+        """The reference first, then the PyTorch CUDA variants (fp16 eager, CUDA graph, torch.compile), the runtime
+        backends at each precision they run, `unmix separate`'s defaults, and on CPU the peers (peers.py)."""
         wanted = set(self.backends)
         if "auto" in wanted:
             wanted |= {"ort", "trt", "pytorch"} if self.on_cuda else {"ort", "openvino", "defaults", "peers"}
@@ -163,9 +155,9 @@ class Measurement:
     message: str = ""
     seconds: list[float] = field(default_factory=list)
     median_s: float | None = None
-    rtf: float | None = None
+    rtf: float | None = None  # median wall seconds / audio seconds, after warm-up
     ratio_to_reference: float | None = None  # rtf / the reference's rtf on the same workload (< 1: faster)
-    ratio_to_paper: float | None = None  # rtf / (0.082 × stems)
+    ratio_to_paper: float | None = None  # rtf / (PAPER_RTF × stems)
     cpu_seconds: list[float] = field(default_factory=list)  # the process's CPU time per run, all threads
     median_cpu_s: float | None = None
     cpu_rtf: float | None = None  # median CPU seconds / audio seconds
@@ -214,7 +206,10 @@ Progress = Callable[[int], None]
 
 
 def run_worker(job: Job, folder: Path, name: str, progress: Progress) -> dict:
-    """Run one job in a fresh interpreter; its `result` dict (status ok/unavailable/failed)."""
+    """Run one job in a fresh interpreter; its `result` dict (status ok/unavailable/failed).
+
+    A fresh process per job makes its peak RSS its own (see `worker.main` for the other reasons).
+    """
     job_file = folder / f"{name}.json"
     job.save(job_file)
     log = folder / f"{name}.log"

@@ -1,10 +1,5 @@
 """Peak memory of `unmix separate` against track length: the runtime's memory must not grow with it.
-
-    python -m unmix.bench.runtime_memory --bundle BUNDLE --minutes 1 60 [--stems vocals] [--out FILE.md]
-
-For each length, a synthetic stereo 16-bit WAV is written block by block (the probe itself stays
-small), then `unmix separate` runs on it in a fresh process whose peak RSS is read from the kernel
-(wait4's ru_maxrss). A row for a bare `import unmix.runtime` shows the fixed cost.
+Run as `python -m unmix.bench.runtime_memory --bundle BUNDLE --minutes 1 60 [--stems vocals] [--out FILE.md]`.
 """
 
 from __future__ import annotations
@@ -30,7 +25,8 @@ BLOCK_SECONDS = 10
 
 
 def write_track(path: Path, seconds: float, sample_rate: int) -> None:
-    """A deterministic stereo track: decaying tone bursts over noise, written in blocks."""
+    """A deterministic stereo 16-bit track: decaying tone bursts over noise, written block by block so that this
+    probe's own memory stays small."""
     rng = np.random.default_rng(0)
     block = BLOCK_SECONDS * sample_rate
     t = np.arange(block) / sample_rate
@@ -46,7 +42,10 @@ def write_track(path: Path, seconds: float, sample_rate: int) -> None:
 
 
 def peak_rss(command: list[str]) -> tuple[float, float]:
-    """Run `command`; its peak resident set size (MiB) and wall time (s). Raises if it fails."""
+    """Run `command`; its peak resident set size (MiB) and wall time (s). Raises if it fails.
+
+    The command runs in a fresh process, whose peak RSS the kernel reports (wait4's ru_maxrss).
+    """
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -69,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="append the markdown table to this file")
     args = parser.parse_args(argv)
 
+    # a bare `import unmix.runtime` shows the fixed cost the track rows grow from
     rows = [("import unmix.runtime only", 0.0, *peak_rss([sys.executable, "-c", "import unmix.runtime"]))]
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         for minutes in args.minutes:

@@ -1,24 +1,5 @@
-"""Separation quality on a MUSDB18-HQ-layout test split, with baselines, oracle and ceiling in one table.
-
-Methods (rows of the table), each scored per song and stem with the paper's SDR (eq. 2) over the whole
-stereo song (both channels, as the Music Demixing Challenge 2021 SDR), then averaged over songs;
-'total' is the mean over stems, as the paper's Table 1:
-
-  unmix <precision>       the bundle through the runtime (each channel separated, exact chunking): the
-                          paper's output, each decoder's waveform
-  ... + refinement        the same estimates refined as `unmix separate` does by default (drums' power
-                          mask, then a spatial Wiener filter, over the mixture's STFT;
-                          unmix.runtime.refinement); needs all four stems
-  PyTorch fp32            the same model in PyTorch (whole-signal exact), with --separator
-  PyTorch paper-style     the paper's non-overlapping 393216-sample chunks per channel, with --paper-style
-  VQ-VAE ceiling          SE → nearest code → SD on the *true* stem (phase-1 checkpoints, --checkpoint):
-                          what the stem's codebook and decoder can reproduce at best
-  ScaledMixture           every stem = mixture / 4 (lower baseline)
-  IRM oracle              ideal ratio mask |S_j|² / Σ|S_k|², STFT Hann 4096 / hop 1024 (upper reference)
-
-Fidelity: per precision, code agreement and SNR against the PyTorch model (or, without --separator, the
-bundle's fp32 graph) on the first 393216 samples of every channel of every song, and the whole-song
-SDR change against it.
+"""Separation quality on a MUSDB18-HQ-layout test split: the bundle, the same model in PyTorch, baselines, an oracle
+and the VQ-VAE ceiling in one table of the paper's SDR, with each precision's fidelity to the reference beside it.
 """
 
 from __future__ import annotations
@@ -108,7 +89,11 @@ def load_torch_models(specs: tuple[str, ...], stems: list[str], *, vqvae: bool, 
 
 
 class Scores:
-    """SDR per method, song and stem (and BSSEval v4 where asked)."""
+    """SDR per method, song and stem (and BSSEval v4 where asked).
+
+    The paper's SDR (eq. 2) over the whole stereo song (both channels, as the Music Demixing Challenge 2021 SDR),
+    then averaged over songs; 'total' is the mean over stems, as in the paper's Table 1.
+    """
 
     def __init__(self) -> None:
         self.sdr: dict[str, dict[str, dict[str, float]]] = {}
@@ -336,7 +321,20 @@ def song_estimates(
     song: Song, methods: Methods, settings: SdrSettings, excerpts: FidelityExcerpts
 ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """(method, {stem: estimate (frames, channels)}) for every method, one at a time (memory: one method's
-    estimates), recording the fidelity excerpts on the way."""
+    estimates), recording the fidelity excerpts on the way. The methods, in order:
+
+      unmix <precision>     the bundle through the runtime (each channel separated, exact chunking): the paper's
+                            output, each decoder's waveform
+      ... + refinement      the same estimates refined as `unmix separate` does by default (drums' power mask,
+                            then a spatial Wiener filter, over the mixture's STFT; unmix.runtime.refinement);
+                            needs all four stems
+      PyTorch fp32          the same model in PyTorch (whole-signal exact), with --separator
+      PyTorch paper-style   the paper's non-overlapping PAPER_CHUNK-sample chunks per channel, with --paper-style
+      VQ-VAE ceiling        SE → nearest code → SD on the *true* stem (phase-1 checkpoints, --checkpoint): what
+                            the stem's codebook and decoder can reproduce at best
+      ScaledMixture         every stem = mixture / 4 (lower baseline)
+      IRM oracle            ideal ratio mask |S_j|² / Σ|S_k|², STFT Hann 4096 / hop 1024 (upper reference)
+    """
     excerpt = song.mixture[:PAPER_CHUNK].T  # (channels, frames)
     for precision, separator in methods.runtime.items():
         method = model_method(precision, backend_of(settings, precision))
@@ -439,9 +437,9 @@ def fidelity_reference(have_pytorch: bool, settings: SdrSettings) -> str:
 
 
 def sdr_fidelity(table: list[dict], excerpts: FidelityExcerpts, runtime: dict[str, str]) -> dict:
-    """`runtime`: precision → its method's name."""
-    """Per precision: code agreement and SNR on the excerpts, and the whole-song SDR change, against
-    `excerpts.reference`."""
+    """Per precision: code agreement and SNR on the excerpts (the first PAPER_CHUNK samples of every channel of
+    every song), and the whole-song SDR change, against `excerpts.reference`: the PyTorch model, or without
+    --separator the bundle's fp32 graph. `runtime`: precision → its method's name."""
     means = {row["method"]: row["mean"] for row in table}
     against = excerpts.reference
     rows: list[dict] = []

@@ -1,14 +1,5 @@
-"""One benchmark row × workload in a process of its own: `python -m unmix.bench.worker JOB.json`.
-
-A fresh process per row makes its peak RSS (and GPU memory) that row's alone, keeps one backend's
-thread pools and allocator caches from slowing the next, and turns a crash into a failed row rather
-than a failed benchmark. A runtime row never imports torch, so its memory is the lean runtime's.
-
-After timing, a job with an `output` path also saves each stem's output and codes on the chunk (the
-fidelity capture), with the models it has already loaded.
-
-The worker prints JSON lines on stdout: `{"tick": 1}` after each warm-up or timed run and after the
-capture (the parent's progress bar), then one `{"result": {...}}`.
+"""One benchmark row × workload in a process of its own: `python -m unmix.bench.worker JOB.json`, as rtf.py runs
+it. The worker loads the row's models, warms up, times the runs and prints the result as JSON lines on stdout.
 """
 
 from __future__ import annotations
@@ -60,6 +51,8 @@ class Job:
 
 
 def emit(message: dict) -> None:
+    """Print one JSON line for the parent (`rtf.run_worker`): `{"tick": 1}` after each warm-up or timed run and after
+    the fidelity capture (the parent's progress bar), then one `{"result": {...}}`."""
     print(json.dumps(message), flush=True)
 
 
@@ -119,7 +112,8 @@ def torch_memory(job: Job) -> dict:
 
 
 def runtime_workload(job: Job) -> Workload:
-    """(run, warm-up, capture) through the lean runtime's `Separator`, as users run it."""
+    """(run, warm-up, capture) through the lean runtime's `Separator`, as users run it. A runtime row never imports
+    torch, so its memory is the lean runtime's."""
     from unmix.runtime import BackendError, Separator
 
     precision, _, stereo = job.variant.partition("/")  # "fp32/per-channel": a precision and a stereo mode
@@ -188,7 +182,8 @@ def peer_workload(job: Job) -> Workload:
 
 
 def run_job(job: Job) -> dict:
-    """Load, warm up, time; peak memory; then the fidelity capture when `job.output` asks for it."""
+    """Load, warm up, time; peak memory; then the fidelity capture when `job.output` asks for it: each stem's
+    output and codes on the chunk, from the models already loaded."""
     tick = lambda: emit({"tick": 1})  # noqa: E731
     device_index = int(job.device.split(":")[1]) if ":" in job.device else 0
     with GpuMemorySampler(device_index) as gpu:
@@ -216,6 +211,11 @@ def run_job(job: Job) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    """Run the job file `argv[1]` and emit its result; returns 0 even when the row fails (its result says so).
+
+    One process per row makes its peak RSS (and GPU memory) that row's alone, keeps one backend's thread pools
+    and allocator caches from slowing the next, and turns a crash into a failed row rather than a failed benchmark.
+    """
     job = Job.load(argv[1])
     try:
         emit({"result": {"status": "ok"} | run_job(job)})

@@ -1,12 +1,5 @@
-"""Reading and writing VQ-VAE checkpoints: Jukebox's and the paper's pickles, and our safetensors.
-
-Formats recognised by `read_checkpoint`:
-  jukebox-official  Jukebox's `vqvae.pth.tar`: {'hps', 'model', 'opt', 'step'}, three levels of
-                    which level 0 (211 keys) is kept;
-  unmix-phase1      the paper's stem VQ-VAE checkpoints: exactly the 211 level-0 keys;
-  unmix-phase2      the paper's mixture-encoder checkpoints: the 104 `encoders.0.*` keys;
-  unmix             ours: a folder with `model.safetensors` (same key names) and `config.json`.
-Keys may carry DataParallel's `module.` prefix; old (tar) and zip torch formats both load.
+"""Reading and writing VQ-VAE checkpoints: Jukebox's and the paper's torch pickles, and our safetensors
+folders. Whatever the format, a `Checkpoint` holds the level-0 weights under Jukebox's key names.
 """
 
 from __future__ import annotations
@@ -154,7 +147,16 @@ def _read_unmix(folder: Path) -> Checkpoint:
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
-    """Read any supported checkpoint; see the module docstring for the formats."""
+    """Read any supported checkpoint, recognising its format:
+
+      jukebox-official  Jukebox's `vqvae.pth.tar`: {'hps', 'model', 'opt', 'step'}, three levels of
+                        which level 0 (211 keys) is kept;
+      unmix-phase1      the paper's stem VQ-VAE checkpoints: exactly the 211 level-0 keys;
+      unmix-phase2      the paper's mixture-encoder checkpoints: the 104 `encoders.0.*` keys;
+      unmix             ours: a folder with `model.safetensors` (same key names) and `config.json`.
+
+    Keys may carry DataParallel's `module.` prefix; old (tar) and zip torch formats both load.
+    """
     path = Path(path)
     if path.is_dir() and (path / WEIGHTS_FILE).is_file():
         return _read_unmix(path)

@@ -1,12 +1,5 @@
-"""The paper's losses: Jukebox's VQ-VAE loss for phase 1 and the encoder-matching loss of phase 2.
-
-Phase 1 (Jukebox's, unchanged by the paper), with the data statistics `l2` and `spec` of `DataStats`:
-  recons    = (mean e² + 0.02 · mean(top-2048 per item of e²)) / l2,   e = x̂ − x
-  multispec = mean over items and 3 resolutions of ‖ |STFT(x)| − |STFT(x̂)| ‖_F / spec
-  loss      = recons + multispec + 0.02 · commit
+"""The paper's training losses: Jukebox's VQ-VAE loss for phase 1 and the encoder-matching loss of phase 2.
 The codebook has no loss term: it learns only by its EMA update (see bottleneck.py).
-Phase 2: the same recons without normalisation, between ME(mixture) and the frozen SE(stem), both
-taken before quantisation.
 """
 
 from __future__ import annotations
@@ -49,7 +42,13 @@ def multispectral_loss(prediction: Tensor, target: Tensor) -> Tensor:
 
 
 def vqvae_loss(target: Tensor, reconstruction: Tensor, commit: Tensor, stats: DataStats) -> tuple[Tensor, dict]:
-    """Phase-1 loss of a reconstruction (N, 1, T) and its parts for logging."""
+    """Phase-1 loss of a reconstruction (N, 1, T) and its parts for logging.
+
+    Jukebox's, unchanged by the paper, with the data statistics `l2` and `spec` of `DataStats`:
+      recons    = (mean e² + 0.02 · mean(top-2048 per item of e²)) / l2,   e = x̂ − x
+      multispec = mean over items and 3 resolutions of ‖ |STFT(x)| − |STFT(x̂)| ‖_F / spec
+      loss      = recons + multispec + 0.02 · commit
+    """
     l2, topk = squared_error_terms(reconstruction, target)
     recons = (l2 + TOPK_WEIGHT * topk) / stats.l2
     multispec = multispectral_loss(reconstruction, target) / stats.spec
@@ -58,6 +57,10 @@ def vqvae_loss(target: Tensor, reconstruction: Tensor, commit: Tensor, stats: Da
 
 
 def encoder_loss(prediction: Tensor, target: Tensor) -> tuple[Tensor, dict]:
-    """Phase-2 loss between ME and SE embeddings (N, C, T'), unnormalised, and its parts."""
+    """Phase-2 loss between ME and SE embeddings (N, C, T'), unnormalised, and its parts.
+
+    Phase 1's recons without the division by `l2`, between ME(mixture) and the frozen SE(stem), both taken
+    before quantisation.
+    """
     l2, topk = squared_error_terms(prediction, target)
     return l2 + TOPK_WEIGHT * topk, {"l2": l2, "topk": topk}

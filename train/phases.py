@@ -1,16 +1,5 @@
-"""The paper's two training phases as library calls: `train_phase1` and `train_phase2`.
-
-Phase 1 trains a VQ-VAE (SE → codebook → SD) on one isolated stem; with `stem="mixture"` on
-mixtures, and with `stem="all"` on mixtures and every stem, which gives a generic level-0 VQ-VAE to
-stand in for Jukebox's. Phase 2 trains a mixture encoder ME so that ME(mixture) matches the frozen
-SE(stem) before quantisation, and saves the deployable separator ME → SD's codebook → SD.
-
-Fixes over the paper's code:
-  * a scratch run starts its codebook from the first batch's encoder outputs (init_k); the paper's
-    scratch runs called restore_k on the all-zero codebook instead, so init_k never ran;
-  * one stereo blend per example for mixture and stem (see sampling.py);
-  * one process per GPU (DDP) keeps the codebook EMA, where the paper's DataParallel replicas
-    discarded their codebook updates (see bottleneck.py and distributed.py).
+"""The paper's two training phases as library calls: `train_phase1` trains a VQ-VAE (SE → codebook → SD) on
+one source, `train_phase2` a mixture encoder ME that matches the frozen SE and gives the deployable separator.
 """
 
 from __future__ import annotations
@@ -201,6 +190,8 @@ def build_phase1(options: TrainOptions, cluster: Cluster) -> VQVAETask:
     setup = _prepare(options, cluster, run, resumed, config, (options.stem,))
     torch.manual_seed(options.seed)
     vqvae = (build_vqvae(checkpoint) if checkpoint is not None else VQVAE(config)).to(setup.device)
+    # Only a loaded codebook is restored: a scratch run's codebook starts from the first batch's encoder outputs
+    # (init_k). The paper's scratch runs called restore_k on the all-zero codebook as well, so init_k never ran.
     if checkpoint is not None:
         # Jukebox's restore_k: the loaded codebook counts as already trained on one step of tokens.
         vqvae.codebook.restore_k((options.chunk // config.hop_length) * options.batch * cluster.world_size)
@@ -260,12 +251,21 @@ def build_phase2(options: TrainOptions, cluster: Cluster) -> EncoderTask:
 
 
 def train_phase1(options: TrainOptions) -> Path:
-    """Train (or resume) a phase-1 VQ-VAE; returns its checkpoint folder (role "vqvae")."""
+    """Train (or resume) a phase-1 VQ-VAE; returns its checkpoint folder (role "vqvae").
+
+    The VQ-VAE learns one isolated stem; `stem="mixture"` the mixtures, and `stem="all"` the mixtures and every
+    stem, which gives a generic level-0 VQ-VAE to stand in for Jukebox's. Several GPUs run one process each (DDP),
+    so every rank's codebook EMA update counts; the paper's DataParallel replicas discarded theirs (see
+    bottleneck.py and distributed.py).
+    """
     with connect(options.device) as cluster:
         return Trainer(build_phase1(options, cluster)).run()
 
 
 def train_phase2(options: TrainOptions) -> Path:
-    """Train (or resume) a phase-2 mixture encoder; returns the separator checkpoint folder (role "separator")."""
+    """Train (or resume) a phase-2 mixture encoder; returns the separator checkpoint folder (role "separator").
+
+    ME learns to match the frozen SE(stem) before quantisation; the saved separator is ME → SD's codebook → SD.
+    """
     with connect(options.device) as cluster:
         return Trainer(build_phase2(options, cluster)).run()

@@ -1,13 +1,5 @@
 """Training examples: the paper's shifted chunk grid, a random stereo→mono blend and optional remixing.
-
-An example is a pure function of (seed, position), where the position counts examples over the whole
-run (step · global batch + slot); an epoch is one pass over a seeded permutation of the chunk grid.
-A resumed run, or the ranks of a multi-process run together, therefore draw exactly the examples of
-one uninterrupted single-process run.
-
-Fix over the paper's code: in phase 2 the paper converted the mixture and the stem to mono in two
-separate calls, each with its own random L/R blend, so the SE target came from a different blend
-than the ME input. Here one blend per example applies to every source of that example.
+Each example is a pure function of (seed, position), so resumed and multi-process runs draw the same examples.
 """
 
 from __future__ import annotations
@@ -45,6 +37,11 @@ class ChunkSampler:
     `remix`: probability that an example takes each stem from an independently drawn song and
     offset; its mixture is then the sum of those stems, so small corpora give more distinct mixtures.
     Songs shorter than one chunk are left out.
+
+    An example is a pure function of (seed, position), where the position counts examples over the whole
+    run (step · global batch + slot); an epoch is one pass over a seeded permutation of the chunk grid.
+    A resumed run, or the ranks of a multi-process run together, therefore draw exactly the examples of
+    one uninterrupted single-process run.
     """
 
     def __init__(
@@ -98,6 +95,8 @@ class ChunkSampler:
         rng = np.random.default_rng([self.seed, _EXAMPLE_STREAM, position])
         item = int(self._epoch_order(position // self.items)[position % self.items])
         song, start = self.locate(item, rng if self.shift else None)
+        # One blend for every source of the example. The paper's code converted mixture and stem to mono in
+        # two calls, each with its own random blend, so its SE target came from another blend than the ME input.
         left_weight = rng.random() if self.blend else 0.5
         remixed = self.remix > 0 and rng.random() < self.remix
         sources = [str(rng.choice(SOURCES)) if source == ALL else source for source in self.sources]
