@@ -1,15 +1,5 @@
-"""Band weights for the runtime's refinement, fitted on training songs (`unmix-export --refinement-data`).
-
-`unmix.runtime.refinement.BandWeights` says what they are: a gain per stem and frequency band on the estimates'
-powers. The refinement works bin by bin, so each band's error depends on that band's gains alone, and the fit
-goes band by band. It minimises Σ_j E_j(band) / E_j: stem j's error energy in the band over its error energy in
-all bands at 0 dB, a first-order step on the sum of the stems' SDRs that lets no stem buy the others' loss. The
-reference stem stays at 0 dB, since only ratios matter. A power spread (`unmix.runtime.refinement.spread_power`)
-is given, not fitted: the gains are fitted for the spread powers the runtime will use.
-
-Two shortcuts keep a fit to minutes. The spatial covariances are taken over each whole excerpt (the stream's
-running averages tend to them), and the errors are scored on every 4th frame (frames overlap by 3/4, so those
-tile the signal once).
+"""Band weights for the runtime's refinement (`unmix.runtime.refinement.BandWeights`: a gain per stem and frequency
+band on the estimates' powers), fitted band by band on training songs (`unmix-export --refinement-data`).
 """
 
 from __future__ import annotations
@@ -154,7 +144,15 @@ def fit_band_weights(
 ) -> tuple[BandWeights, dict]:
     """The gains that minimise the normalised error band by band, for powers spread as `spread` says (stem → bins,
     as the runtime's refinement will spread them); returns them and a fit report (each stem's error change on
-    these excerpts, and the objective per band before and after)."""
+    these excerpts, and the objective per band before and after).
+
+    The refinement works bin by bin, so each band's error depends on that band's gains alone. The fit minimises
+    Σ_j E_j(band) / E_j: stem j's error energy in the band over its error energy in all bands at 0 dB, a first-order
+    step on the sum of the stems' SDRs that lets no stem buy the others' loss. The reference stem stays at 0 dB,
+    since only ratios matter. The spread is given, not fitted: the gains suit the powers the runtime will use. To
+    keep a fit to minutes, the spatial covariances are taken over each whole excerpt (the stream's running averages
+    tend to them) and the errors are scored on every 4th frame (frames overlap by 3/4, so those tile the signal).
+    """
     if not excerpts:
         raise ExportError("no excerpts to fit the refinement's band weights on")
     edges = band_edges(bands, window)

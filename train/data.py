@@ -1,12 +1,5 @@
-"""Finding and reading the songs of a training corpus, in MUSDB18-HQ's layout or the paper's.
-
-Layouts under a data root:
-  musdb  ROOT/<split>/<song>/{mixture,drums,bass,other,vocals}.wav   (the official MUSDB18-HQ tree)
-  unmix  ROOT/<split>_0/... holds the mixtures; the file of source `id` (1 drums, 2 bass, 3 other
-         — the paper's "rest" —, 4 vocals) is the mixture's path with `_0` replaced by `_<id>`
-         (the paper's rule, applied here to the path below ROOT so that ROOT itself may contain `_0`).
-Audio is read by seeking (`soundfile.read(start=, frames=)`), never as whole songs, and resampled with
-soxr when a file's rate differs from the model's. Every problem with the files is a `CorpusError`.
+"""Finding and reading the songs of a training corpus, in MUSDB18-HQ's layout or the paper's (`find_songs`), by
+seeking and resampling on read; every problem with the files is a `CorpusError`.
 """
 
 from __future__ import annotations
@@ -151,7 +144,15 @@ def _check_song(name: str, paths: dict[str, Path], sources: Iterable[str], sampl
 
 
 def find_songs(root: str | Path, sources: Iterable[str], sample_rate: int, split: str = "train") -> list[Song]:
-    """The songs of `split` under `root` (either layout), each checked to have readable, equally long `sources`."""
+    """The songs of `split` under `root` (either layout), each checked to have readable, equally long `sources`.
+
+    Layouts under a data root:
+      musdb  ROOT/<split>/<song>/{mixture,drums,bass,other,vocals}.wav   (the official MUSDB18-HQ tree)
+      unmix  ROOT/<split>_0/... holds the mixtures; the file of source `id` (1 drums, 2 bass, 3 other
+             — the paper's "rest" —, 4 vocals) is the mixture's path with `_0` replaced by `_<id>`
+             (the paper's rule, applied here to the path below ROOT so that ROOT itself may contain `_0`).
+    Songs are read by seeking (`Song.read`), never whole, and resampled with soxr where a file's rate differs.
+    """
     root = Path(root)
     sources = [source for source in SOURCES if source in set(sources)]
     if not root.is_dir():
