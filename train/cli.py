@@ -84,6 +84,10 @@ StatsChunks = Annotated[int, typer.Option(help="chunks measured for the normalis
 Remix = Annotated[float, typer.Option(help="probability of remixing an example's stems across songs")]
 Shift = Annotated[bool, typer.Option(help="random chunk shift (the paper's aug_shift)")]
 Blend = Annotated[bool, typer.Option(help="random L/R blend to mono (the paper's aug_blend)")]
+GainDb = Annotated[float, typer.Option(help="each stem's random gain, uniform in ±N dB (0: off)")]
+Polarity = Annotated[bool, typer.Option(help="flip each stem's sign with probability 1/2")]
+EqDb = Annotated[float, typer.Option(help="each stem through random low/high shelves of up to ±N dB (0: off)")]
+Speed = Annotated[float, typer.Option(help="speed each example by a factor in [1-N, 1+N]: tempo and pitch (0: off)")]
 Workers = Annotated[int, typer.Option(help="data loading processes per training process")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)")]
 Precision = Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), bf16 or fp32")]
@@ -129,6 +133,10 @@ def phase1(
     remix: Remix = _DEFAULT["remix"],
     shift: Shift = _DEFAULT["shift"],
     blend: Blend = _DEFAULT["blend"],
+    gain_db: GainDb = _DEFAULT["gain_db"],
+    polarity: Polarity = _DEFAULT["polarity"],
+    eq_db: EqDb = _DEFAULT["eq_db"],
+    speed: Speed = _DEFAULT["speed"],
     workers: Workers = _DEFAULT["workers"],
     device: Device = _DEFAULT["device"],
     precision: Precision = _DEFAULT["precision"],
@@ -160,6 +168,10 @@ def phase1(
             remix=remix,
             shift=shift,
             blend=blend,
+            gain_db=gain_db,
+            polarity=polarity,
+            eq_db=eq_db,
+            speed=speed,
             workers=workers,
             device=device,
             precision=precision,
@@ -196,6 +208,10 @@ def phase2(
     remix: Remix = _DEFAULT["remix"],
     shift: Shift = _DEFAULT["shift"],
     blend: Blend = _DEFAULT["blend"],
+    gain_db: GainDb = _DEFAULT["gain_db"],
+    polarity: Polarity = _DEFAULT["polarity"],
+    eq_db: EqDb = _DEFAULT["eq_db"],
+    speed: Speed = _DEFAULT["speed"],
     workers: Workers = _DEFAULT["workers"],
     device: Device = _DEFAULT["device"],
     precision: Precision = _DEFAULT["precision"],
@@ -227,6 +243,10 @@ def phase2(
             remix=remix,
             shift=shift,
             blend=blend,
+            gain_db=gain_db,
+            polarity=polarity,
+            eq_db=eq_db,
+            speed=speed,
             workers=workers,
             device=device,
             precision=precision,

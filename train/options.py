@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .augment import Augmentation
+
 # Options that may change when a run is resumed; any other difference is refused.
 RESUMABLE = frozenset({"steps", "save_every", "val_every", "workers", "device", "resume", "progress", "trust_pickle"})
 
@@ -68,6 +70,10 @@ class TrainOptions:
     remix: float = 0.0
     shift: bool = True
     blend: bool = True
+    gain_db: float = 0.0
+    polarity: bool = False
+    eq_db: float = 0.0
+    speed: float = 0.0
     workers: int = 2
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 or fp32 anywhere
@@ -93,10 +99,19 @@ class TrainOptions:
                 raise OptionsError(f"--{name.replace('_', '-')} must not be negative")
         if not 0.0 <= self.remix <= 1.0:
             raise OptionsError(f"--remix is a probability in [0, 1] (got {self.remix})")
+        try:
+            self.augmentation  # noqa: B018 - checks the ranges
+        except ValueError as error:
+            raise OptionsError(f"augmentation: {error}") from None
         if not 0.0 <= self.ema_decay < 1.0:
             raise OptionsError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise OptionsError(f"--precision must be auto, bf16 or fp32 (got {self.precision!r})")
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """The example augmentation these options ask for (`--gain-db`, `--polarity`, `--eq-db`, `--speed`)."""
+        return Augmentation(gain_db=self.gain_db, polarity=self.polarity, eq_db=self.eq_db, speed=self.speed)
 
     def to_json(self) -> dict:
         """JSON-ready options with weight sources normalised, as stored in the run folder."""
@@ -111,8 +126,10 @@ class TrainOptions:
     def differences(self, saved: dict) -> list[str]:
         """Options that differ from a saved run's, other than those a resume may change."""
         mine = self.to_json()
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        # A run saved before an option existed ran with its default.
         return [
             f"{key}: saved {json.dumps(saved.get(key))}, given {json.dumps(mine[key])}"
             for key in mine
-            if key not in RESUMABLE and saved.get(key) != mine[key]
+            if key not in RESUMABLE and saved.get(key, defaults[key]) != mine[key]
         ]

@@ -65,11 +65,19 @@ def _prepare(
     """Find and split the songs, build the sampler and measure (or, resuming, reload) the statistics."""
     if options.chunk % config.hop_length:
         raise OptionsError(f"--chunk {options.chunk} is not a multiple of the model's hop ({config.hop_length})")
-    songs = find_songs(options.data, expand_sources(sources, options.remix), config.sample_rate)
+    augment = options.augmentation
+    songs = find_songs(options.data, expand_sources(sources, options.remix, augment), config.sample_rate)
     count = default_validation_count(len(songs)) if options.val_songs is None else options.val_songs
     training, validation = split_songs(songs, count)
     sampler = ChunkSampler(
-        training, options.chunk, sources, options.seed, shift=options.shift, blend=options.blend, remix=options.remix
+        training,
+        options.chunk,
+        sources,
+        options.seed,
+        shift=options.shift,
+        blend=options.blend,
+        remix=options.remix,
+        augment=augment,
     )
     if resumed is not None:
         stats = DataStats.from_dict(resumed["data_stats"])

@@ -1,15 +1,18 @@
-"""Training examples: the paper's shifted chunk grid, a random stereo→mono blend and optional remixing.
+"""Training examples: the paper's shifted chunk grid, a random stereo→mono blend, optional remixing and augmentation.
 Each example is a pure function of (seed, position), so resumed and multi-process runs draw the same examples.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from .augment import Augmentation, change_speed
 from .data import SOURCES, STEMS, CorpusError, Song
 
+_SPEED_MARGIN = 64  # samples read beyond a sped-up chunk, so that the resampled example fills it
 ALL = "all"  # phase-1 source meaning "the mixture or any stem, picked per example"
 _PERMUTATION_STREAM, _EXAMPLE_STREAM = 0, 1
 
@@ -21,10 +24,11 @@ def to_mono(stereo: np.ndarray, left_weight: float) -> np.ndarray:
     return left_weight * stereo[:1] + (1.0 - left_weight) * stereo[1:2]
 
 
-def expand_sources(sources: Sequence[str], remix: float) -> set[str]:
-    """The files a sampler with these `sources` may read (remixed mixtures are summed from the stems)."""
+def expand_sources(sources: Sequence[str], remix: float, augment: Augmentation | None = None) -> set[str]:
+    """The files a sampler with these `sources` may read (remixed mixtures, and those of examples whose stems
+    change one by one, are summed from the stems)."""
     needed = set(SOURCES) if ALL in sources else set(sources)
-    if remix > 0 and "mixture" in needed:
+    if (remix > 0 or (augment is not None and augment.per_stem)) and "mixture" in needed:
         needed |= set(STEMS)
     return needed
 
@@ -36,6 +40,7 @@ class ChunkSampler:
     `blend`: the paper's aug_blend, mono = m·L + (1−m)·R with m ~ U(0, 1) per example (else m = ½).
     `remix`: probability that an example takes each stem from an independently drawn song and
     offset; its mixture is then the sum of those stems, so small corpora give more distinct mixtures.
+    `augment`: per-stem gain, polarity and EQ, and speed (`augment.Augmentation`); off by default.
     Songs shorter than one chunk are left out.
 
     An example is a pure function of (seed, position), where the position counts examples over the whole
@@ -54,12 +59,16 @@ class ChunkSampler:
         shift: bool = True,
         blend: bool = True,
         remix: float = 0.0,
+        augment: Augmentation | None = None,
     ):
         self.songs = [song for song in songs if song.frames >= chunk]
         if not self.songs:
             raise CorpusError(f"no training song is at least {chunk} samples long")
         self.chunk, self.sources, self.seed = chunk, tuple(sources), seed
         self.shift, self.blend, self.remix = shift, blend, remix
+        self.augment = augment or Augmentation()
+        # A faster example reads more than a chunk: at most the shortest song (less a margin for the resampler).
+        self._fastest = (min(song.frames for song in self.songs) - _SPEED_MARGIN - 1) / chunk
         self.ends = np.cumsum([song.frames for song in self.songs])
         self.items = int(self.ends[-1] // chunk)
         self._order: tuple[int, np.ndarray] | None = None
@@ -79,16 +88,16 @@ class ChunkSampler:
             self._order = (epoch, rng.permutation(self.items))
         return self._order[1]
 
-    def locate(self, item: int, rng: np.random.Generator | None = None) -> tuple[Song, int]:
-        """Song and start of grid item `item`, shifted when `rng` is given; the chunk stays inside the song
-        that holds its midpoint (as Jukebox's get_index_offset)."""
+    def locate(self, item: int, rng: np.random.Generator | None = None, frames: int | None = None) -> tuple[Song, int]:
+        """Song and start of grid item `item`, shifted when `rng` is given; the `frames` read from there (default:
+        a chunk) stay inside the song that holds the chunk's midpoint (as Jukebox's get_index_offset)."""
         offset = item * self.chunk
         if rng is not None:
             offset += int(rng.integers(-self.chunk // 2, self.chunk // 2))
         index = min(int(np.searchsorted(self.ends, offset + self.chunk // 2, side="right")), len(self.songs) - 1)
         song = self.songs[index]
         song_start = int(self.ends[index]) - song.frames
-        return song, int(np.clip(offset - song_start, 0, song.frames - self.chunk))
+        return song, int(np.clip(offset - song_start, 0, song.frames - (frames or self.chunk)))
 
     def __getitem__(self, position: int) -> np.ndarray:
         """Example `position`: float32 (len(sources), 1, chunk), one mono chunk per source."""
@@ -100,22 +109,32 @@ class ChunkSampler:
         left_weight = rng.random() if self.blend else 0.5
         remixed = self.remix > 0 and rng.random() < self.remix
         sources = [str(rng.choice(SOURCES)) if source == ALL else source for source in self.sources]
+        # Augmentation draws come last, and none when it is off: the examples of earlier runs stay as they were.
+        speed = self.augment.draw_speed(rng)
+        speed = min(speed, max(1.0, self._fastest)) if speed > 1.0 else speed
+        frames = self.chunk if speed == 1.0 else math.ceil(self.chunk * speed) + _SPEED_MARGIN
+        from_stems = "mixture" in sources and (remixed or self.augment.per_stem)  # the mixture summed from stems
+        names = list(STEMS) if from_stems else sorted(set(sources))
         if remixed:
-            stereo = self._remix(rng, set(sources))
+            stereo = self._remix(rng, names, frames)
         else:
-            stereo = {source: song.read(source, start, self.chunk) for source in set(sources)}
-        return np.stack([to_mono(stereo[source], left_weight) for source in sources]).astype(np.float32)
-
-    def _remix(self, rng: np.random.Generator, sources: set[str]) -> dict[str, np.ndarray]:
-        stems = STEMS if "mixture" in sources else sorted(sources)
-        stereo: dict[str, np.ndarray] = {}
-        for stem in stems:
-            song, start = self.locate(int(rng.integers(self.items)), rng if self.shift else None)
-            stereo[stem] = song.read(stem, start, self.chunk)
-        if "mixture" in sources:
+            start = min(start, song.frames - frames)
+            stereo = {name: song.read(name, start, frames) for name in names}
+        self.augment.change_stems(rng, stereo, song.sample_rate)
+        if from_stems:
             mixture = sum(stereo[stem] for stem in STEMS)  # mono stems broadcast against stereo ones
             assert isinstance(mixture, np.ndarray)  # STEMS is never empty, so sum() never returns its start, 0
             stereo["mixture"] = mixture
+        if speed != 1.0:
+            stereo = {name: change_speed(audio, speed, self.chunk) for name, audio in stereo.items()}
+        return np.stack([to_mono(stereo[source], left_weight) for source in sources]).astype(np.float32)
+
+    def _remix(self, rng: np.random.Generator, names: list[str], frames: int) -> dict[str, np.ndarray]:
+        """`frames` of each of `names` (sources, never the mixture) from an independently drawn song and start."""
+        stereo: dict[str, np.ndarray] = {}
+        for name in names:
+            song, start = self.locate(int(rng.integers(self.items)), rng if self.shift else None, frames)
+            stereo[name] = song.read(name, start, frames)
         return stereo
 
     def stats_chunks(self, count: int) -> Iterator[np.ndarray]:

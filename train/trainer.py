@@ -10,6 +10,7 @@ what an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -270,4 +271,5 @@ class Trainer:
             "remix": options.remix,
             "shift": options.shift,
             "blend": options.blend,
+            "augmentation": dataclasses.asdict(options.augmentation),
         }
