@@ -8,12 +8,13 @@ runs on OpenVINO's fast kernels.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,8 +22,9 @@ from .cascade import Stage
 from .errors import BackendError
 from .heap import return_freed_memory
 from .manifest import Manifest
+from .openvino_cache import CompiledCache, default_cache_dir, file_digest
 from .openvino_stages import cut, plan_long_windows, reach
-from .openvino_streaming import CompiledStream, StatefulRun, stream_graph
+from .openvino_streaming import CompiledStream, StatefulRun, StreamLayout, stream_graph
 from .phases import phase_taps
 
 PRECISIONS = ("fp32", "bf16")
@@ -266,7 +268,15 @@ class OpenVinoEngine:
     encoders' and decoders' convolutions on AMX or AVX512-BF16 units.
     """
 
-    def __init__(self, paths: dict[str, Path], manifest: Manifest, *, threads: int | None, precision: str):
+    def __init__(
+        self,
+        paths: dict[str, Path],
+        manifest: Manifest,
+        *,
+        threads: int | None,
+        precision: str,
+        cache: Path | None | Literal["default"] = "default",
+    ):
         ov = _openvino()
         if precision not in PRECISIONS:
             raise BackendError(f"the openvino backend runs {' or '.join(PRECISIONS)}, not {precision}")
@@ -285,6 +295,8 @@ class OpenVinoEngine:
         self._staged: dict[int, list[Stage]] = {}
         self._streams: dict[tuple[int, int], tuple[CompiledStream, CompiledStream]] = {}
         self._streams_lock, self._nearest_lock = threading.Lock(), threading.Lock()
+        self._cache = CompiledCache(default_cache_dir() if cache == "default" else cache)
+        self._graph_digests: dict[str, str] | None = None
         self._whole: tuple[ShapedModel, ShapedModel] | None = None  # the encoders and decoders for `run`, when used
         parts = self._read_parts()  # read now, so a graph OpenVINO cannot run fails at load
         try:
@@ -354,28 +366,56 @@ class OpenVinoEngine:
         with self._streams_lock:  # streams started from several threads compile the models once
             if (items, block) not in self._streams:
                 try:
-                    encoders, decoders = self._joined_models()
-                    encoder_stream = stream_graph(encoders, [[items, 1, block]])
                     frames = Fraction(block) * self._encoder_reach.rate
                     if frames.denominator != 1:
                         raise ValueError(f"a block of {block} samples is no whole number of latent frames")
-                    decoder_stream = stream_graph(
-                        decoders, [[items, 1, int(frames)]] * len(self.stems), encoder_stream.layout.output_start
-                    )
-                    graphs = (encoder_stream, decoder_stream)
-                    models = [model for graph in graphs for model in (graph.plain, graph.masked)]
-                    with ThreadPoolExecutor() as pool:  # OpenVINO compiles without holding the GIL: side by side
-                        compiled = list(pool.map(self._compile, models))
+                    key = self._cache_key("stream", items=items, block=block)
+                    cached = self._cache.load(self._core, key, self._compute)
+                    if cached is None:
+                        compiled, layouts = self._compile_streams(items, block, int(frames))
+                        self._cache.store(key, compiled, [layout.to_json() for layout in layouts])
+                    else:
+                        compiled, extra = cached
+                        layouts = [StreamLayout.from_json(data) for data in extra]
                     self._streams[items, block] = (
-                        CompiledStream(compiled[0], compiled[1], encoder_stream.layout),
-                        CompiledStream(compiled[2], compiled[3], decoder_stream.layout),
+                        CompiledStream(compiled[0], compiled[1], layouts[0]),
+                        CompiledStream(compiled[2], compiled[3], layouts[1]),
                     )
-                    del encoders, decoders, encoder_stream, decoder_stream, graphs, models, compiled
-                    return_freed_memory()  # what compiling them took
+                    del compiled, cached
+                    return_freed_memory()  # what compiling or importing them took
                 except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
                     raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
             encoders, decoders = self._streams[items, block]
         return StatefulRun(encoders, self._nearest_codes, decoders, items, block)
+
+    def _compile_streams(self, items: int, block: int, frames: int) -> tuple[list[Any], list[StreamLayout]]:
+        """The encoders' and decoders' stream models compiled (plain and masked of each) and their layouts."""
+        encoders, decoders = self._joined_models()
+        encoder_stream = stream_graph(encoders, [[items, 1, block]])
+        decoder_stream = stream_graph(
+            decoders, [[items, 1, frames]] * len(self.stems), encoder_stream.layout.output_start
+        )
+        graphs = (encoder_stream, decoder_stream)
+        models = [model for graph in graphs for model in (graph.plain, graph.masked)]
+        with ThreadPoolExecutor() as pool:  # OpenVINO compiles without holding the GIL: side by side
+            compiled = list(pool.map(self._compile, models))
+        return compiled, [graph.layout for graph in graphs]
+
+    def _cache_key(self, kind: str, **shapes: int) -> dict:
+        """What a compile of `kind` depends on, for `openvino_cache`: the graphs, the code that builds the models
+        from them, OpenVINO, the CPU and the compile settings."""
+        ov = _openvino()
+        if self._graph_digests is None:
+            self._graph_digests = {stem: file_digest(path) for stem, path in self._paths.items()}
+        return {
+            "kind": kind,
+            "shapes": shapes,
+            "graphs": self._graph_digests,
+            "code": _code_digest(),
+            "openvino": ov.get_version(),
+            "cpu": [self._core.get_property("CPU", name) for name in ("FULL_DEVICE_NAME", "OPTIMIZATION_CAPABILITIES")],
+            "config": {name: str(value) for name, value in self._compute.items()},
+        }
 
     def stages(self, chunk: int) -> list[Stage]:
         """The engine as a chain of stages for `unmix.runtime.cascade.CascadeRun(stages, chunk)`, on (items, 1,
@@ -551,3 +591,13 @@ def _infer(request, inputs: list[np.ndarray], copy: bool = True) -> list[np.ndar
     request.infer(dict(enumerate(inputs)), share_inputs=True, share_outputs=True)  # read below, not copied here
     outputs = [request.get_output_tensor(index).data for index in range(len(request.model_outputs))]
     return [np.array(output, copy=True) for output in outputs] if copy else outputs
+
+
+@functools.cache
+def _code_digest() -> str:
+    """The SHA-256 of the modules that build the OpenVINO models: a change to them invalidates cached compiles."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("openvino_backend.py", "openvino_stages.py", "openvino_streaming.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()

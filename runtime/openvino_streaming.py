@@ -51,6 +51,21 @@ class StreamLayout:
         self._output = output
         self.output_start = start  # the position of the first call's first output frame (≤ 0)
 
+    def to_json(self) -> dict:
+        """The layout as JSON-ready data (`from_json` reads it back): kept beside a cached compile."""
+        return {
+            "grids": [[grid.input, grid.start, grid.frames] for grid in self.grids],
+            "lengths": [[name, *vars(rule).values()] for name, rule in self._lengths.items()],
+            "output": self._output,
+            "start": self.output_start,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> StreamLayout:
+        grids = [Grid(name, int(start), int(frames)) for name, start, frames in data["grids"]]
+        lengths = {name: _Length(*rule) for name, *rule in data["lengths"]}
+        return cls(grids, lengths, str(data["output"]), int(data["start"]))
+
     def _all_lengths(self, length: int) -> dict[str, int]:
         known: dict[str, int] = {}
         for name, rule in self._lengths.items():

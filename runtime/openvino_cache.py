@@ -1,0 +1,93 @@
+"""Compiled OpenVINO models kept on disk, so that a later process imports them instead of compiling them again.
+
+An entry is stored under a digest of everything its models were compiled from (`key`: the graphs' SHA-256, the
+code that built the models, OpenVINO's version, the CPU, the compile settings and shapes). It is imported only when
+its recorded key equals the one asked for and every blob's SHA-256 matches its record; anything else is compiled
+anew and stored again. Storing is best effort: a cache that cannot be written only costs the compile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_atomically
+
+CACHE_ENV = "UNMIX_OPENVINO_CACHE"  # a folder for the cache, or "off"
+FORMAT = 1
+
+
+def default_cache_dir() -> Path | None:
+    """`$UNMIX_OPENVINO_CACHE` ("off" or empty: no cache), else `$XDG_CACHE_HOME/unmix/openvino` (default
+    `~/.cache/unmix/openvino`)."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "off", "0", "none") else Path(value).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unmix" / "openvino"
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while piece := file.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+class CompiledCache:
+    """Entries of compiled models (one or several) with a JSON-ready `extra` each, in `folder` (None: off)."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+
+    def _paths(self, key: dict) -> tuple[Path, str]:
+        assert self.folder is not None  # only called when the cache is on
+        name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        return self.folder / f"{name}.json", name
+
+    def load(self, core, key: dict, config: dict) -> tuple[list[Any], Any] | None:
+        """The compiled models stored under `key`, imported with `config`, and their `extra`; None when there is
+        no such entry or it does not check out."""
+        if self.folder is None:
+            return None
+        record_path, name = self._paths(key)
+        try:
+            record = json.loads(record_path.read_text())
+            if record.get("format") != FORMAT or record.get("key") != key:
+                return None
+            compiled = []
+            for index, expected in enumerate(record["sha256"]):
+                blob = (self.folder / f"{name}.{index}.blob").read_bytes()
+                if hashlib.sha256(blob).hexdigest() != expected:
+                    return None  # damaged or replaced: never imported
+                compiled.append(core.import_model(io.BytesIO(blob), "CPU", config))
+            return compiled, record.get("extra")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        except RuntimeError:  # OpenVINO refused the blob (another build of it, say): compile anew
+            return None
+
+    def store(self, key: dict, compiled: Sequence[Any], extra: Any) -> None:
+        """Store `compiled` (OpenVINO compiled models) and `extra` under `key`: each blob whole, then the record
+        that names them, so a reader never finds a record of blobs not yet written."""
+        if self.folder is None:
+            return
+        record_path, name = self._paths(key)
+        try:
+            digests = []
+            for index, model in enumerate(compiled):
+                stream = io.BytesIO()
+                model.export_model(stream)
+                blob = stream.getvalue()
+                write_atomically(self.folder / f"{name}.{index}.blob", blob)
+                digests.append(hashlib.sha256(blob).hexdigest())
+            record = {"format": FORMAT, "key": key, "sha256": digests, "extra": extra}
+            write_atomically(record_path, json.dumps(record, indent=1))
+        except (OSError, RuntimeError):
+            pass  # best effort: the models stay compiled in this process
