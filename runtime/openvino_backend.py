@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -302,15 +303,13 @@ class OpenVinoEngine:
         try:
             self._encoder_reach = reach(next(iter(parts.values())).encoder)
             searches = [nearest_code_model(p) for p in parts.values()]
-            self._nearest: ShapedModel | None = ShapedModel(
-                core,
-                ov.Model(
-                    [m.get_results()[0].input_value(0) for m in searches],
-                    [m.get_parameters()[0] for m in searches],
-                    "nearest_codes",
-                ),
-                config | {"INFERENCE_PRECISION_HINT": "f32"},
+            self._nearest_model = ov.Model(
+                [m.get_results()[0].input_value(0) for m in searches],
+                [m.get_parameters()[0] for m in searches],
+                "nearest_codes",
             )
+            self._nearest_config = config | {"INFERENCE_PRECISION_HINT": "f32"}
+            self._nearest: dict[int, ShapedModel] | None = {}  # by tile width
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
             raise self._load_error(error) from None
         detail = f", {threads} threads" if threads else ""
@@ -386,7 +385,10 @@ class OpenVinoEngine:
                 except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
                     raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
             encoders, decoders = self._streams[items, block]
-        return StatefulRun(encoders, self._nearest_codes, decoders, items, block)
+        # Tiles of equal width: a block's frames are not padded to whole `TILE_FRAMES` tiles at every call.
+        latent = int(Fraction(block) * self._encoder_reach.rate)  # frames a call (a whole number: checked above)
+        nearest = functools.partial(self._nearest_codes, tile=math.ceil(latent / math.ceil(latent / TILE_FRAMES)))
+        return StatefulRun(encoders, nearest, decoders, items, block)
 
     def _compile_streams(self, items: int, block: int, frames: int) -> tuple[list[Any], list[StreamLayout]]:
         """The encoders' and decoders' stream models compiled (plain and masked of each) and their layouts."""
@@ -468,25 +470,28 @@ class OpenVinoEngine:
             stages.append(Stage(infer, step.reach.context, step.reach.rate, shaped.release))
         return stages
 
-    def _nearest_codes(self, embeddings: list[np.ndarray]) -> list[np.ndarray]:
-        """Every stem's (N, 1, T') nearest codes of its (N, C, T') embeddings, `TILE_FRAMES` frames a call, so the
+    def _nearest_codes(self, embeddings: list[np.ndarray], tile: int = TILE_FRAMES) -> list[np.ndarray]:
+        """Every stem's (N, 1, T') nearest codes of its (N, C, T') embeddings, `tile` frames a call, so the
         distance matrix stays small whatever the window. A short last tile is padded to a whole one: one input
-        shape, one compile."""
+        shape, one compile per tile width."""
         frames = embeddings[0].shape[2]
         codes = [np.empty((x.shape[0], 1, frames), np.int32) for x in embeddings]
-        with self._nearest_lock:  # one request, shared by the streams of every thread
-            self._fill_codes(embeddings, codes)
+        with self._nearest_lock:  # one request per tile width, shared by the streams of every thread
+            assert self._nearest is not None  # until close(), after which the separator refuses every call
+            if tile not in self._nearest:
+                self._nearest[tile] = ShapedModel(self._core, self._nearest_model, self._nearest_config)
+            self._fill_codes(self._nearest[tile], embeddings, codes, tile)
         return codes
 
-    def _fill_codes(self, embeddings: list[np.ndarray], codes: list[np.ndarray]) -> None:
+    @staticmethod
+    def _fill_codes(search: ShapedModel, embeddings: list[np.ndarray], codes: list[np.ndarray], tile: int) -> None:
         frames = embeddings[0].shape[2]
-        for first in range(0, frames, TILE_FRAMES):
-            tiles = [x[:, :, first : first + TILE_FRAMES] for x in embeddings]
+        for first in range(0, frames, tile):
+            tiles = [x[:, :, first : first + tile] for x in embeddings]
             width = tiles[0].shape[2]
-            if width < TILE_FRAMES:
-                tiles = [np.pad(tile, ((0, 0), (0, 0), (0, TILE_FRAMES - width))) for tile in tiles]
-            assert self._nearest is not None  # until close(), after which the separator refuses every call
-            found = self._nearest.infer([np.ascontiguousarray(tile) for tile in tiles], copy=False)
+            if width < tile:
+                tiles = [np.pad(part, ((0, 0), (0, 0), (0, tile - width))) for part in tiles]
+            found = search.infer([np.ascontiguousarray(part) for part in tiles], copy=False)
             for stem_codes, stem_found in zip(codes, found, strict=True):
                 stem_codes[:, :, first : first + width] = stem_found[:, :, :width]
 
@@ -504,9 +509,8 @@ class OpenVinoEngine:
     def close(self) -> None:
         """Drop the infer requests, compiled models and cut stages (stages handed out earlier keep theirs alive
         until they are dropped too)."""
-        for model in (*(self._whole or ()), self._nearest):
-            if model is not None:
-                model.close()
+        for model in (*(self._whole or ()), *(self._nearest or {}).values()):
+            model.close()
         self._whole = self._nearest = None
         self._staged = {}
         self._streams = {}
