@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,6 +171,7 @@ GIVEN = {
     "val_every": 17,
     "val_songs": 2,
     "val_chunks": 5,
+    "val_data": Path("/data/unseen"),
     "stats_chunks": 6,
     "remix": 0.25,
     "shift": False,

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import soundfile as sf
 import torch
-from synth_corpus import make_corpus
+from synth_corpus import make_corpus, make_song, write_song
 from train_helpers import phase1_options, phase2_options
 
 from unmix.train import StemSeparator, build_vqvae, read_checkpoint, scaled_mixture, sdr, train_phase1, train_phase2
@@ -29,20 +29,28 @@ def _mono(path) -> np.ndarray:
 
 def test_two_phases_learn_to_separate_a_stem(tmp_path):
     data = make_corpus(tmp_path / "data", songs=5, seconds=3.0)
+    unseen = tmp_path / "unseen"  # --val-data: a second validation set, the test split of another corpus
+    for index in range(2):
+        write_song(unseen, f"Unseen{index}", make_song(np.random.default_rng(100 + index), 3.0), 44100, "musdb", "test")
 
-    vqvae = train_phase1(phase1_options(data, tmp_path / "phase1", stem=STEM, steps=60, val_every=30))
+    vqvae = train_phase1(phase1_options(data, tmp_path / "phase1", stem=STEM, steps=60, val_every=30, val_data=unseen))
     scores = [record["val_sdr"] for record in _validation(tmp_path / "phase1")]
     assert len(scores) == 3 and scores[-1] > scores[0] + 5, scores  # reconstruction SDR rises
+    unseen_scores = [record["val_unseen_sdr"] for record in _validation(tmp_path / "phase1")]
+    assert unseen_scores[-1] > unseen_scores[0] + 5 and unseen_scores != scores, unseen_scores
     info = json.loads((vqvae / "config.json").read_text())
     assert (info["role"], info["stem"], info["step"]) == ("vqvae", STEM, 60)
     assert info["provenance"] == {"init": "scratch"} and set(info["data_stats"]) == {"l2", "l1", "spec"}
 
     separator_dir = train_phase2(
-        phase2_options(data, tmp_path / "phase2", tmp_path / "phase1", stem=STEM, steps=120, val_every=60)
+        phase2_options(
+            data, tmp_path / "phase2", tmp_path / "phase1", stem=STEM, steps=120, val_every=60, val_data=unseen
+        )
     )
     # ME starts as a copy of SE, which on mixtures does worse than mixture/4; phase 2 is what fixes that.
     first, *_, last = _validation(tmp_path / "phase2")
     assert first["val_sdr"] < first["val_sdr_scaled_mixture"] < last["val_sdr"] - 1.0, (first, last)
+    assert last["val_unseen_sdr"] > first["val_unseen_sdr"] and last["val_unseen_sdr_scaled_mixture"] is not None
     info = json.loads((separator_dir / "config.json").read_text())
     assert (info["role"], info["stem"], info["step"]) == ("separator", STEM, 120)
     weights = (vqvae / "model.safetensors").read_bytes()

@@ -80,6 +80,12 @@ SaveEvery = Annotated[int, typer.Option(help="checkpoint every N steps (0: only 
 ValEvery = Annotated[int, typer.Option(help="validate every N steps (0: never)")]
 ValSongs = Annotated[int | None, typer.Option(help="songs held out for validation (default: about 10%)")]
 ValChunks = Annotated[int, typer.Option(help="chunks scored per validation song")]
+ValData = Annotated[
+    Path | None,
+    typer.Option(
+        help="a second validation set, scored beside the first: the test split of a corpus of unseen material"
+    ),
+]
 StatsChunks = Annotated[int, typer.Option(help="chunks measured for the normalisation statistics")]
 Remix = Annotated[float, typer.Option(help="probability of remixing an example's stems across songs")]
 Shift = Annotated[bool, typer.Option(help="random chunk shift (the paper's aug_shift)")]
@@ -129,6 +135,7 @@ def phase1(
     val_every: ValEvery = _DEFAULT["val_every"],
     val_songs: ValSongs = _DEFAULT["val_songs"],
     val_chunks: ValChunks = _DEFAULT["val_chunks"],
+    val_data: ValData = _DEFAULT["val_data"],
     stats_chunks: StatsChunks = _DEFAULT["stats_chunks"],
     remix: Remix = _DEFAULT["remix"],
     shift: Shift = _DEFAULT["shift"],
@@ -164,6 +171,7 @@ def phase1(
             val_every=val_every,
             val_songs=val_songs,
             val_chunks=val_chunks,
+            val_data=val_data,
             stats_chunks=stats_chunks,
             remix=remix,
             shift=shift,
@@ -204,6 +212,7 @@ def phase2(
     val_every: ValEvery = _DEFAULT["val_every"],
     val_songs: ValSongs = _DEFAULT["val_songs"],
     val_chunks: ValChunks = _DEFAULT["val_chunks"],
+    val_data: ValData = _DEFAULT["val_data"],
     stats_chunks: StatsChunks = _DEFAULT["stats_chunks"],
     remix: Remix = _DEFAULT["remix"],
     shift: Shift = _DEFAULT["shift"],
@@ -239,6 +248,7 @@ def phase2(
             val_every=val_every,
             val_songs=val_songs,
             val_chunks=val_chunks,
+            val_data=val_data,
             stats_chunks=stats_chunks,
             remix=remix,
             shift=shift,

@@ -14,7 +14,9 @@ from pathlib import Path
 from .augment import Augmentation
 
 # Options that may change when a run is resumed; any other difference is refused.
-RESUMABLE = frozenset({"steps", "save_every", "val_every", "workers", "device", "resume", "progress", "trust_pickle"})
+RESUMABLE = frozenset(
+    {"steps", "save_every", "val_every", "val_data", "workers", "device", "resume", "progress", "trust_pickle"}
+)
 
 
 class OptionsError(ValueError):
@@ -66,6 +68,7 @@ class TrainOptions:
     val_every: int = 1000
     val_songs: int | None = None  # default: about a tenth of the songs
     val_chunks: int = 4
+    val_data: Path | None = None  # a second validation set: the test split of a corpus of unseen material
     stats_chunks: int = 32
     remix: float = 0.0
     shift: bool = True
@@ -84,6 +87,8 @@ class TrainOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data).expanduser().resolve())
         object.__setattr__(self, "out", Path(self.out).expanduser().resolve())
+        if self.val_data is not None:
+            object.__setattr__(self, "val_data", Path(self.val_data).expanduser().resolve())
         positive = {
             "steps": self.steps,
             "batch": self.batch,

@@ -83,7 +83,10 @@ def _prepare(
         stats = DataStats.from_dict(resumed["data_stats"])
     else:
         stats = measure_stats(sampler.stats_chunks(options.stats_chunks))
-    return Setup(options, cluster, run, resumed, config, sampler, validation, stats)
+    unseen = []
+    if options.val_data is not None:  # scored beside the usual split, never trained on
+        unseen = find_songs(options.val_data, expand_sources(sources, 0.0), config.sample_rate, split="test")
+    return Setup(options, cluster, run, resumed, config, sampler, validation, stats, unseen)
 
 
 class VQVAETask(Task):
@@ -114,6 +117,16 @@ class VQVAETask(Task):
         record = {"val_sdr": sum(known) / len(known) if known else None}
         if len(sources) > 1:
             record |= {f"val_sdr_{source}": score for source, score in scores.items()}
+        if self.setup.unseen_songs:
+            self.vqvae.eval()
+            try:
+                unseen = [
+                    _score(self.setup, lambda x: self.vqvae(x)[0], source, source, unseen=True) for source in sources
+                ]
+            finally:
+                self.vqvae.train()
+            scored = [score for score in unseen if score is not None]
+            record["val_unseen_sdr"] = sum(scored) / len(scored) if scored else None
         return record
 
     def deploy_state(self) -> dict[str, Tensor]:
@@ -129,6 +142,7 @@ class EncoderTask(Task):
         super().__init__(setup, stem, separator.encoder, provenance)
         self.separator, self.stem_encoder = separator, stem_encoder
         self.baseline: float | None = None
+        self.unseen_baseline: float | None = None
 
     def loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         mixture, stem = batch[:, 0], batch[:, 1]
@@ -143,20 +157,26 @@ class EncoderTask(Task):
         separate = StemSeparator.from_vqvae(self.separator)
         if self.baseline is None:
             self.baseline = _score(self.setup, scaled_mixture, "mixture", self.stem)
-        return {
+        record = {
             "val_sdr": _score(self.setup, lambda x: separate(x)[0], "mixture", self.stem),
             "val_sdr_scaled_mixture": self.baseline,
         }
+        if self.setup.unseen_songs:
+            if self.unseen_baseline is None:
+                self.unseen_baseline = _score(self.setup, scaled_mixture, "mixture", self.stem, unseen=True)
+            record["val_unseen_sdr"] = _score(self.setup, lambda x: separate(x)[0], "mixture", self.stem, unseen=True)
+            record["val_unseen_sdr_scaled_mixture"] = self.unseen_baseline
+        return record
 
     def deploy_state(self) -> dict[str, Tensor]:
         """The whole deployable model: `encoders.0` is ME; decoder and codebook are phase 1's."""
         return self.separator.state_dict()
 
 
-def _score(setup: Setup, predict: Predict, input_source: str, target_source: str) -> float | None:
+def _score(setup: Setup, predict: Predict, input_source: str, target_source: str, unseen: bool = False) -> float | None:
     options = setup.options
     return mean_sdr(
-        setup.validation_songs,
+        setup.unseen_songs if unseen else setup.validation_songs,
         predict,
         input_source,
         target_source,

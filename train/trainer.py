@@ -58,6 +58,7 @@ class Setup:
     sampler: ChunkSampler
     validation_songs: list[Song]
     stats: DataStats
+    unseen_songs: list[Song] = dataclasses.field(default_factory=list)  # --val-data: material training never sees
 
     @property
     def device(self) -> torch.device:
@@ -84,7 +85,8 @@ class Task(ABC):
 
     @abstractmethod
     def validate(self) -> dict[str, float | None]:
-        """Validation metrics on the held-out songs (`val_sdr` at least; None where no song could be scored)."""
+        """Validation metrics on the held-out songs (`val_sdr` at least; None where no song could be scored), and
+        with `--val-data` the same on the unseen songs (`val_unseen_…`)."""
 
     @abstractmethod
     def deploy_state(self) -> dict[str, Tensor]:
