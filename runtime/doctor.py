@@ -101,6 +101,9 @@ def _openvino(lines: list[str], advice: list[str]) -> None:
         return
     precisions = "fp32, bf16 (native: the default)" if native_bf16() else "fp32 (no native bf16 on this CPU)"
     _row(lines, "openvino", f"{_version('openvino')}: {precisions}")
+    from .openvino_cache import default_cache_dir, describe
+
+    _row(lines, "openvino cache", describe(default_cache_dir()))
 
 
 def _cpu(lines: list[str], advice: list[str]) -> None:

@@ -20,6 +20,7 @@ from .atomic import write_atomically
 
 CACHE_ENV = "UNMIX_OPENVINO_CACHE"  # a folder for the cache, or "off"
 FORMAT = 1
+MAX_ENTRIES = 8  # the least recently used go first: entries of older code or other settings are never used again
 
 
 def default_cache_dir() -> Path | None:
@@ -29,6 +30,19 @@ def default_cache_dir() -> Path | None:
     if value is not None:
         return None if value.strip().lower() in ("", "off", "0", "none") else Path(value).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unmix" / "openvino"
+
+
+def describe(folder: Path | None) -> str:
+    """One line on the cache in `folder` for `unmix doctor`: where it is, how many entries and how large."""
+    if folder is None:
+        return f"off ({CACHE_ENV}=off)"
+    if not folder.is_dir():
+        return f"{folder} (empty)"
+    entries = list(folder.glob("*.json"))
+    size = sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+    return (
+        f"{folder}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {size / 2**20:.0f} MiB (safe to delete)"
+    )
 
 
 def file_digest(path: str | Path) -> str:
@@ -67,6 +81,7 @@ class CompiledCache:
                 if hashlib.sha256(blob).hexdigest() != expected:
                     return None  # damaged or replaced: never imported
                 compiled.append(core.import_model(io.BytesIO(blob), "CPU", config))
+            os.utime(record_path)  # used: the last to go
             return compiled, record.get("extra")
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -89,5 +104,15 @@ class CompiledCache:
                 digests.append(hashlib.sha256(blob).hexdigest())
             record = {"format": FORMAT, "key": key, "sha256": digests, "extra": extra}
             write_atomically(record_path, json.dumps(record, indent=1))
+            self._evict()
         except (OSError, RuntimeError):
             pass  # best effort: the models stay compiled in this process
+
+    def _evict(self) -> None:
+        """Remove the least recently used entries beyond `MAX_ENTRIES` (the record first, then its blobs)."""
+        assert self.folder is not None
+        records = sorted(self.folder.glob("*.json"), key=lambda path: path.stat().st_mtime_ns, reverse=True)
+        for record in records[MAX_ENTRIES:]:
+            record.unlink(missing_ok=True)
+            for blob in self.folder.glob(f"{record.stem}.*.blob"):
+                blob.unlink(missing_ok=True)

@@ -204,6 +204,12 @@ def test_doctor():
         "default model",
     ):
         assert words in result.stdout
+    (openvino,) = [
+        line
+        for line in result.stdout.splitlines()
+        if line.split()[:1] == ["openvino"] and line.split()[1:2] != ["cache"]
+    ]
+    assert ("not installed" in openvino) != ("openvino cache" in result.stdout)  # where it runs, where it caches
 
 
 def _restore_sigint() -> None:

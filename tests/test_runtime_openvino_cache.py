@@ -9,7 +9,7 @@ import pytest
 from runtime_bundle import STEMS, tiny_bundle
 
 from unmix.runtime.manifest import read_manifest
-from unmix.runtime.openvino_cache import CACHE_ENV, default_cache_dir
+from unmix.runtime.openvino_cache import CACHE_ENV, default_cache_dir, describe
 
 pytest.importorskip("openvino")
 
@@ -28,8 +28,12 @@ def _stream(engine, x: np.ndarray, block: int = 64) -> list[np.ndarray]:
     return [np.concatenate([part[k] for part in parts if part], axis=2) for k in range(len(STEMS))]
 
 
-def _entry(folder) -> dict[str, int]:
-    return {path.name: path.stat().st_mtime_ns for path in sorted(folder.iterdir())}
+def _entry(folder) -> dict[str, int | bytes]:
+    """The blobs' modification times and the records' contents (an import touches its record's time)."""
+    return {
+        path.name: path.read_bytes() if path.suffix == ".json" else path.stat().st_mtime_ns
+        for path in sorted(folder.iterdir())
+    }
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +78,22 @@ def test_no_cache_or_an_unwritable_one_only_costs_the_compile(tmp_path_factory, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "unmix" / "openvino"
     assert not os.path.exists(tmp_path / "xdg")
+
+
+def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path_factory, tmp_path, signal, monkeypatch):
+    monkeypatch.setattr("unmix.runtime.openvino_cache.MAX_ENTRIES", 2)
+    engine = _engine(tmp_path_factory, tmp_path)
+    for block in (64, 128):
+        _stream(engine, signal, block)
+    first = min(tmp_path.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
+    _stream(_engine(tmp_path_factory, tmp_path), signal, 64)  # imported: now the most recently used
+    _stream(engine, signal, 256)  # a third entry: the least recently used one (block 128) goes, with its blobs
+    records = sorted(tmp_path.glob("*.json"))
+    assert len(records) == 2 and first in records and len(list(tmp_path.glob("*.blob"))) == 8
+
+
+def test_the_doctor_says_where_the_cache_is_and_how_large(tmp_path_factory, tmp_path, signal):
+    assert describe(tmp_path / "none") == f"{tmp_path / 'none'} (empty)" and describe(None).startswith("off")
+    _stream(_engine(tmp_path_factory, tmp_path), signal)
+    size = sum(path.stat().st_size for path in tmp_path.iterdir()) / 2**20
+    assert describe(tmp_path) == f"{tmp_path}: 1 entry, {size:.0f} MiB (safe to delete)"
