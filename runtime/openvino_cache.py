@@ -8,6 +8,7 @@ anew and stored again. Storing is best effort: a cache that cannot be written on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -81,7 +82,8 @@ class CompiledCache:
                 if hashlib.sha256(blob).hexdigest() != expected:
                     return None  # damaged or replaced: never imported
                 compiled.append(core.import_model(io.BytesIO(blob), "CPU", config))
-            os.utime(record_path)  # used: the last to go
+            with contextlib.suppress(OSError):  # a cache others may read but not write still serves
+                os.utime(record_path)  # used: the last to go
             return compiled, record.get("extra")
         except (OSError, ValueError, KeyError, TypeError):
             return None

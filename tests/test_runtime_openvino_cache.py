@@ -66,6 +66,19 @@ def test_a_damaged_blob_is_never_imported(tmp_path_factory, tmp_path, signal):
     assert blob.read_bytes() != bytes(data)  # compiled anew and stored again
 
 
+def test_a_cache_that_can_only_be_read_still_serves(tmp_path_factory, tmp_path, signal, monkeypatch):
+    expected = _stream(_engine(tmp_path_factory, tmp_path), signal)
+    stored = _entry(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(os, "utime", refuse)  # as on a shared, read-only cache (root ignores permission bits)
+    for a, b in zip(expected, _stream(_engine(tmp_path_factory, tmp_path), signal), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _entry(tmp_path) == stored  # imported, not compiled and stored again
+
+
 def test_no_cache_or_an_unwritable_one_only_costs_the_compile(tmp_path_factory, tmp_path, signal, monkeypatch):
     expected = _stream(_engine(tmp_path_factory, None), signal)
     blocked = tmp_path / "a-file"
