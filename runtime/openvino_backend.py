@@ -22,8 +22,8 @@ import numpy as np
 from .cascade import Stage
 from .errors import BackendError
 from .heap import return_freed_memory
-from .manifest import Manifest
-from .openvino_cache import CompiledCache, default_cache_dir, file_digest
+from .manifest import Manifest, sha256_file
+from .openvino_cache import CompiledCache, default_cache_dir
 from .openvino_stages import cut, plan_long_windows, reach
 from .openvino_streaming import CompiledStream, StatefulRun, StreamLayout, stream_graph
 from .phases import phase_taps
@@ -408,7 +408,7 @@ class OpenVinoEngine:
         from them, OpenVINO, the CPU and the compile settings."""
         ov = _openvino()
         if self._graph_digests is None:
-            self._graph_digests = {stem: file_digest(path) for stem, path in self._paths.items()}
+            self._graph_digests = {stem: sha256_file(path) for stem, path in self._paths.items()}
         return {
             "kind": kind,
             "shapes": shapes,

@@ -46,15 +46,6 @@ def describe(folder: Path | None) -> str:
     )
 
 
-def file_digest(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while piece := file.read(1 << 20):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
 class CompiledCache:
     """Entries of compiled models (one or several) with a JSON-ready `extra` each, in `folder` (None: off)."""
 
