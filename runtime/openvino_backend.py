@@ -362,10 +362,10 @@ class OpenVinoEngine:
         (items, 1, frames) input, `block` samples a call (a multiple of the hop), each sample computed once.
         The compiled models are shared by every run of the same items and block; each run has its own state, so
         streams may run in several threads at once."""
+        frames = Fraction(block) * self._encoder_reach.rate  # latent frames a call
         with self._streams_lock:  # streams started from several threads compile the models once
             if (items, block) not in self._streams:
                 try:
-                    frames = Fraction(block) * self._encoder_reach.rate
                     if frames.denominator != 1:
                         raise ValueError(f"a block of {block} samples is no whole number of latent frames")
                     key = self._cache_key("stream", items=items, block=block)
@@ -386,8 +386,7 @@ class OpenVinoEngine:
                     raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
             encoders, decoders = self._streams[items, block]
         # Tiles of equal width: a block's frames are not padded to whole `TILE_FRAMES` tiles at every call.
-        latent = int(Fraction(block) * self._encoder_reach.rate)  # frames a call (a whole number: checked above)
-        nearest = functools.partial(self._nearest_codes, tile=math.ceil(latent / math.ceil(latent / TILE_FRAMES)))
+        nearest = functools.partial(self._nearest_codes, tile=math.ceil(frames / math.ceil(frames / TILE_FRAMES)))
         return StatefulRun(encoders, nearest, decoders, items, block)
 
     def _compile_streams(self, items: int, block: int, frames: int) -> tuple[list[Any], list[StreamLayout]]:
