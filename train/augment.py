@@ -24,7 +24,7 @@ class Augmentation:
     speed: the whole example played faster or slower by a factor uniform in [1 − speed, 1 + speed] (resampled:
         tempo and pitch move together, as a turntable's).
 
-    The per-stem changes keep an example consistent: its mixture is then summed from its changed stems.
+    The per-stem changes keep an example consistent when its mixture is summed from its changed stems (`ChunkSampler`).
     """
 
     gain_db: float = 0.0
@@ -48,8 +48,8 @@ class Augmentation:
         return float(rng.uniform(1.0 - self.speed, 1.0 + self.speed)) if self.speed > 0 else 1.0
 
     def change_stems(self, rng: np.random.Generator, audio: dict[str, np.ndarray], sample_rate: int) -> None:
-        """Apply the per-stem changes to the stems in `audio` ({source: (channels, frames)}, in place), then sum
-        the mixture from the stems when `audio` has one. Draws nothing when no per-stem change is on."""
+        """Apply the per-stem changes to the stems in `audio` ({source: (channels, frames)}, in place); a mixture
+        is for the caller to sum from them. Draws nothing when no per-stem change is on."""
         if not self.per_stem:
             return
         for stem in STEMS:
@@ -63,10 +63,6 @@ class Augmentation:
                 low, high = rng.uniform(-self.eq_db, self.eq_db, size=2)
                 changed = shelve(changed, sample_rate, low, high)
             audio[stem] = changed.astype(np.float32, copy=False)
-        if "mixture" in audio:
-            mixture = sum(audio[stem] for stem in STEMS)
-            assert isinstance(mixture, np.ndarray)  # every stem is present when the mixture is summed
-            audio["mixture"] = mixture
 
 
 def shelve(audio: np.ndarray, sample_rate: int, low_db: float, high_db: float) -> np.ndarray:
