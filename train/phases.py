@@ -108,25 +108,22 @@ class VQVAETask(Task):
     def validate(self) -> dict[str, float | None]:
         """Reconstruction SDR (SE → codebook → SD) of each source on the held-out songs."""
         sources = SOURCES if self.stem == ALL else (self.stem,)
+        sets = {"val_sdr": False} | ({"val_unseen_sdr": True} if self.setup.unseen_songs else {})
         self.vqvae.eval()
         try:
-            scores = {source: _score(self.setup, lambda x: self.vqvae(x)[0], source, source) for source in sources}
+            scores = {
+                (name, source): _score(self.setup, lambda x: self.vqvae(x)[0], source, source, unseen=unseen)
+                for name, unseen in sets.items()
+                for source in sources
+            }
         finally:
             self.vqvae.train()
-        known = [score for score in scores.values() if score is not None]
-        record = {"val_sdr": sum(known) / len(known) if known else None}
+        record: dict[str, float | None] = {}
+        for name in sets:
+            known = [score for (kind, _), score in scores.items() if kind == name and score is not None]
+            record[name] = sum(known) / len(known) if known else None
         if len(sources) > 1:
-            record |= {f"val_sdr_{source}": score for source, score in scores.items()}
-        if self.setup.unseen_songs:
-            self.vqvae.eval()
-            try:
-                unseen = [
-                    _score(self.setup, lambda x: self.vqvae(x)[0], source, source, unseen=True) for source in sources
-                ]
-            finally:
-                self.vqvae.train()
-            scored = [score for score in unseen if score is not None]
-            record["val_unseen_sdr"] = sum(scored) / len(scored) if scored else None
+            record |= {f"val_sdr_{source}": scores["val_sdr", source] for source in sources}
         return record
 
     def deploy_state(self) -> dict[str, Tensor]:
