@@ -76,9 +76,7 @@ class CompiledCache:
             with contextlib.suppress(OSError):  # a cache others may read but not write still serves
                 os.utime(record_path)  # used: the last to go
             return compiled, record.get("extra")
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        except RuntimeError:  # OpenVINO refused the blob (another build of it, say): compile anew
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # RuntimeError: OpenVINO refused the blob
             return None
 
     def store(self, key: dict, compiled: Sequence[Any], extra: Any) -> None:
