@@ -65,12 +65,14 @@ class Augmentation:
             audio[stem] = changed.astype(np.float32, copy=False)
 
 
-def shelve(audio: np.ndarray, sample_rate: int, low_db: float, high_db: float) -> np.ndarray:
-    """(channels, frames) audio through a low shelf of `low_db` and a high shelf of `high_db` at `SHELF_HZ`
-    (the Audio EQ Cookbook's shelving biquads, slope 1)."""
+def shelve(
+    audio: np.ndarray, sample_rate: int, low_db: float, high_db: float, corners: tuple[float, float] = SHELF_HZ
+) -> np.ndarray:
+    """(channels, frames) audio through a low shelf of `low_db` and a high shelf of `high_db` at `corners` (Hz;
+    the Audio EQ Cookbook's shelving biquads, slope 1)."""
     from scipy.signal import lfilter
 
-    for frequency, gain_db, kind in ((SHELF_HZ[0], low_db, "low"), (SHELF_HZ[1], high_db, "high")):
+    for frequency, gain_db, kind in ((corners[0], low_db, "low"), (corners[1], high_db, "high")):
         b, a = _shelf(frequency / sample_rate, gain_db, kind)
         audio = lfilter(b, a, audio, axis=-1)
     return audio
