@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 LEAN_VENV="${LEAN_VENV:-.venv-lean}"
 
+# The corpus generator's tests play SoundFonts with FluidSynth and sing with Festival's voices (small packages).
+apt_packages=(libfluidsynth3 festival festvox-kallpc16k festvox-italp16k festvox-itapc16k festvox-czech-machac
+    festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv)
+missing=()
+for package in "${apt_packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_get=(apt-get); [ "$(id -u)" -eq 0 ] || apt_get=(sudo apt-get)
+    "${apt_get[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}"
+fi
+
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 . "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -280,6 +281,37 @@ def plot(
         typer.echo(f"wrote {plot_run(run, out)}")
     except OptionsError as error:
         fail(str(error))
+
+
+@app.command()
+def corpus(
+    root: Path = typer.Argument(..., help="corpus folder (MUSDB18-HQ layout: ROOT/SPLIT/SONG/*.wav)"),
+    split: str = typer.Option("train", help="the split folder to render into (train or test)"),
+    songs: int = typer.Option(100, min=1, help="how many songs"),
+    seconds: float = typer.Option(30.0, help="each song's length"),
+    seed: int = typer.Option(1, help="the corpus seed: song i is a function of (seed, i)"),
+    pool: str = typer.Option("train", help="train, or held-out: another corpus's material, for --val-data"),
+    soundfont: list[Path] = typer.Option([], help="an extra General MIDI SoundFont to draw from (repeatable)"),
+    prefix: str = typer.Option("Varied", help="song folder names: PREFIX - 0000, ..."),
+    workers: int = typer.Option(max(1, min(4, os.cpu_count() or 1)), min=1, help="songs rendered side by side"),
+) -> None:
+    """Render a synthetic corpus of our own: varied styles, SoundFonts, singers and mixes (`unmix.train.corpus`)."""
+    from .corpus.render import render_corpus
+
+    with _one_line_errors():
+        folders = render_corpus(
+            root,
+            split,
+            songs,
+            seconds,
+            seed,
+            pool,
+            tuple(soundfont),
+            prefix,
+            workers,
+            progress=lambda folder: typer.echo(f"wrote {folder}"),
+        )
+    typer.echo(f"{len(folders)} songs in {root / split}")
 
 
 if __name__ == "__main__":  # `python -m unmix.train.cli` and `torchrun -m unmix.train.cli`
