@@ -9,6 +9,8 @@
 # below); VAL_SONGS and VAL_EVERY hold songs out and score them every so many steps (phase 2's embedding loss
 # alone misled the first run: it kept falling while SDR hardly moved). ME_INIT/<stem>, when set, is a phase-2
 # checkpoint (or its `encoders.0.*` weights alone) whose ME a new phase-2 run starts from, instead of SE.
+# VAL_PACKED, when set, is a compact_corpus.py pack of a held-out validation corpus (varied_corpus.sh's, `--split
+# test`), scored beside the held-out songs at every validation (`--val-data`: val_unseen_* in metrics.jsonl).
 # PARALLEL=1 trains the four stems at once, each for the whole time: the GPU is as busy either way (692x real
 # time for four stems at batch 16, 750x for one at batch 64), but the stems' start-ups and saves overlap.
 # Each stage stops on SIGINT at its time, which the trainer answers by saving its checkpoint (exit 130); a later
@@ -19,9 +21,14 @@ PHASE1_SECONDS="${4:?phase-1 seconds per stem}"; PHASE2_SECONDS="${5:?phase-2 se
 BATCH="${BATCH:-64}"; CHUNK="${CHUNK:-65536}"; PHASE1_BATCH="${PHASE1_BATCH:-32}"; LR="${LR:-3e-4}"; REMIX="${REMIX:-0.5}"
 EMA_DECAY="${EMA_DECAY:-0.99}"; WARMUP="${WARMUP:-100}"; WORKERS="${WORKERS:-12}"
 VAL_SONGS="${VAL_SONGS:-0}"; VAL_EVERY="${VAL_EVERY:-0}"; DATA="${DATA:-/tmp/unmix-corpus}"
-ME_INIT="${ME_INIT:-}"; PARALLEL="${PARALLEL:-0}"
+ME_INIT="${ME_INIT:-}"; PARALLEL="${PARALLEL:-0}"; VAL_PACKED="${VAL_PACKED:-}"; VAL_DATA="${VAL_DATA:-/tmp/unmix-heldout}"
 mkdir -p "$RUNS"
 [ -d "$DATA" ] || python train/recipes/compact_corpus.py unpack "$PACKED" "$DATA"
+val=()
+if [ -n "$VAL_PACKED" ]; then
+  [ -d "$VAL_DATA" ] || python train/recipes/compact_corpus.py unpack "$VAL_PACKED" "$VAL_DATA"
+  val=(--val-data "$VAL_DATA")
+fi
 read -r device gpu < <(python -c 'import torch; c = torch.cuda.is_available(); print("cuda" if c else "cpu", torch.cuda.get_device_name(0) if c else "no GPU")')
 precision="$([ "$device" = cuda ] && echo "bf16 autocast" || echo fp32)"
 
@@ -32,7 +39,7 @@ stage() {  # stage NAME SECONDS BATCH COMMAND...: train RUNS/NAME (resuming its 
   started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"; start="$SECONDS"
   timeout --preserve-status -s INT "$seconds" python -m unmix.train.cli "$@" --data "$DATA" --out "$out" --steps 1000000 \
     --batch "$batch" --chunk "$CHUNK" --lr "$LR" --remix "$REMIX" --ema-decay "$EMA_DECAY" --warmup "$WARMUP" --val-songs "$VAL_SONGS" \
-    --val-every "$VAL_EVERY" --save-every 500 --workers "$WORKERS" --no-progress "${resume[@]}" || status=$?
+    --val-every "$VAL_EVERY" --save-every 500 --workers "$WORKERS" --no-progress "${val[@]}" "${resume[@]}" || status=$?
   [ "$status" -eq 0 ] || [ "$status" -eq 130 ] || { echo "$name failed ($status)" >&2; return 1; }
   steps="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' "$out/checkpoint/config.json")"
   printf '{"stage": "%s", "steps": %d, "started": "%s", "seconds": %d, "device": "%s", "machine": "%s", "command": "%s"}\n' \

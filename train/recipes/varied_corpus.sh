@@ -12,3 +12,5 @@ SONGS="${3:-200}"
 unmix-train corpus "$TRAIN_ROOT" --split train --songs "$SONGS" --seconds 30 --seed 1
 unmix-train corpus "$TRAIN_ROOT" --split test --songs 20 --seconds 30 --seed 2
 unmix-train corpus "$HELD_OUT_ROOT" --split test --pool held-out --songs 12 --seconds 30 --seed 11 --prefix HeldOut
+# For a lent GPU (64 MiB of carry): compact_corpus.py pack "$TRAIN_ROOT" PACKED --max-mb 50 (about 0.5 MB a song)
+# and compact_corpus.py pack "$HELD_OUT_ROOT" VAL_PACKED --split test, then VAL_PACKED=... gpu_train.sh PACKED ...
