@@ -294,7 +294,7 @@ class OpenVinoEngine:
         self._core, self._compute, self._precision = core, compute, precision
         self._paths, self._input_name = dict(paths), manifest.input_name
         self._staged: dict[int, list[Stage]] = {}
-        self._streams: dict[tuple[int, int], tuple[CompiledStream, CompiledStream]] = {}
+        self._streams: dict[tuple[int, int], tuple[CompiledStream, ...]] = {}
         self._streams_lock, self._nearest_lock = threading.Lock(), threading.Lock()
         self._cache = CompiledCache(default_cache_dir() if cache == "default" else cache)
         self._graph_digests: dict[str, str] | None = None
@@ -369,16 +369,25 @@ class OpenVinoEngine:
                     if frames.denominator != 1:
                         raise ValueError(f"a block of {block} samples is no whole number of latent frames")
                     key = self._cache_key("stream", items=items, block=block)
-                    cached = self._cache.load(self._core, key, self._compute)
+                    # the masked models first: a stream starts on them (`CompiledStream`)
+                    cached = self._cache.load(self._core, key, self._compute, indices=(1, 3))
                     if cached is None:
                         compiled, layouts = self._compile_streams(items, block, int(frames))
-                        self._cache.store(key, compiled, [layout.to_json() for layout in layouts])
+                        stored = self._cache.store(key, compiled, [layout.to_json() for layout in layouts])
                     else:
                         compiled, extra = cached
                         layouts = [StreamLayout.from_json(data) for data in extra]
-                    self._streams[items, block] = (
-                        CompiledStream(compiled[0], compiled[1], layouts[0]),
-                        CompiledStream(compiled[2], compiled[3], layouts[1]),
+                        stored = True
+                    # With the models in the cache, each part holds the model its streams run now, not both.
+                    reload = functools.partial(self._reload_stream, key, items, block, int(frames)) if stored else None
+                    self._streams[items, block] = tuple(
+                        CompiledStream(
+                            compiled[2 * part],
+                            compiled[2 * part + 1],
+                            layouts[part],
+                            functools.partial(reload, part) if reload else None,
+                        )
+                        for part in range(2)
                     )
                     del compiled, cached
                     return_freed_memory()  # what compiling or importing them took
@@ -388,6 +397,20 @@ class OpenVinoEngine:
         # Tiles of equal width: a block's frames are not padded to whole `TILE_FRAMES` tiles at every call.
         nearest = functools.partial(self._nearest_codes, tile=math.ceil(frames / math.ceil(frames / TILE_FRAMES)))
         return StatefulRun(encoders, nearest, decoders, items, block)
+
+    def _reload_stream(self, key: dict, items: int, block: int, frames: int, part: int, kind: str):
+        """Part `part`'s (0 encoders, 1 decoders) `kind` stream model, imported from the cache again, or compiled
+        again (and stored) when the entry is gone or damaged since."""
+        index = 2 * part + (kind == "masked")
+        try:
+            cached = self._cache.load(self._core, key, self._compute, indices=(index,))
+            if cached is not None:
+                return cached[0][index]
+            compiled, layouts = self._compile_streams(items, block, frames)
+            self._cache.store(key, compiled, [layout.to_json() for layout in layouts])
+            return compiled[index]
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+            raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
 
     def _compile_streams(self, items: int, block: int, frames: int) -> tuple[list[Any], list[StreamLayout]]:
         """The encoders' and decoders' stream models compiled (plain and masked of each) and their layouts."""

@@ -57,9 +57,10 @@ class CompiledCache:
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
         return self.folder / f"{name}.json", name
 
-    def load(self, core, key: dict, config: dict) -> tuple[list[Any], Any] | None:
+    def load(self, core, key: dict, config: dict, indices: Sequence[int] | None = None) -> tuple[list[Any], Any] | None:
         """The compiled models stored under `key`, imported with `config`, and their `extra`; None when there is
-        no such entry or it does not check out."""
+        no such entry or it does not check out. `indices`: import only the models at these places (the others are
+        None)."""
         if self.folder is None:
             return None
         record_path, name = self._paths(key)
@@ -67,8 +68,11 @@ class CompiledCache:
             record = json.loads(record_path.read_text())
             if record.get("format") != FORMAT or record.get("key") != key:
                 return None
-            compiled = []
+            compiled: list[Any] = []
             for index, expected in enumerate(record["sha256"]):
+                if indices is not None and index not in indices:
+                    compiled.append(None)
+                    continue
                 blob = (self.folder / f"{name}.{index}.blob").read_bytes()
                 if hashlib.sha256(blob).hexdigest() != expected:
                     return None  # damaged or replaced: never imported
@@ -79,11 +83,11 @@ class CompiledCache:
         except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # RuntimeError: OpenVINO refused the blob
             return None
 
-    def store(self, key: dict, compiled: Sequence[Any], extra: Any) -> None:
+    def store(self, key: dict, compiled: Sequence[Any], extra: Any) -> bool:
         """Store `compiled` (OpenVINO compiled models) and `extra` under `key`: each blob whole, then the record
-        that names them, so a reader never finds a record of blobs not yet written."""
+        that names them, so a reader never finds a record of blobs not yet written. Returns whether it did."""
         if self.folder is None:
-            return
+            return False
         record_path, name = self._paths(key)
         try:
             digests = []
@@ -97,7 +101,8 @@ class CompiledCache:
             write_atomically(record_path, json.dumps(record, indent=1))
             self._evict()
         except (OSError, RuntimeError):
-            pass  # best effort: the models stay compiled in this process
+            return False  # best effort: the models stay compiled in this process
+        return True
 
     def _evict(self) -> None:
         """Remove the least recently used entries beyond `MAX_ENTRIES` (the record first, then its blobs)."""

@@ -8,6 +8,7 @@ RAVE's cached_conv); `StatefulRun` runs one signal through such models.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,8 +287,8 @@ def _i64(values: list[int]):
 
 class _StreamRequests:
     """One stream's infer request on a `CompiledStream`: on its plain model or its masked one, whichever the call
-    needs, the variables moving over with it. A model no stream uses has its working memory released, so a
-    stream holds one model's at a time."""
+    needs, the variables moving over with it. The request it leaves goes first, so a model no stream uses is
+    released (`CompiledStream.done`) before the other is needed: a stream holds one model at a time."""
 
     def __init__(self, compiled: CompiledStream):
         self.layout = compiled.layout
@@ -299,14 +300,16 @@ class _StreamRequests:
         """One call; the outputs are the request's buffers, valid until its next call."""
         kind = "plain" if bounds is None else "masked"
         if kind != self._kind:
+            import openvino as ov
+
+            # the variables move over, copied out first: the request they live in goes before the next one comes
+            held = [] if self._request is None else [(s.name, s.state.data.copy()) for s in self._request.query_state()]
+            self.close()
             request = self._compiled.request(kind)
-            if self._request is None:
-                request.reset_state()
-            else:  # the variables move over
-                states = {state.name: state for state in request.query_state()}
-                for state in self._request.query_state():
-                    states[state.name].state = state.state
-                self.close()
+            request.reset_state()
+            states = {state.name: state for state in request.query_state()}
+            for name, data in held:
+                states[name].state = ov.Tensor(data)
             self._kind, self._request = kind, request
         assert self._request is not None  # made above unless the request of this kind is already held
         feeds = dict(enumerate(inputs if bounds is None else [*inputs, bounds]))
@@ -323,27 +326,49 @@ class _StreamRequests:
 
 
 class CompiledStream:
-    """A `StreamGraph` compiled: its plain and masked models and layout, with a count of the requests on each."""
+    """A `StreamGraph` compiled: its plain and masked models and layout, with a count of the requests on each.
 
-    def __init__(self, plain, masked, layout: StreamLayout):
+    reload: when given, `reload(kind)` compiles the `kind` model again (an import from `openvino_cache`), either
+    model may be None until it is needed, and a model no request uses is dropped whole, not only its working memory: a stream's edges run the masked model and
+    the rest the plain one, so one stream holds one of them at a time. Each compiled model holds 50–70 MB here.
+    """
+
+    def __init__(self, plain, masked, layout: StreamLayout, reload: Callable[[str], Any] | None = None):
         self.layout = layout
-        self._models = {"plain": plain, "masked": masked}
+        self._models: dict[str, Any] = {"plain": plain, "masked": masked}
         # the outputs that carry data, not order (`_order_output`)
-        self.outputs = [i for i, output in enumerate(plain.outputs) if not any(_ORDER in n for n in output.names)]
+        compiled = plain if plain is not None else masked  # the same outputs (masked has one more input)
+        self.outputs = [i for i, output in enumerate(compiled.outputs) if not any(_ORDER in n for n in output.names)]
         self._users = {"plain": 0, "masked": 0}
+        self._reload = reload
         self._lock = threading.Lock()
+
+    @property
+    def resident(self) -> list[str]:
+        """The kinds whose compiled model is in memory now."""
+        return [kind for kind, model in self._models.items() if model is not None]
 
     def request(self, kind: str):
         """A new infer request on the `kind` model ("plain" or "masked"); `done(kind)` when it is dropped."""
         with self._lock:
+            if self._reload is not None:  # what no request uses goes: at the start, the kind not needed yet
+                for other, users in self._users.items():
+                    if other != kind and not users:
+                        self._models[other] = None
+            if self._models[kind] is None:
+                assert self._reload is not None  # only then are models dropped
+                self._models[kind] = self._reload(kind)
             self._users[kind] += 1
             return self._models[kind].create_infer_request()
 
     def done(self, kind: str) -> None:
         with self._lock:
             self._users[kind] -= 1
-            if not self._users[kind]:  # no request runs on it: its arena can go until the next one
-                self._models[kind].release_memory()
+            if not self._users[kind]:  # no request runs on it: it goes, or its arena does, until the next one
+                if self._reload is not None:
+                    self._models[kind] = None
+                else:
+                    self._models[kind].release_memory()
                 return_freed_memory()
 
 

@@ -23,7 +23,11 @@ def _engine(tmp_path_factory, cache):
 
 
 def _stream(engine, x: np.ndarray, block: int = 64) -> list[np.ndarray]:
-    run = engine.stateful_run(1, block)
+    return _stream_run(engine.stateful_run(1, block), x)
+
+
+def _stream_run(run, x: np.ndarray) -> list[np.ndarray]:
+    """Each stem's output of `run` fed `x` (1, 1, frames) 100 frames at a time."""
     parts = [run.feed([x[:, :, i : i + 100]]) for i in range(0, x.shape[2], 100)] + [run.finish()]
     return [np.concatenate([part[k] for part in parts if part], axis=2) for k in range(len(STEMS))]
 
@@ -110,3 +114,23 @@ def test_the_doctor_says_where_the_cache_is_and_how_large(tmp_path_factory, tmp_
     _stream(_engine(tmp_path_factory, tmp_path), signal)
     size = sum(path.stat().st_size for path in tmp_path.iterdir()) / 2**20
     assert describe(tmp_path) == f"{tmp_path}: 1 entry, {size:.0f} MiB (safe to delete)"
+
+
+def test_a_stream_holds_one_model_of_each_part_and_streams_the_same(tmp_path_factory, tmp_path, signal):
+    expected = _stream(_engine(tmp_path_factory, None), signal)  # no cache: every model stays compiled
+    engine = _engine(tmp_path_factory, tmp_path)
+    _stream(engine, signal)  # compiles and stores the entry
+    run = engine.stateful_run(1, 64)
+    parts, held = [], []
+    for i in range(0, signal.shape[2], 100):
+        parts.append(run.feed([signal[:, :, i : i + 100]]))
+        held.append([compiled.resident for compiled in engine._streams[1, 64]])
+    parts.append(run.finish())
+    assert all(len(kinds) == 1 for step in held for kinds in step)  # one model per part at any time
+    assert {kinds[0] for step in held for kinds in step} == {"plain", "masked"}  # and both were needed
+    outputs = [np.concatenate([part[k] for part in parts if part], axis=2) for k in range(len(STEMS))]
+    for a, b in zip(expected, outputs, strict=True):  # the variables moved over exactly, at every switch
+        np.testing.assert_array_equal(a, b)
+    second = engine.stateful_run(1, 64)  # another stream: the parts' models come back from the cache
+    for a, b in zip(expected, _stream_run(second, signal), strict=True):
+        np.testing.assert_array_equal(a, b)
