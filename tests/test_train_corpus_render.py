@@ -110,3 +110,23 @@ def test_every_pool_names_real_styles_and_singers():
     for pool in POOLS.values():
         assert set(pool.styles) <= set(STYLES) and set(pool.singers) <= set(SINGERS)
     assert set(STYLES) == set(POOLS["train"].styles) | set(POOLS["held-out"].styles)  # every style in one pool
+
+
+def test_a_pool_that_cannot_render_the_same_everywhere_is_refused(tmp_path, soundfont):
+    for pool, message in (
+        (dataclasses.replace(_pool(), singers=("soprano", "nobody")), "no such singer or style: nobody"),
+        (dataclasses.replace(_pool(), styles=("polka", "waltz")), "no such singer or style: polka"),
+        (dataclasses.replace(_pool(), singers=()), "at least one singer"),
+    ):
+        with pytest.raises(CorpusError, match=message):
+            render_corpus(tmp_path / "c", "train", 1, 10.0, 0, pool, (soundfont,))
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_machine_without_festival_is_told_what_to_install(tmp_path, soundfont, monkeypatch):
+    from unmix.train.corpus import singers
+
+    monkeypatch.setattr(singers.shutil, "which", lambda name: None)  # as on a machine without text2wave
+    pool = dataclasses.replace(_pool(), singers=("tenor", "festival-italian-pc"))
+    with pytest.raises(CorpusError, match="festival-italian-pc cannot sing here: apt-get install festival festvox-ita"):
+        render_corpus(tmp_path / "c", "train", 1, 10.0, 0, pool, (soundfont,))

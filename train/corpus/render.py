@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data import STEMS, CorpusError
 from . import fluidsynth, singers
-from .compose import compose
+from .compose import STYLES, compose
 from .mix import mix_stems, quantise
 from .resources import POOLS, Pool, check_allowed, find_soundfonts
 from .score import Song
@@ -58,9 +58,7 @@ def make_song(job: SongJob, sample_rate: int = SAMPLE_RATE) -> tuple[dict[str, n
     """The song of `job`: its (frames, 2) int16 stems and mixture, and its metadata."""
     rng = np.random.default_rng(job.seed)
     style = str(rng.choice(job.pool.styles))
-    voices = {name: singers.SINGERS[name] for name in job.pool.singers if singers.available(singers.SINGERS[name])}
-    if not voices:
-        raise CorpusError(f"no singer of the {job.pool.name} pool is available (Festival voices need apt packages)")
+    voices = {name: singers.SINGERS[name] for name in job.pool.singers}
     song = compose(rng, job.seconds, style, {name: (voice.low, voice.high) for name, voice in voices.items()})
     soundfont = job.soundfonts[int(rng.integers(len(job.soundfonts)))]
     stems = mix_stems(play(song, soundfont, rng, sample_rate), rng, sample_rate, int(round(job.seconds * sample_rate)))
@@ -138,8 +136,7 @@ def render_corpus(
     if not fluidsynth.available():
         raise CorpusError("the corpus needs libfluidsynth: apt-get install libfluidsynth3")
     chosen = POOLS[pool] if isinstance(pool, str) else pool
-    for name in (*chosen.singers, *chosen.styles):
-        check_allowed(name)
+    _check_pool(chosen)
     fonts = tuple(find_soundfonts(chosen, soundfonts))
     folder = Path(root) / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,3 +157,20 @@ def render_corpus(
             if progress:
                 progress(done)
     return [job.folder for job in jobs]
+
+
+def _check_pool(pool: Pool) -> None:
+    """Raise CorpusError unless every singer and style of `pool` exists, is allowed and can render here: a corpus
+    is the same on every machine or is not rendered (a missing voice would change every song's draws)."""
+    for name in (*pool.singers, *pool.styles):
+        check_allowed(name)
+    unknown = [name for name in pool.singers if name not in singers.SINGERS]
+    unknown += [name for name in pool.styles if name not in STYLES]
+    if unknown:
+        raise CorpusError(f"the {pool.name} pool names no such singer or style: {', '.join(unknown)}")
+    if not pool.singers or not pool.styles:
+        raise CorpusError(f"the {pool.name} pool needs at least one singer and one style")
+    missing = [name for name in pool.singers if not singers.available(singers.SINGERS[name])]
+    if missing:
+        packages = ["festival", *(singers.FESTIVAL_PACKAGES[name] for name in missing)]
+        raise CorpusError(f"{', '.join(missing)} cannot sing here: apt-get install {' '.join(packages)}")

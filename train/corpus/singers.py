@@ -277,6 +277,16 @@ FESTIVAL_VOICES = {
     "festival-finnish-lj": "suo_fi_lj_diphone",
     "festival-finnish-mv": "hy_fi_mv_diphone",
 }
+# The Debian package of each festival singer's voice (Festival itself: `festival`).
+FESTIVAL_PACKAGES = {
+    "festival-kal": "festvox-kallpc16k",
+    "festival-italian-lp": "festvox-italp16k",
+    "festival-italian-pc": "festvox-itapc16k",
+    "festival-czech": "festvox-czech-machac",
+    "festival-czech-ph": "festvox-czech-ph",
+    "festival-finnish-lj": "festvox-suopuhe-lj",
+    "festival-finnish-mv": "festvox-suopuhe-mv",
+}
 
 # Festival lyrics: one-syllable words, so each word carries exactly one note's pitch and duration (ASCII only:
 # the voices read their own 8-bit encodings).
