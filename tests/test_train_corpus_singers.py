@@ -179,3 +179,16 @@ def test_festival_failure_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(singers, "_festival_voices", lambda: frozenset({"no_such_voice"}))
     with pytest.raises(RuntimeError, match="text2wave could not sing a phrase with Festival voice no_such_voice"):
         singers.sing([Note(0.0, 0.5, 50, 100)], "festival-kal", np.random.default_rng(0), RATE, RATE)
+
+
+@no_festival
+def test_a_phrase_festival_crashes_on_is_sung_a_little_longer(tmp_path):
+    if not singers.available(singers.SINGERS["festival-czech-ph"]):
+        pytest.skip("Festival's czech_ph voice is not installed")
+    score = tmp_path / "phrase.xml"  # the phrase czech_ph crashes on (SIGSEGV), sung as written
+    score.write_text(singers._singing_xml([Note(0.0, 1.5289, 55, 100)], ["la"]))
+    command = ["text2wave", "-mode", "singing", "-eval", "(voice_czech_ph)", str(score), "-o", str(tmp_path / "a.wav")]
+    if subprocess.run(command, capture_output=True).returncode >= 0:
+        pytest.skip("this Festival sings the phrase as written: nothing to work around")
+    audio = singers.sing([Note(0.25, 1.5289, 55, 100)], "festival-czech-ph", np.random.default_rng(0), RATE, 2 * RATE)
+    assert np.max(np.abs(audio[round(0.3 * RATE) : round(1.7 * RATE)])) > 0.05

@@ -277,6 +277,7 @@ FESTIVAL_VOICES = {
     "festival-finnish-lj": "suo_fi_lj_diphone",
     "festival-finnish-mv": "hy_fi_mv_diphone",
 }
+FESTIVAL_RETRY_STRETCHES = (1.0, 1.01, 0.99, 1.02, 0.98)  # see `_text2wave`
 # The Debian package of each festival singer's voice (Festival itself: `festival`).
 FESTIVAL_PACKAGES = {
     "festival-kal": "festvox-kallpc16k",
@@ -675,21 +676,8 @@ def _festival_phrase(phrase: list[Note], voice: str, language: str, rng: np.rand
     """One phrase sung by the Festival `voice`: (samples,) float64 from the phrase's first note start to its end."""
     origin = phrase[0].start
     length = round((phrase[-1].start + phrase[-1].duration - origin) * rate)
-    with tempfile.TemporaryDirectory(prefix="unmix-festival-") as folder:
-        score, wave = Path(folder) / "phrase.xml", Path(folder) / "phrase.wav"
-        score.write_text(_singing_xml(phrase, WORDS[language], rng), encoding="ascii")
-        done = subprocess.run(
-            ["text2wave", "-mode", "singing", "-eval", f"(voice_{voice})", str(score), "-o", str(wave)],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0 or not wave.is_file():
-            # Festival reports some errors (an unknown voice) on stdout with exit status 0
-            why = ((done.stderr + done.stdout).strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise RuntimeError(f"text2wave could not sing a phrase with Festival voice {voice}: {why}")
-        audio, source_rate = sf.read(wave, dtype="float64", always_2d=True)
+    words = [WORDS[language][rng.integers(len(WORDS[language]))] for _ in phrase]
+    audio, source_rate = _text2wave(phrase, words, voice)
     audio = audio.mean(axis=1)
     divisor = math.gcd(rate, source_rate)
     audio = signal.resample_poly(audio, rate // divisor, source_rate // divisor)[:length]
@@ -698,23 +686,52 @@ def _festival_phrase(phrase: list[Note], voice: str, language: str, rng: np.rand
     return audio * (1.0 - _ramp(np.arange(length) / rate, length / rate - 0.01, length / rate))
 
 
-def _singing_xml(phrase: list[Note], words: list[str], rng: np.random.Generator) -> str:
-    """Festival singing-mode markup for `phrase`: one word per note, pitches as FREQ in Hz (Festival's note names
-    put A4 an octave low) and durations in SECONDS; short rests inside the phrase become REST elements."""
+def _text2wave(phrase: list[Note], words: list[str], voice: str) -> tuple[np.ndarray, int]:
+    """Festival's (samples, channels) rendering of `phrase` on `words`, and its sample rate.
+
+    Festival's diphone code crashes (SIGSEGV) on some durations (czech_ph at 196 Hz on notes of 1.525–1.533 s, not
+    on 1.52 or 1.535 s): a crashed phrase is sung again with its durations stretched by 1 %, then 2 %, either way.
+    The phrase keeps its place and length; its later notes move by at most that share of their time into it.
+    """
+    why = ""
+    for stretch in FESTIVAL_RETRY_STRETCHES:
+        with tempfile.TemporaryDirectory(prefix="unmix-festival-") as folder:
+            score, wave = Path(folder) / "phrase.xml", Path(folder) / "phrase.wav"
+            score.write_text(_singing_xml(phrase, words, stretch), encoding="ascii")
+            done = subprocess.run(
+                ["text2wave", "-mode", "singing", "-eval", f"(voice_{voice})", str(score), "-o", str(wave)],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if done.returncode == 0 and wave.is_file():
+                audio, source_rate = sf.read(wave, dtype="float64", always_2d=True)
+                return audio, source_rate
+            # Festival reports some errors (an unknown voice) on stdout with exit status 0
+            why = ((done.stderr + done.stdout).strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            if done.returncode >= 0:  # an error of its own, not a crash: singing it again changes nothing
+                break
+    raise RuntimeError(f"text2wave could not sing a phrase with Festival voice {voice}: {why}")
+
+
+def _singing_xml(phrase: list[Note], words: list[str], stretch: float = 1.0) -> str:
+    """Festival singing-mode markup for `phrase`: `words[i]` on note i, pitches as FREQ in Hz (Festival's note names
+    put A4 an octave low) and durations in SECONDS, times `stretch`; short rests inside the phrase become REST
+    elements."""
     lines = [
         '<?xml version="1.0"?>',
         '<!DOCTYPE SINGING PUBLIC "-//SINGING//DTD SINGING mark up//EN" "Singing.v0_1.dtd" []>',
         '<SINGING BPM="60">',  # required by the DTD; SECONDS durations do not use it
     ]
-    for note, following in zip(phrase, [*phrase[1:], None], strict=True):
+    for note, following, word in zip(phrase, [*phrase[1:], None], words, strict=True):
         rest = following.start - (note.start + note.duration) if following else 0.0
         # rests too short to sing are held by the note before them, which keeps the notes on time
         duration = note.duration + (rest if rest < LEGATO_GAP else 0.0)
-        word = words[rng.integers(len(words))]
         lines.append(
-            f'<PITCH FREQ="{_hz(note.pitch):.2f}"><DURATION SECONDS="{duration:.4f}">{word}</DURATION></PITCH>'
+            f'<PITCH FREQ="{_hz(note.pitch):.2f}"><DURATION SECONDS="{duration * stretch:.4f}">{word}</DURATION></PITCH>'
         )
         if rest >= LEGATO_GAP:
-            lines.append(f'<REST SECONDS="{rest:.4f}"></REST>')
+            lines.append(f'<REST SECONDS="{rest * stretch:.4f}"></REST>')
     lines.append("</SINGING>")
     return "\n".join(lines) + "\n"
