@@ -329,8 +329,9 @@ class CompiledStream:
     """A `StreamGraph` compiled: its plain and masked models and layout, with a count of the requests on each.
 
     reload: when given, `reload(kind)` compiles the `kind` model again (an import from `openvino_cache`), either
-    model may be None until it is needed, and a model no request uses is dropped whole, not only its working memory: a stream's edges run the masked model and
-    the rest the plain one, so one stream holds one of them at a time. Each compiled model holds 50–70 MB here.
+    model may be None until it is needed, and a model no request uses is dropped whole, not only its working
+    memory. A stream's edges run the masked model and the rest the plain one, so a stream holds one of them at a
+    time; a compiled model itself holds tens of MB beside its working memory (the README's Streaming figures).
     """
 
     def __init__(self, plain, masked, layout: StreamLayout, reload: Callable[[str], Any] | None = None):

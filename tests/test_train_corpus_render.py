@@ -130,3 +130,11 @@ def test_a_machine_without_festival_is_told_what_to_install(tmp_path, soundfont,
     pool = dataclasses.replace(_pool(), singers=("tenor", "festival-italian-pc"))
     with pytest.raises(CorpusError, match="festival-italian-pc cannot sing here: apt-get install festival festvox-ita"):
         render_corpus(tmp_path / "c", "train", 1, 10.0, 0, pool, (soundfont,))
+
+
+def test_a_synthesizer_failure_names_the_song_and_leaves_no_half_song(tmp_path, soundfont):
+    broken = tmp_path / "broken.sf2"
+    broken.write_bytes(b"RIFF\0\0\0\0sfbk")  # a SoundFont FluidSynth cannot load
+    with pytest.raises(CorpusError, match="Varied - 0000: .*broken.sf2: FluidSynth cannot load"):
+        render_corpus(tmp_path / "c", "train", 1, 10.0, 0, dataclasses.replace(_pool(), soundfonts=()), (broken,))
+    assert list((tmp_path / "c" / "train").iterdir()) == []

@@ -105,8 +105,12 @@ def write_song(folder: Path, audio: dict[str, np.ndarray], metadata: dict, sampl
 
 
 def render_job(job: SongJob) -> Path:
-    """Render and write one song (a worker's task); returns its folder."""
-    audio, metadata = make_song(job)
+    """Render and write one song (a worker's task); returns its folder. Raises CorpusError when a synthesizer
+    fails on it (FluidSynth, Festival)."""
+    try:
+        audio, metadata = make_song(job)
+    except RuntimeError as error:
+        raise CorpusError(f"{job.folder.name}: {error}") from None
     write_song(job.folder, audio, metadata)
     return job.folder
 
