@@ -370,14 +370,7 @@ class OpenVinoEngine:
                         raise ValueError(f"a block of {block} samples is no whole number of latent frames")
                     key = self._cache_key("stream", items=items, block=block)
                     # the masked models first: a stream starts on them (`CompiledStream`)
-                    cached = self._cache.load(self._core, key, self._compute, indices=(1, 3))
-                    if cached is None:
-                        compiled, layouts = self._compile_streams(items, block, int(frames))
-                        stored = self._cache.store(key, compiled, [layout.to_json() for layout in layouts])
-                    else:
-                        compiled, extra = cached
-                        layouts = [StreamLayout.from_json(data) for data in extra]
-                        stored = True
+                    compiled, layouts, stored = self._stream_models(key, items, block, int(frames), (1, 3))
                     # With the models in the cache, each part holds the model its streams run now, not both.
                     reload = functools.partial(self._reload_stream, key, items, block, int(frames)) if stored else None
                     self._streams[items, block] = tuple(
@@ -389,7 +382,7 @@ class OpenVinoEngine:
                         )
                         for part in range(2)
                     )
-                    del compiled, cached
+                    del compiled
                     return_freed_memory()  # what compiling or importing them took
                 except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
                     raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
@@ -403,14 +396,22 @@ class OpenVinoEngine:
         again (and stored) when the entry is gone or damaged since."""
         index = 2 * part + (kind == "masked")
         try:
-            cached = self._cache.load(self._core, key, self._compute, indices=(index,))
-            if cached is not None:
-                return cached[0][index]
-            compiled, layouts = self._compile_streams(items, block, frames)
-            self._cache.store(key, compiled, [layout.to_json() for layout in layouts])
-            return compiled[index]
+            return self._stream_models(key, items, block, frames, (index,))[0][index]
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
             raise BackendError(f"OpenVINO cannot stream the graphs: {str(error).splitlines()[0]}") from error
+
+    def _stream_models(
+        self, key: dict, items: int, block: int, frames: int, indices: tuple[int, ...]
+    ) -> tuple[list[Any], list[StreamLayout], bool]:
+        """The stream models at `indices` (encoders plain, masked, decoders plain, masked) imported from the cache
+        entry `key`, or all four compiled and stored when it has none that checks out; their layouts; and whether
+        the cache holds them."""
+        cached = self._cache.load(self._core, key, self._compute, indices=indices)
+        if cached is not None:
+            compiled, extra = cached
+            return compiled, [StreamLayout.from_json(data) for data in extra], True
+        compiled, layouts = self._compile_streams(items, block, frames)
+        return compiled, layouts, self._cache.store(key, compiled, [layout.to_json() for layout in layouts])
 
     def _compile_streams(self, items: int, block: int, frames: int) -> tuple[list[Any], list[StreamLayout]]:
         """The encoders' and decoders' stream models compiled (plain and masked of each) and their layouts."""
