@@ -2,9 +2,10 @@
 
 Each row runs the command in a fresh process on the same stereo track, as a user would: `unmix separate FILE` (the
 offline pass), and `unmix stream` fed the track's raw samples from a file in blocks (as fast as it computes, so
-its time is its compute). Reported per row: wall time, RTF, peak RSS (the kernel's ru_maxrss), and for streams the
-latency the stream promises and the largest lag it showed (audio time: input fed minus stems returned), with and
-without refinement. `compute ratio` is a stream's wall time over the offline pass's, same refinement.
+its time is its compute). The offline pass runs twice, on the stateful models (`--stateful`) and in stages that
+recompute their context (`--stages`). Reported per row: wall time, RTF, peak RSS (the kernel's ru_maxrss), and for
+streams the latency the stream promises and the largest lag it showed (audio time: input fed minus stems returned),
+with and without refinement. `compute ratio` is a stream's wall time over the faster offline pass's, same refinement.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _run(command: list[str], stdin: Path | None = None) -> tuple[str, float]:
 def measure(
     track: Path, *, bundle: str = "default", block: float = 0.5, extra: list[str] | None = None
 ) -> list[StreamRow]:
-    """Time `unmix separate` and `unmix stream` on `track`, with and without refinement; one process each.
+    """Time `unmix separate` (stateful, in stages) and `unmix stream` on `track`, with and without refinement; one
+    process each. `extra` goes to every command (it must leave the backend on openvino, which runs both ways).
 
     Each command runs under a small probe process that reads that command's own peak RSS (wait4).
     """
@@ -68,25 +70,28 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="unmix-bench-stream-") as scratch:
         raw = Path(scratch) / "track.f32"
         raw.write_bytes(audio.astype("<f4").tobytes())
-        offline: dict[bool, float] = {}
         for refine in (False, True):
             flag = "--refine" if refine else "--no-refine"
-            command = [
-                *unmix,
-                "separate",
-                str(track),
-                "-o",
-                f"{scratch}/offline",
-                "-q",
-                "--overwrite",
-                "--bundle",
-                bundle,
-                flag,
-                *extra,
-            ]
-            _, wall, peak = _run_isolated(command)
-            offline[refine] = wall
-            rows.append(StreamRow(f"unmix separate {flag}", shlex.join(command), refine, wall, wall / seconds, peak))
+            offline = []
+            for graphs in ("--stateful", "--stages"):
+                command = [
+                    *unmix,
+                    "separate",
+                    str(track),
+                    "-o",
+                    f"{scratch}/offline",
+                    "-q",
+                    "--overwrite",
+                    "--bundle",
+                    bundle,
+                    flag,
+                    graphs,
+                    *extra,
+                ]
+                _, wall, peak = _run_isolated(command)
+                offline.append(wall)
+                name = f"unmix separate {flag} {graphs}"
+                rows.append(StreamRow(name, shlex.join(command), refine, wall, wall / seconds, peak))
             command = [
                 *unmix,
                 "stream",
@@ -119,7 +124,7 @@ def measure(
                     peak,
                     latency_promised_s=float(found.group(1)),
                     lag_s=float(found.group(2)),
-                    compute_ratio=wall / offline[refine],
+                    compute_ratio=wall / min(offline),
                 )
             )
     return rows

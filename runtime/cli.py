@@ -95,6 +95,12 @@ def separate(
         help="How stereo is separated: mid (once, on (L+R)/2; the refinement places each stem; the default "
         "with refinement) or per-channel (the default without).",
     ),
+    stateful: bool | None = typer.Option(
+        None,
+        "--stateful/--stages",
+        help="openvino: run the graphs as stateful models, each sample once (the default in fp32), or in stages "
+        "that recompute their context (the default in bf16).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo tracks whose stems already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -114,6 +120,7 @@ def separate(
             precision=precision,
             refine=refine,
             stereo=stereo,
+            stateful=stateful,
             spinning=True,  # a command-line run owns the machine
         )
     except (UnmixError, BundleError, ValueError) as error:

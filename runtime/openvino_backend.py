@@ -357,6 +357,14 @@ class OpenVinoEngine:
     def _compile(self, model):
         return self._core.compile_model(model, "CPU", self._compute)
 
+    @property
+    def prefers_stateful(self) -> bool:
+        """Whether whole signals run faster on the stateful models (`stateful_run`) than in stages: in fp32, where
+        the arithmetic dominates and the stateful models skip the stages' recomputed context; not in bfloat16,
+        where the convolutions are so fast that the stateful models' per-call copies dominate instead (the README's
+        Streaming section has both measurements)."""
+        return self._precision == "fp32"
+
     def stateful_run(self, items: int, block: int) -> StatefulRun:
         """A new stream through the encoders and decoders rewritten as stateful models (`openvino_streaming`):
         (items, 1, frames) input, `block` samples a call (a multiple of the hop), each sample computed once.

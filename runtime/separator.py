@@ -113,6 +113,7 @@ class Separator:
         stems: Sequence[str] | None = None,
         refine: bool = False,
         stereo: str = "per-channel",
+        stateful: bool | None = None,
     ):
         if _whole_number("batch_samples", batch_samples) < 1:
             raise UsageError(f"batch_samples must be positive, got {batch_samples}")
@@ -135,6 +136,11 @@ class Separator:
         self._closed = False
         self.refine = refine
         self.stereo = stereo
+        can_stream = hasattr(engine, "stateful_run")
+        if stateful and not can_stream:
+            raise UsageError("stateful graphs run on the openvino backend only; leave stateful unset there")
+        # Whether whole signals (separate, separate_file, a plain stream) run on the stateful models too
+        self.stateful = bool(getattr(engine, "prefers_stateful", False)) if stateful is None else stateful
         # also for refining raw output later (`refine(mixture, estimates, weights=…, spread=…)`)
         self.refinement_weights = _refinement_weights(manifest, bundle)
         self.refinement_spread = _refinement_spread(manifest, bundle)
@@ -159,6 +165,7 @@ class Separator:
         verify: bool = True,
         refine: bool | None = None,
         stereo: str | None = None,
+        stateful: bool | None = None,
     ) -> Separator:
         """Load `bundle` (a folder, or "default") for `device` ("cpu", "cuda", "cuda:N").
 
@@ -180,6 +187,10 @@ class Separator:
         stereo: how a stereo input is separated (`STEREO_MODES`): "mid" (the default with refinement) runs the
             model once on (L + R) / 2 and the refinement places each stem from the mixture's stereo image;
             "per-channel" (the default without) runs it on each channel.
+        stateful: whether whole signals also run on the stateful models a low-latency stream runs on (openvino
+            only): every sample through every layer once, in blocks of `LOW_LATENCY_SECONDS`, rather than in
+            stages that each recompute their context. Default: on where the engine computes in fp32, off in
+            bfloat16 (`OpenVinoEngine.prefers_stateful`). The stems are the same either way (to fp32 rounding).
         """
         path = resolve_bundle(bundle)
         manifest = read_manifest(path, verify=verify)
@@ -219,6 +230,7 @@ class Separator:
             stems=chosen,
             refine=refine,
             stereo=stereo,
+            stateful=stateful,
         )
 
     @property
@@ -233,7 +245,11 @@ class Separator:
 
     @property
     def description(self) -> str:
-        chunking = f"chunk {self._plan.chunk} + 2 × {self._plan.context} context samples"
+        chunking = (
+            "stateful graphs"
+            if self.stateful
+            else f"chunk {self._plan.chunk} + 2 × {self._plan.context} context samples"
+        )
         refinement = f"; Wiener refinement, stereo {self.stereo}" if self.refine else ""
         return f"{self._engine.description}; {chunking}{refinement}"
 
@@ -407,13 +423,14 @@ class Stream:
         self._mid = separator.stereo == "mid" and channels == 2
         self._model_channels = 1 if self._mid else channels
         self._buffer = SignalBuffer(self._model_channels)
-        # Low latency: stateful models, each sample computed once. Offline, backends that run in stages recompute only
-        # each stage's own context (`cascade`); others run whole windows.
+        # Low latency (or `Separator.stateful`): stateful models, each sample computed once. Otherwise backends that
+        # run in stages recompute only each stage's own context (`cascade`); others run whole windows. Only a
+        # low-latency stream refines in short blocks: a whole signal's refinement stays what it was.
         engine = separator._engine
         self._cascade: CascadeRun | StatefulRun | None = None
         self._gate = None
-        stateful_run = getattr(engine, "stateful_run", None) if low_latency else None
-        low_latency = stateful_run is not None
+        stateful_run = getattr(engine, "stateful_run", None) if low_latency or separator.stateful else None
+        low_latency = low_latency and stateful_run is not None
         if stateful_run is not None:
             hop = separator.manifest.hop_length
             # an odd number of hops, as the default chunk on OpenVINO (see chunking.DEFAULT_CHUNK_SECONDS)
@@ -520,6 +537,7 @@ class Stream:
                 )
             if results and results[0].shape[2]:
                 self._keep(outputs, results)
+            self._report_progress()  # also after calls whose output is still held back (the look-ahead)
 
     def _keep(self, outputs: dict[str, list[np.ndarray]], results: list[np.ndarray]) -> None:
         """Append the cascade's (channels, 1, frames) results, one per stem, gated, to `outputs`."""
@@ -529,7 +547,6 @@ class Stream:
             kept = gated[:, index].T  # (frames, model channels)
             outputs[stem].append(np.repeat(kept, self.channels, axis=1) if self._mid else kept)
         self._model_done += gated.shape[2]
-        self._report_progress()
 
     def _report_progress(self) -> None:
         """`progress(done, total)` in input frames, after each engine call."""

@@ -9,6 +9,7 @@ import pytest
 from runtime_bundle import STEMS, tiny_bundle, tiny_openvino_engine
 
 from unmix.runtime.cascade import CascadeRun, Stage
+from unmix.runtime.manifest import STEMS as ALL_STEMS
 
 
 def convolve(x: np.ndarray, taps: np.ndarray, *, stride: int = 1, dilation: int = 1) -> np.ndarray:
@@ -152,7 +153,13 @@ def raw_separator(tmp_path_factory):
     from unmix.runtime import Separator
 
     return Separator.from_bundle(
-        tiny_bundle(tmp_path_factory), backend="openvino", precision="fp32", refine=False, chunk=512, threads=1
+        tiny_bundle(tmp_path_factory),
+        backend="openvino",
+        precision="fp32",
+        refine=False,
+        chunk=512,
+        threads=1,
+        stateful=False,  # in stages: the stateful models are checked against them
     )
 
 
@@ -181,3 +188,35 @@ def test_digital_silence_stays_silent_without_refinement(raw_separator):
     for out in stems.values():
         assert not out[4000 + reach + 1 : 16000 - reach - 1].any() and out[:4000].any() and out[16000:].any()
     assert not any(out.any() for out in raw_separator.separate(np.zeros(3000, np.float32), 44100).values())
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_whole_signals_on_the_stateful_models_equal_the_stages_and_are_the_fp32_default(tmp_path_factory, refine):
+    from unmix.runtime import Separator
+
+    def load(**options):
+        bundle = tiny_bundle(tmp_path_factory, ALL_STEMS)  # all four: refinement too
+        return Separator.from_bundle(
+            bundle, backend="openvino", precision="fp32", refine=refine, chunk=512, threads=1, **options
+        )
+
+    audio = (0.3 * np.random.default_rng(7).standard_normal((30_000, 2))).astype(np.float32)
+    audio[9000:21000] *= np.linspace(0, 1, 12000, dtype=np.float32)[:, None]
+    default, stages = load(), load(stateful=False)
+    assert default.stateful and not stages.stateful
+    assert "stateful" in default.description and "stateful" not in stages.description
+    staged = stages.separate(audio, 44100)
+    tolerance = 1e-4 if refine else 1e-5  # the filters carry the graphs' fp32 rounding on a little
+    for stem, out in default.separate(audio, 44100).items():
+        assert out.shape == audio.shape
+        np.testing.assert_allclose(out, staged[stem], rtol=0, atol=tolerance * np.abs(staged[stem]).max())
+
+
+def test_stateful_graphs_are_refused_where_the_backend_has_none(tmp_path_factory):
+    from unmix.runtime import Separator
+    from unmix.runtime.errors import UsageError
+
+    bundle = tiny_bundle(tmp_path_factory)
+    with pytest.raises(UsageError, match="openvino backend only"):
+        Separator.from_bundle(bundle, backend="ort", stateful=True)
+    assert not Separator.from_bundle(bundle, backend="ort", threads=1).stateful
