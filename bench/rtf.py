@@ -36,7 +36,7 @@ REFERENCE = ("pytorch", "eager-fp32")
 # channels, the reference the mono downmix as the paper did (half the work).
 WORKLOADS = (("chunk", 1), ("chunk", 4), ("track", 1), ("track", 4))
 RUNTIME_BACKENDS = ("ort", "openvino", "trt")
-BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16")}  # what a backend runs (others: the bundle's stored graphs)
+BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16", "int8")}  # what a backend runs (others: the bundle's stored graphs)
 DEFAULTS = ("auto", "auto")  # the row that runs `unmix separate`'s defaults: backend and precision "auto"
 PREVIOUS_DEFAULT = ("ort", "fp32/per-channel")  # what `unmix separate` ran before OpenVINO and the mid channel
 PEER_WORKLOAD = ("track", 4)

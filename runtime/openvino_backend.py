@@ -1,4 +1,5 @@
-"""The OpenVINO backend: a bundle's fp32 graphs on the CPU, in fp32 or in bfloat16 where the CPU computes it natively.
+"""The OpenVINO backend: a bundle's fp32 graphs on the CPU, in fp32 or in bfloat16 where the CPU computes it natively,
+or its int8 graphs (static QDQ: OpenVINO runs their quantized convolutions on its int8 kernels).
 
 Each stem graph is cut at its nearest-code block; all stems' encoders run as one model, their nearest-code searches
 (always in fp32) as a second and their decoders as a third, with ops rewritten where needed so that every heavy op
@@ -11,6 +12,7 @@ import functools
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,10 +30,10 @@ from .openvino_stages import cut, plan_long_windows, reach
 from .openvino_streaming import CompiledStream, StatefulRun, StreamLayout, stream_graph
 from .phases import phase_taps
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 INSTALL_HINT = "pip install 'unmix[openvino]'"
 TILE_FRAMES = 1024  # latent frames per nearest-code call: 8 MiB of fp32 distances per stem with 2048 codes
-_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the graphs' quantized layers, the rest in fp32
 # Node names the exporter gives the nearest-code block (export/graph.py, `NearestCode`).
 _VQ_IN, _VQ_OUT, _VQ_MATMUL, _VQ_SCALE, _VQ_SUB = (
     "/vq/Transpose",
@@ -131,8 +133,8 @@ def _constant(output, path) -> np.ndarray:
 
 def _transposed_convolutions_as_convolutions(model) -> None:
     """Rewrite each ConvTranspose(k=4, s=2, p=1) in place as Conv(k=3, p=1) to 2·C channels + interleave
-    (`unmix.runtime.phases`): OpenVINO runs ConvTranspose on a slower non-AMX kernel. Other shapes are left as
-    they are. The last one, which feeds the decoder's output convolution, is fused with it (`_output_on_phases`).
+    (`unmix.runtime.phases`): OpenVINO runs ConvTranspose on a slower non-AMX kernel (in an int8 graph, on a generic
+    fp32 GEMM: half the decoder's time). Other shapes are left as they are. The last one, which feeds the decoder's output convolution, is fused with it (`_output_on_phases`).
     """
     ops = _openvino().opset13
     for op in list(model.get_ordered_ops()):
@@ -150,9 +152,9 @@ def _phase_taps(op) -> np.ndarray | None:
     if op.get_type_name() != "ConvolutionBackpropData" or op.get_input_size() != 2:
         return None
     attributes = op.get_attributes()
-    weights_node = op.input_value(1).get_node()
+    weights = _folded(op.input_value(1))
     if (
-        weights_node.get_type_name() != "Constant"
+        weights is None
         or attributes["strides"] != [2]
         or attributes["pads_begin"] != [1]
         or attributes["pads_end"] != [1]
@@ -160,8 +162,31 @@ def _phase_taps(op) -> np.ndarray | None:
         or list(attributes.get("output_padding", [0])) != [0]
     ):
         return None
-    weights = np.array(weights_node.get_data(), np.float32)  # (C_in, C_out, 4)
+    # (C_in, C_out, 4)
     return phase_taps(weights) if weights.ndim == 3 and weights.shape[2] == 4 else None
+
+
+_FOLDED: dict[str, Callable[..., np.ndarray]] = {
+    "Convert": lambda x: x,
+    "Subtract": np.subtract,
+    "Multiply": np.multiply,
+    "Reshape": lambda x, shape: x.reshape([int(d) if d else x.shape[i] for i, d in enumerate(shape)]),
+}
+
+
+def _folded(output) -> np.ndarray | None:
+    """The value of a constant, or of a dequantization of one (an int8 graph's weights: Convert, then Subtract a
+    zero point and Multiply by a scale, of constants, the last two reshaped), as float32; None for anything else."""
+    node = output.get_node()
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return np.array(node.get_data(), np.float32)
+    if kind not in _FOLDED:
+        return None
+    values = [_folded(node.input_value(i)) for i in range(node.get_input_size())]
+    if any(value is None for value in values):
+        return None
+    return np.asarray(_FOLDED[kind](*values), np.float32)
 
 
 def _output_on_phases(transposed, phases) -> bool:
@@ -266,7 +291,8 @@ class OpenVinoEngine:
 
     One model per part rather than per stem: OpenVINO keeps a compiled model's buffers, so the stems share one
     working memory instead of holding one each (the encoders also share the mixture input). `bf16` puts the
-    encoders' and decoders' convolutions on AMX or AVX512-BF16 units.
+    encoders' and decoders' convolutions on AMX or AVX512-BF16 units; `int8` takes the bundle's int8 graphs (`paths`
+    must name them), whose quantized convolutions run on OpenVINO's int8 kernels.
     """
 
     def __init__(
@@ -361,8 +387,8 @@ class OpenVinoEngine:
     def prefers_stateful(self) -> bool:
         """Whether whole signals run faster on the stateful models (`stateful_run`) than in stages: in fp32, where
         the arithmetic dominates and the stateful models skip the stages' recomputed context; not in bfloat16,
-        where the convolutions are so fast that the stateful models' per-call copies dominate instead (the README's
-        Streaming section has both measurements)."""
+        where the convolutions are so fast that the stateful models' per-call copies dominate instead, nor in int8
+        (the README's Streaming section has the measurements)."""
         return self._precision == "fp32"
 
     def stateful_run(self, items: int, block: int) -> StatefulRun:

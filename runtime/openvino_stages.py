@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
-_ELEMENTWISE = ("Add", "Relu", "Multiply", "Convert", "Reshape", "Result")
+_ELEMENTWISE = ("Add", "Subtract", "Relu", "Multiply", "Convert", "Reshape", "FakeQuantize", "Result")
 
 
 @dataclass(frozen=True)

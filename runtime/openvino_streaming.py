@@ -18,7 +18,18 @@ from .heap import return_freed_memory
 from .openvino_stages import data_ops
 
 _ORDER = "order."  # the names of the outputs that only order the computation (`_order_output`)
-_FRAMEWISE = ("Relu", "Add", "Multiply", "Subtract", "Convert", "Squeeze", "Unsqueeze", "Gather", "Transpose")
+_FRAMEWISE = (
+    "Relu",
+    "Add",
+    "Multiply",
+    "Subtract",
+    "Convert",
+    "Squeeze",
+    "Unsqueeze",
+    "Gather",
+    "Transpose",
+    "FakeQuantize",
+)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ def test_rows_per_device():
         ("ort", "fp32"),
         ("ort", "int8"),
         ("openvino", "fp32"),
+        ("openvino", "int8"),
         ("openvino", "bf16"),
         ("ort", "fp32/per-channel"),
         ("auto", "auto"),
@@ -29,10 +30,10 @@ def test_rows_per_device():
         ("peer", "umxl"),
     ]
     assert cpu[0].is_reference and cpu[0].label("cpu") == "PyTorch eager fp32 (paper-style reference)"
-    assert "previous defaults" in cpu[5].label("cpu") and "defaults" in cpu[6].label("cpu")
-    assert cpu[7].label("cpu").startswith("HT-Demucs")
-    assert [row.runs(("track", 4)) for row in cpu[6:]] == [True] * 3  # peers run the four-stem track only
-    assert [row.runs(("chunk", 4)) for row in cpu[6:]] == [True, False, False]
+    assert "previous defaults" in cpu[6].label("cpu") and "defaults" in cpu[7].label("cpu")
+    assert cpu[8].label("cpu").startswith("HT-Demucs")
+    assert [row.runs(("track", 4)) for row in cpu[7:]] == [True] * 3  # peers run the four-stem track only
+    assert [row.runs(("chunk", 4)) for row in cpu[7:]] == [True, False, False]
     cuda = [(row.backend, row.variant) for row in RtfSettings(device="cuda").rows()]
     torch_variants = ["eager-fp32", "eager-fp16", "cudagraph-fp16", "compile-fp16"]
     runtime = [("ort", "fp32"), ("ort", "fp16"), ("trt", "fp32"), ("trt", "fp16")]
