@@ -134,7 +134,8 @@ def _constant(output, path) -> np.ndarray:
 def _transposed_convolutions_as_convolutions(model) -> None:
     """Rewrite each ConvTranspose(k=4, s=2, p=1) in place as Conv(k=3, p=1) to 2·C channels + interleave
     (`unmix.runtime.phases`): OpenVINO runs ConvTranspose on a slower non-AMX kernel (in an int8 graph, on a generic
-    fp32 GEMM: half the decoder's time). Other shapes are left as they are. The last one, which feeds the decoder's output convolution, is fused with it (`_output_on_phases`).
+    fp32 GEMM: half the decoder's time). Other shapes are left as they are. The last one, which feeds the decoder's
+    output convolution, is fused with it (`_output_on_phases`).
     """
     ops = _openvino().opset13
     for op in list(model.get_ordered_ops()):
@@ -152,7 +153,7 @@ def _phase_taps(op) -> np.ndarray | None:
     if op.get_type_name() != "ConvolutionBackpropData" or op.get_input_size() != 2:
         return None
     attributes = op.get_attributes()
-    weights = _folded(op.input_value(1))
+    weights = _folded(op.input_value(1))  # (C_in, C_out, 4)
     if (
         weights is None
         or attributes["strides"] != [2]
@@ -162,7 +163,6 @@ def _phase_taps(op) -> np.ndarray | None:
         or list(attributes.get("output_padding", [0])) != [0]
     ):
         return None
-    # (C_in, C_out, 4)
     return phase_taps(weights) if weights.ndim == 3 and weights.shape[2] == 4 else None
 
 
@@ -170,6 +170,7 @@ _FOLDED: dict[str, Callable[..., np.ndarray]] = {
     "Convert": lambda x: x,
     "Subtract": np.subtract,
     "Multiply": np.multiply,
+    # OpenVINO's Reshape with special_zero: a 0 keeps that axis (weights have no empty axis); numpy infers a −1
     "Reshape": lambda x, shape: x.reshape([int(d) if d else x.shape[i] for i, d in enumerate(shape)]),
 }
 
