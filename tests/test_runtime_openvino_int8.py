@@ -1,0 +1,57 @@
+"""The OpenVINO backend on a bundle's int8 graphs (exported here with unmix.export: not part of the lean run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from runtime_bundle import STEMS
+
+from unmix.runtime import Separator
+from unmix.runtime.manifest import read_manifest
+
+ov = pytest.importorskip("openvino")
+
+from unmix.runtime import openvino_backend  # noqa: E402  (after the skip: it needs openvino)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory):
+    """A tiny bundle with int8 graphs (static QDQ, as `unmix-export --int8` writes them)."""
+    from tiny_models import tiny_separator
+
+    from unmix.export import export_bundle
+    from unmix.export.audio import synthetic_audio
+    from unmix.train.config import TINY
+
+    calibration = [(0.3 * np.random.default_rng(seed).standard_normal(4096)).astype(np.float32) for seed in range(4)]
+    return export_bundle(
+        {stem: tiny_separator(seed) for seed, stem in enumerate(STEMS, start=1)},
+        tmp_path_factory.mktemp("int8") / "bundle",
+        provenance={"source": "tests/test_runtime_openvino.py: random TINY separators"},
+        parity_audio=synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.5),
+        int8_calibration=calibration,
+        ort_optimized=False,
+        force=True,  # random weights: the SDR gate says nothing here
+    )
+
+
+def test_int8_graphs_run_on_openvino_as_onnx_runtime_runs_them(int8_bundle):
+    manifest = read_manifest(int8_bundle)
+    for stem in STEMS:  # the transposed convolutions' dequantized weights are folded into phase convolutions
+        decoder = openvino_backend.split_stem_graph(int8_bundle / manifest.models["int8"][stem]).decoder
+        kinds = {op.get_type_name() for op in decoder.get_ops()}
+        assert "ConvolutionBackpropData" not in kinds and "FakeQuantize" in kinds
+    audio = (0.3 * np.random.default_rng(4).standard_normal((20_000, 2))).astype(np.float32)
+    options = {"chunk": 4096, "threads": 1, "precision": "int8", "refine": False}
+    on_ort = Separator.from_bundle(int8_bundle, backend="ort", **options).separate(audio, 44100)
+    on_openvino = Separator.from_bundle(int8_bundle, backend="openvino", **options)
+    assert on_openvino._engine.description.endswith("int8") and not on_openvino.stateful
+    fp32 = Separator.from_bundle(int8_bundle, backend="ort", **(options | {"precision": "fp32"})).separate(audio, 44100)
+    for stem, out in on_openvino.separate(audio, 44100).items():
+        # the two runtimes round int8 differently: both as close to each other as int8 comes to fp32, or closer
+        assert snr(out, on_ort[stem]) > min(snr(on_ort[stem], fp32[stem]), snr(out, fp32[stem])) - 6
+        assert snr(out, fp32[stem]) > 10
+
+
+def snr(estimate: np.ndarray, reference: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((estimate - reference) ** 2)))
