@@ -109,7 +109,9 @@ def test_a_killed_worker_has_its_track_retried_on_another(local_ray, bundle, cat
     summary = run_batch(
         tracks, options(bundle), destination, STEMS, workers=2, on_workers=workers.extend, on_row=kill_one
     )
-    assert (summary.done, summary.failed) == (5, 0)
+    # A worker killed between renaming its track's stems into place and returning leaves them whole: the retry
+    # finds them and skips the track. Either way every track is separated once, and none failed.
+    assert (summary.done + summary.skipped, summary.failed) == (5, 0) and summary.skipped <= 1
     rows = ledger_rows(out / LEDGER_FILE)
     assert max(row["attempts"] for row in rows) == 2
     assert outputs(out) == separated_by_unmix_separate(bundle, catalog, tmp_path)
