@@ -15,7 +15,9 @@ from fractions import Fraction
 
 import numpy as np
 
-_ELEMENTWISE = ("Add", "Subtract", "Relu", "Multiply", "Convert", "Reshape", "FakeQuantize", "Result")
+# Ops whose output frame t is computed from their inputs' frames t alone (also `openvino_streaming`'s)
+FRAMEWISE = ("Add", "Subtract", "Relu", "Multiply", "Convert", "FakeQuantize")
+_ELEMENTWISE = (*FRAMEWISE, "Reshape", "Result")
 
 
 @dataclass(frozen=True)

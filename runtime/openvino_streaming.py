@@ -15,21 +15,10 @@ from typing import Any
 import numpy as np
 
 from .heap import return_freed_memory
-from .openvino_stages import data_ops
+from .openvino_stages import FRAMEWISE, data_ops
 
 _ORDER = "order."  # the names of the outputs that only order the computation (`_order_output`)
-_FRAMEWISE = (
-    "Relu",
-    "Add",
-    "Multiply",
-    "Subtract",
-    "Convert",
-    "Squeeze",
-    "Unsqueeze",
-    "Gather",
-    "Transpose",
-    "FakeQuantize",
-)
+_FRAMEWISE = (*FRAMEWISE, "Squeeze", "Unsqueeze", "Gather", "Transpose")
 
 
 @dataclass(frozen=True)

@@ -136,8 +136,7 @@ class Separator:
         self._closed = False
         self.refine = refine
         self.stereo = stereo
-        can_stream = hasattr(engine, "stateful_run")
-        if stateful and not can_stream:
+        if stateful and not hasattr(engine, "stateful_run"):
             raise UsageError("stateful graphs run on the openvino backend only; leave stateful unset there")
         # Whether whole signals (separate, separate_file, a plain stream) run on the stateful models too
         self.stateful = bool(getattr(engine, "prefers_stateful", False)) if stateful is None else stateful
