@@ -30,7 +30,7 @@ from .checks import ExportError, Reference, check_model, check_runs, cpu_session
 from .graph import FusedGraph, StemGraph
 from .onnx_export import OPSET, export_onnx
 from .parity import gate, measure_parity, write_parity
-from .precision import CALIBRATION_METHODS, optimize_for_ort, quantize_int8
+from .precision import CALIBRATION_METHODS, NNCF, optimize_for_ort, quantize_int8
 from .reference import TorchReference
 
 _STEM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -44,11 +44,11 @@ def export_bundle(
     config: VQVAEConfig | None = None,
     parity_audio: ParityAudio | None = None,
     int8_calibration: Sequence[np.ndarray] | None = None,
-    calibration_method: str = "minmax",
+    calibration_method: str = NNCF,
     fp16: bool = False,
     fused: bool = False,
     ort_optimized: bool = True,
-    max_sdr_loss: float = 0.2,
+    max_sdr_loss: float = 0.1,
     force: bool = False,
     overwrite: bool = False,
 ) -> Path:
@@ -70,7 +70,7 @@ def export_bundle(
         raise ExportError(f"{out_dir} exists; choose another folder or overwrite it explicitly")
     if int8_calibration is not None and calibration_method not in CALIBRATION_METHODS:
         raise ExportError(
-            f"unknown calibration method {calibration_method!r}; choose one of {sorted(CALIBRATION_METHODS)}"
+            f"unknown calibration method {calibration_method!r}; choose one of {', '.join(CALIBRATION_METHODS)}"
         )
     if int8_calibration is not None and not len(int8_calibration):
         raise ExportError("int8 needs at least one calibration chunk")
@@ -167,6 +167,10 @@ class _BundleWriter:
         failures = gate(report, max_sdr_loss)
         reduced = [f"{p} {problem}" for p, problems in failures.items() if p != "fp32" for problem in problems]
         report["forced"] = force and bool(reduced)
+        # In the manifest too: the runtime chooses a reduced precision for you only where it passed.
+        self.provenance["export"]["passed_gate"] = [
+            precision for precision, problems in failures.items() if not problems
+        ]
         write_parity(self.folder, report)
         if failures["fp32"]:
             raise ExportError("fp32 graphs differ from PyTorch: " + "; ".join(failures["fp32"]))

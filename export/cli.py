@@ -1,7 +1,8 @@
 """`unmix-export`: trained checkpoints → a validated deploy bundle (ONNX per stem, parity report, int8, fp16, TensorRT).
 
-The separators come from our phase-2 runs (--checkpoint) or from VQ-VAE and encoder files (--vqvae, --encoder);
---refinement-data also fits the runtime refinement's band weights, or, without a source, refits an existing bundle.
+The separators come from our phase-2 runs (--checkpoint), from VQ-VAE and encoder files (--vqvae, --encoder), or from
+an existing bundle's fp32 graphs (--bundle, to add int8 or fp16 graphs to it); --refinement-data also fits the runtime
+refinement's band weights, or, without a source, refits an existing bundle.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import typer
 
 from unmix.runtime.engine_cache import EngineCacheError, gpu_info, import_tensorrt
-from unmix.runtime.manifest import STEMS, BundleError
+from unmix.runtime.manifest import STEMS, BundleError, Manifest, read_manifest
 from unmix.runtime.refinement import check_spread
 from unmix.train.config import resolve_config
 from unmix.train.model import StemSeparator
@@ -25,7 +26,7 @@ from unmix.train.model import StemSeparator
 from .audio import ParityAudio, calibration_chunks, load_parity_audio
 from .bundle import export_bundle
 from .checks import ExportError
-from .sources import paths_per_stem, separator_from_run, separator_from_vqvae
+from .sources import paths_per_stem, separator_from_bundle, separator_from_run, separator_from_vqvae
 from .tensorrt_engines import build_bundle_engines
 
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -45,6 +46,7 @@ class ExportOptions:
     checkpoint: tuple[str, ...] = ()
     vqvae: tuple[str, ...] = ()
     encoder: tuple[str, ...] = ()
+    bundle: Path | None = None
     config: str | None = None
     trust_pickle: bool = False
     audio: Path | None = None
@@ -54,12 +56,12 @@ class ExportOptions:
     calibration: Path | None = None
     calibration_chunks_count: int = 32
     calibration_seconds: float = 2.0
-    calibration_method: str = "minmax"
+    calibration_method: str = "nncf"
     fp16: bool = False
     fused: bool = False
     ort_optimized: bool = True
     trt: bool = False
-    max_sdr_loss: float = 0.2
+    max_sdr_loss: float = 0.1
     force: bool = False
     overwrite: bool = False
     note: str | None = None
@@ -74,14 +76,14 @@ class ExportOptions:
         # Repeatable options arrive as lists (or None when not given); paths may arrive as strings.
         for name in ("checkpoint", "vqvae", "encoder", "attach"):
             object.__setattr__(self, name, tuple(getattr(self, name) or ()))
-        for name in ("out", "audio", "calibration", "refinement_data"):
+        for name in ("out", "bundle", "audio", "calibration", "refinement_data"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
 
     @property
     def refit_only(self) -> bool:
         """Only fit the refinement of the existing bundle `out` (no source to export)."""
-        return self.refinement_data is not None and not self.checkpoint and not self.vqvae
+        return self.refinement_data is not None and not (self.checkpoint or self.vqvae or self.bundle)
 
     def given(self) -> dict:
         """The options that say something (not None, False, zero or empty), JSON-ready: the manifest's record of them."""
@@ -126,6 +128,9 @@ def main(
     checkpoint: list[str] = typer.Option(None, "--checkpoint", help="our phase-2 checkpoint or run folder (SPEC)"),
     vqvae: list[str] = typer.Option(None, "--vqvae", help="VQ-VAE file or folder: codebook + SD (SPEC)"),
     encoder: list[str] = typer.Option(None, "--encoder", help="mixture encoder ME for --vqvae (SPEC)"),
+    bundle: Path = typer.Option(
+        _DEFAULT["bundle"], "--bundle", help="an existing bundle: its fp32 graphs are the separators (DIR)"
+    ),
     config: str = typer.Option(
         _DEFAULT["config"], "--config", help="model config of foreign files: paper, tiny or FILE.json"
     ),
@@ -158,7 +163,8 @@ def main(
     calibration_method: str = typer.Option(
         _DEFAULT["calibration_method"],
         "--calibration-method",
-        help="minmax, entropy or percentile (the last two hold every activation in memory: ~0.5 GB per second of audio for the paper's model)",
+        help="nncf (NNCF post-training quantization), or ONNX Runtime's minmax, entropy or percentile (the last two "
+        "hold every activation in memory: ~0.5 GB per second of audio for the paper's model)",
     ),
     fp16: bool = typer.Option(_DEFAULT["fp16"], "--fp16", help="also fp16 graphs for GPUs (fp32 vq island)"),
     fused: bool = typer.Option(_DEFAULT["fused"], "--fused", help="also one graph with every stem as an output"),
@@ -209,6 +215,7 @@ def main(
         checkpoint=tuple(checkpoint or ()),
         vqvae=tuple(vqvae or ()),
         encoder=tuple(encoder or ()),
+        bundle=bundle,
         config=config,
         trust_pickle=trust_pickle,
         audio=audio,
@@ -235,12 +242,12 @@ def main(
         refinement_spread=refinement_spread,
     )
     try:
-        bundle = run(options)
+        written = run(options)
     except (ExportError, BundleError, EngineCacheError, ValueError) as error:
         fail(str(error))
-    if bundle is not None:
-        typer.echo((bundle / "parity.md").read_text())
-        typer.echo(f"wrote {bundle}")
+    if written is not None:
+        typer.echo((written / "parity.md").read_text())
+        typer.echo(f"wrote {written}")
 
 
 def run(options: ExportOptions) -> Path | None:
@@ -259,11 +266,17 @@ def run(options: ExportOptions) -> Path | None:
         import_tensorrt()
         gpu_info()
     separators, sources = load_separators(options, names)
-    bundle = write_bundle(options, separators, bundle_provenance(options, sources, attachments))
+    inherited = read_manifest(options.bundle) if options.bundle else None
+    provenance = bundle_provenance(options, sources, attachments, inherited)
+    bundle = write_bundle(options, separators, provenance)
     if options.trt:
         build_engines(bundle)
     if refinement is not None:
         refit(bundle, refinement)
+    elif inherited is not None and inherited.refinement and set(names) == set(STEMS):
+        from .refinement_fit import store_refinement
+
+        store_refinement(bundle, inherited.refinement)  # fitted on the same fp32 model: still its own
     return bundle
 
 
@@ -274,8 +287,10 @@ def check_options(options: ExportOptions, refinement: RefinementFit | None) -> l
         raise ExportError("--refinement-data needs all four stems (--stems all): the refinement splits the mixture")
     if options.out.exists() and not options.overwrite:
         raise ExportError(f"{options.out} exists; choose another -o or pass --overwrite")
-    if bool(options.checkpoint) == bool(options.vqvae):
-        raise ExportError("give exactly one source: --checkpoint (our runs) or --vqvae [--encoder]")
+    if sum(map(bool, (options.checkpoint, options.vqvae, options.bundle))) != 1:
+        raise ExportError("give exactly one source: --checkpoint (our runs), --vqvae [--encoder] or --bundle")
+    if options.bundle is not None and options.bundle.resolve() == options.out.resolve():
+        raise ExportError("--bundle and -o name the same folder; write the new bundle beside it")
     if options.encoder and not options.vqvae:
         raise ExportError("--encoder goes with --vqvae")
     if options.config and options.checkpoint:
@@ -299,7 +314,8 @@ def parse_stems(stem: str | None, stems: str | None) -> list[str]:
 
 
 def load_separators(options: ExportOptions, names: Sequence[str]) -> tuple[dict[str, StemSeparator], dict[str, dict]]:
-    """Each stem's separator and where it came from: our phase-2 runs (--checkpoint) or foreign files (--vqvae).
+    """Each stem's separator and where it came from: our phase-2 runs (--checkpoint), foreign files (--vqvae) or a
+    bundle's fp32 graphs (--bundle DIR).
 
     --checkpoint SPEC: our phase-2 separator, a checkpoint folder or the training run folder holding it. --vqvae
     SPEC: a VQ-VAE (Jukebox vqvae.pth.tar, the paper's phase-1 pickles, or ours) as codebook + SD, and as ME unless
@@ -309,6 +325,10 @@ def load_separators(options: ExportOptions, names: Sequence[str]) -> tuple[dict[
     """
     model_config = resolve_config(options.config) if options.config else None
     separators, sources = {}, {}
+    if options.bundle is not None:
+        for name in names:
+            separators[name], sources[name] = separator_from_bundle(options.bundle, name)
+        return separators, sources
     if options.checkpoint:
         for name, path in paths_per_stem(options.checkpoint, names, "--checkpoint").items():
             separators[name], sources[name] = separator_from_run(path, name)
@@ -321,9 +341,15 @@ def load_separators(options: ExportOptions, names: Sequence[str]) -> tuple[dict[
     return separators, sources
 
 
-def bundle_provenance(options: ExportOptions, sources: dict[str, dict], attachments: dict[str, object]) -> dict:
-    """The manifest's provenance: the sources, the options given, --note and the --attach files."""
+def bundle_provenance(
+    options: ExportOptions, sources: dict[str, dict], attachments: dict[str, object], inherited: Manifest | None = None
+) -> dict:
+    """The manifest's provenance: the sources, the options given, --note and the --attach files; for --bundle, also
+    the source bundle's own note and attachments (its training record), unless given anew."""
     record: dict = {"sources": sources, "export_options": options.given()}
+    if inherited is not None:
+        derived = ("sources", "export_options", "tools", "export")  # what this export writes afresh
+        record |= {key: value for key, value in inherited.provenance.items() if key not in derived}
     if options.note:
         record["note"] = options.note
     return record | attachments

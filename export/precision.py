@@ -1,5 +1,8 @@
 """Derived graphs of an exported fp32 graph: int8 (static QDQ), and ONNX Runtime's offline-optimised copy.
 
+int8 is calibrated by NNCF's post-training quantization by default, or by ONNX Runtime's static quantizer with
+one of its calibrators; both write QDQ graphs that ONNX Runtime and OpenVINO run on their int8 kernels.
+
 fp16 is exported from PyTorch directly (`StemGraph(half=True)`): converting the fp32 graph with
 onnxconverter-common's `convert_float_to_float16` puts fp16 round trips *between* the blocked
 nodes of the vq island (a Cast to fp16 and back after each node), which is exactly what the island
@@ -8,6 +11,10 @@ exists to avoid.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,11 +29,13 @@ from unmix.runtime.manifest import INPUT_NAME, OUTPUT_NAME
 from .checks import ExportError
 from .graph import is_vq_node
 
-CALIBRATION_METHODS = {
+ORT_CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
+NNCF = "nncf"
+CALIBRATION_METHODS = (NNCF, *ORT_CALIBRATION_METHODS)  # the first is the default
 # Operator domains that tie an optimised file to one CPU family (NCHWc blocked layouts need AVX2/AVX-512).
 LAYOUT_SPECIFIC_DOMAINS = {"com.microsoft.nchwc"}
 
@@ -75,15 +84,24 @@ def quantize_int8(
     out_path: str | Path,
     calibration: Sequence[np.ndarray],
     *,
-    method: str = "minmax",
+    method: str = NNCF,
     reduce_range: bool = False,
 ) -> Path:
-    """Static QDQ int8 (signed activations and per-channel weights) calibrated on mixture chunks.
+    """Static QDQ int8 of the graph at `fp32_path`, calibrated on mono mixture chunks (each (T,), T a multiple of
+    the hop), written to `out_path`. `int8_excluded_nodes` stay fp32 either way.
 
-    `reduce_range` uses 7-bit weights, which avoids the saturation of U8S8 kernels on x86 CPUs
-    without VNNI (AVX2 / AVX-512 only), at some cost in accuracy.
+    `method` "nncf": NNCF's post-training quantization (MIXED preset: symmetric per-channel weights, asymmetric
+    activations, then bias correction); the inputs of the residual sums stay fp32. "minmax", "entropy" or
+    "percentile": ONNX Runtime's quantizer with that calibrator (signed activations, per-channel weights);
+    `reduce_range` then uses 7-bit weights, which avoids the saturation of U8S8 kernels on x86 CPUs without VNNI,
+    at some cost in accuracy.
     """
     out_path = Path(out_path)
+    if method == NNCF:
+        quantized = _quantize_nncf(onnx.load(str(fp32_path)), calibration)
+        compact_tensor_names(quantized)
+        onnx.save(quantized, str(out_path))
+        return out_path
     prepared = out_path.with_name(out_path.name + ".pre.onnx")
     # Shape inference for the quantiser; its optimisation pass is skipped so node names (and with them
     # the exclusion list) stay those of the exported graph.
@@ -100,7 +118,7 @@ def quantize_int8(
         per_channel=True,
         reduce_range=reduce_range,
         nodes_to_exclude=int8_excluded_nodes(model),
-        calibrate_method=CALIBRATION_METHODS[method],
+        calibrate_method=ORT_CALIBRATION_METHODS[method],
         # MinMax, one chunk per stride: the ranges are merged as it goes instead of keeping every
         # activation of every chunk (gigabytes for the paper's model). The histogram methods keep them
         # all. (CalibMaxIntermediateOutputs would bound memory too, but ORT 1.32 discards those
@@ -111,6 +129,26 @@ def quantize_int8(
     compact_tensor_names(quantized)
     onnx.save(quantized, str(out_path))
     return out_path
+
+
+def _quantize_nncf(model: onnx.ModelProto, calibration: Sequence[np.ndarray]) -> onnx.ModelProto:
+    # NNCF reports each call to Google Analytics unless it believes it runs in CI: an export sends nothing.
+    os.environ.setdefault("NNCF_CI", "1")
+    import nncf  # imported here: heavy, and only an int8 export needs it
+
+    nncf.set_log_level(logging.ERROR)
+    dataset = nncf.Dataset([{INPUT_NAME: np.asarray(chunk, np.float32).reshape(1, 1, -1)} for chunk in calibration])
+    # Quantised inputs to the residual sums cost several times the accuracy of all the convolutions' together
+    # (bench/results/int8-nncf-*), for no speed: the sums are not where the time goes.
+    ignored = nncf.IgnoredScope(names=int8_excluded_nodes(model), types=["Add"])
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars, off the CLIs' stdout
+        return nncf.quantize(
+            model,
+            dataset,
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(calibration),
+            ignored_scope=ignored,
+        )
 
 
 def compact_tensor_names(model: onnx.ModelProto) -> None:

@@ -1,7 +1,7 @@
-"""Where separators come from: our training runs and checkpoints, or foreign VQ-VAE/encoder files.
+"""Where separators come from: our training runs and checkpoints, foreign VQ-VAE/encoder files, or a bundle.
 
-Each stem's files are named by `paths_per_stem`; `separator_from_run` and `separator_from_vqvae` build the
-separator from them and record where it came from.
+Each stem's files are named by `paths_per_stem`; `separator_from_run`, `separator_from_vqvae` and
+`separator_from_bundle` build the separator from them and record where it came from.
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from unmix.runtime.manifest import STEMS, sha256_file
+import onnx
+import torch
+from onnx import numpy_helper
+
+from unmix.runtime.manifest import STEMS, BundleError, read_manifest, sha256_file
+from unmix.train.bottleneck import BottleneckBlock
 from unmix.train.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -19,10 +24,11 @@ from unmix.train.checkpoint import (
     CheckpointError,
     build_encoder,
     build_vqvae,
+    load_strict,
     read_checkpoint,
 )
 from unmix.train.config import VQVAEConfig
-from unmix.train.model import StemSeparator
+from unmix.train.model import Decoder, Encoder, StemSeparator
 
 from .checks import ExportError
 
@@ -151,3 +157,40 @@ def separator_from_vqvae(
 def _training_facts(checkpoint: Checkpoint) -> dict:
     keys = ("training", "validation", "provenance")
     return {key: checkpoint.meta[key] for key in keys if checkpoint.meta.get(key)}
+
+
+def separator_from_bundle(path: str | Path, stem: str) -> tuple[StemSeparator, dict]:
+    """The separator that a bundle's fp32 graph of `stem` was exported from, and the bundle's provenance.
+
+    The graph's initializers keep the PyTorch names (`mixture_encoder.*`, `stem_decoder.*`, and the codebook
+    transposed as `vq.codebook_t`) and its metadata the model config, so the separator is rebuilt exactly: a way
+    to derive int8 or fp16 graphs, or a refinement fit, for a bundle whose checkpoints one does not hold. The
+    bundle is verified against its manifest's sha256 first.
+    """
+    folder = Path(path)
+    try:
+        manifest = read_manifest(folder)
+    except (BundleError, OSError) as error:
+        raise ExportError(f"{folder}: {error}") from None
+    graph_file = manifest.models.get("fp32", {}).get(stem)
+    if graph_file is None:
+        raise ExportError(f"{folder}: the bundle has no fp32 graph for {stem!r} (it has {manifest.stems})")
+    graph = onnx.load(str(folder / graph_file))
+    meta = {entry.key: entry.value for entry in graph.metadata_props}
+    if meta.get("unmix.stem") != stem or "unmix.config" not in meta:
+        raise ExportError(f"{folder / graph_file}: not an unmix fp32 graph of {stem!r} (its metadata says otherwise)")
+    config = VQVAEConfig.from_dict(json.loads(meta["unmix.config"]))
+    weights = {init.name: torch.from_numpy(numpy_helper.to_array(init).copy()) for init in graph.graph.initializer}
+    codebook = BottleneckBlock(config.codebook_size, config.emb_width, config.codebook_mu, config.revival_threshold)
+    separator = StemSeparator(Encoder(config), codebook, Decoder(config))
+    state = {name: value for name, value in weights.items() if not name.startswith("vq.")}
+    if "vq.codebook_t" not in weights:
+        raise ExportError(f"{folder / graph_file}: no codebook (vq.codebook_t) among its initializers")
+    state["codebook.k"] = weights["vq.codebook_t"].t().contiguous()
+    try:
+        load_strict(separator, state, str(folder / graph_file))
+    except CheckpointError as error:
+        raise ExportError(str(error)) from None
+    source = json.loads(meta.get("unmix.provenance", "{}")).get("sources", {}).get(stem, {})
+    bundle = {"path": str(folder), "graph": graph_file, "sha256": manifest.files[graph_file]}
+    return separator.eval(), {"bundle": bundle} | source

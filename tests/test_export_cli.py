@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,7 @@ def test_int8_that_loses_too_much_is_refused_unless_forced(runs, corpus, tmp_pat
     forced = run(*args, "--force", "-o", tmp_path / "forced")
     assert forced.exit_code == 0, forced.output
     assert "(written anyway: forced)" in (tmp_path / "forced" / "parity.md").read_text()
+    assert read_manifest(tmp_path / "forced").provenance["export"]["passed_gate"] == ["fp32"]
 
 
 @pytest.mark.parametrize(
@@ -182,6 +184,8 @@ def test_int8_that_loses_too_much_is_refused_unless_forced(runs, corpus, tmp_pat
         (["--stem", "bass", "--encoder", "x", "--checkpoint", "y"], "--encoder goes with --vqvae"),
         (["--stem", "bass", "--config", "tiny", "--checkpoint", "y"], "--config goes with --vqvae"),
         (["--stem", "bass", "--checkpoint", "no/such/run"], "no such checkpoint or run folder"),
+        (["--stem", "bass", "--checkpoint", "x", "--bundle", "y"], "exactly one source"),
+        (["--stem", "bass", "--bundle", "no/such/bundle"], "no/such/bundle"),
         (["--stem", "bass", "--checkpoint", "x", "--attach", "stages"], "--attach 'stages': give NAME=FILE"),
         (["--stem", "bass", "--checkpoint", "x", "--attach", "stages=no/such.json"], "cannot read no/such.json"),
     ],
@@ -190,6 +194,39 @@ def test_bad_arguments_fail_in_one_line(tmp_path, args, message):
     result = run(*args, "-o", tmp_path / "bundle")
     assert result.exit_code == 2 and message in result.output
     assert result.output.count("\n") == 1 and not (tmp_path / "bundle").exists()
+
+
+def test_a_bundle_is_a_source_its_derived_bundle_keeps_fp32_and_record(four_stem_bundle, corpus, tmp_path):
+    """--bundle rebuilds the separators from the fp32 graphs: the new fp32 graphs compute the same, the int8 graphs
+    are calibrated anew (NNCF, the default), and the training record and refinement carry over."""
+    source = Path(shutil.copytree(four_stem_bundle, tmp_path / "source"))
+    refit = run("-o", source, "--refinement-data", corpus, "--refinement-songs", "0:2", "--refinement-seconds", 1)
+    assert refit.exit_code == 0, refit.output
+    before = read_manifest(source)
+    args = ["--stems", "all", "--bundle", source, "--audio", corpus, "--int8", "--calibration", corpus]
+    result = run(*args, "-o", tmp_path / "derived", "--no-ort-optimized", "--force", *QUICK)
+    assert result.exit_code == 0, result.output
+    derived = read_manifest(tmp_path / "derived", verify=True)
+    assert derived.models["int8"] == before.models["int8"] and "fp16" not in derived.models
+    assert derived.provenance["export"]["int8_calibration"]["method"] == "nncf"
+    assert derived.provenance["training_stages"] == before.provenance["training_stages"]
+    assert derived.refinement == before.refinement and derived.refinement["band_weights"]
+    bass = derived.provenance["sources"]["bass"]
+    assert bass["bundle"]["sha256"] == before.files["bass.onnx"]
+    assert bass["checkpoint"] == before.provenance["sources"]["bass"]["checkpoint"]
+    mixture = np.random.default_rng(3).standard_normal((1, 1, 8 * 300)).astype(np.float32)
+    for stem in STEMS:
+        old, new = (
+            ort.InferenceSession(str(folder / f"{stem}.onnx"), providers=["CPUExecutionProvider"]).run(
+                None, {"mixture": mixture}
+            )
+            for folder in (source, tmp_path / "derived")
+        )
+        assert np.array_equal(old[1], new[1]) and np.abs(old[0] - new[0]).max() < 1e-6
+    int8 = onnx.load(str(tmp_path / "derived" / "int8" / "vocals.onnx"))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in int8.graph.node}
+    same = run(*args, "-o", source, "--overwrite")
+    assert same.exit_code == 2 and "same folder" in same.output
 
 
 def test_phase1_checkpoint_is_not_a_separator(tmp_path):
@@ -221,6 +258,7 @@ GIVEN = {
     "checkpoint": ("c1", "c2"),
     "vqvae": ("v",),
     "encoder": ("e",),
+    "bundle": Path("src"),
     "config": "tiny",
     "trust_pickle": True,
     "audio": Path("a"),
