@@ -39,8 +39,8 @@ def open_engine(
 ) -> Engine:
     """The engine for `stems` of the bundle at `precision` on `device` through `backend`.
 
-    backend "auto" is OpenVINO on a CPU where it is installed, else ONNX Runtime; precision "auto" is bf16 where
-    that backend computes it natively (`default_precision`), else fp32.
+    backend "auto" is OpenVINO on a CPU where it is installed, else ONNX Runtime; precision "auto" is
+    `default_precision`.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -48,7 +48,7 @@ def open_engine(
         raise BackendError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     backend = resolve_backend(backend, device, precision)
     if precision == "auto":
-        precision = default_precision(backend)
+        precision = default_precision(backend, manifest)
     stored = COMPUTED_PRECISIONS.get(precision, precision)
     if precision in COMPUTED_PRECISIONS and backend != "openvino":
         raise BackendError(f"{precision} runs on the openvino backend (--backend openvino), not on {backend}")
@@ -89,12 +89,16 @@ def resolve_backend(backend: str, device: Device, precision: str = "auto") -> st
     return "openvino" if device.kind == "cpu" and runs_it and available() else "ort"
 
 
-def default_precision(backend: str) -> str:
-    """bf16 on the openvino backend where the CPU computes it natively (AMX, AVX512-BF16), else fp32."""
+def default_precision(backend: str, manifest: Manifest) -> str:
+    """On the openvino backend: bf16 where the CPU computes it natively (AMX, AVX512-BF16), else the bundle's int8
+    graphs where they passed the exporter's SDR gate (`Manifest.passed_gate`), else fp32. fp32 elsewhere."""
     if backend == "openvino":
         from .openvino_backend import native_bf16
 
-        return "bf16" if native_bf16() else "fp32"
+        if native_bf16():
+            return "bf16"
+        if "int8" in manifest.models and manifest.passed_gate("int8"):
+            return "int8"
     return "fp32"
 
 

@@ -81,7 +81,8 @@ def separate(
     ),
     precision: str = typer.Option(
         "auto",
-        help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16.",
+        help="auto (on OpenVINO: bf16 where the CPU computes it natively, else the bundle's int8 where it passed the "
+        "export's gate; else fp32), fp32, bf16 (openvino), or the bundle's int8 / fp16.",
     ),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(
@@ -307,7 +308,7 @@ def stream(
         "auto", help="auto, ort or openvino (low latency needs openvino; ort runs whole windows)."
     ),
     threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
-    precision: str = typer.Option("auto", help="auto, fp32 or bf16 (openvino)."),
+    precision: str = typer.Option("auto", help="auto (as for unmix separate), fp32, int8 or bf16 (openvino)."),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(
         None, "--refine/--no-refine", help="Refinement (default: on for four-stem bundles)."

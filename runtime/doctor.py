@@ -99,7 +99,11 @@ def _openvino(lines: list[str], advice: list[str]) -> None:
         _row(lines, "openvino", "not installed (the CPU runs ONNX Runtime fp32)")
         advice.append("the openvino backend separates several times faster on most CPUs: pip install 'unmix[openvino]'")
         return
-    precisions = "fp32, bf16 (native: the default)" if native_bf16() else "fp32 (no native bf16 on this CPU)"
+    precisions = (
+        "fp32, int8, bf16 (native: the default)"
+        if native_bf16()
+        else "fp32, int8 (no native bf16 on this CPU: int8 is the default where a bundle's int8 passed its gate)"
+    )
     _row(lines, "openvino", f"{_version('openvino')}: {precisions}")
     from .openvino_cache import default_cache_dir, describe
 

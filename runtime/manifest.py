@@ -70,6 +70,12 @@ class Manifest:
     def precisions(self) -> list[str]:
         return list(self.models)
 
+    def passed_gate(self, precision: str) -> bool:
+        """Whether the exporter's parity gate passed this precision's graphs (`provenance.export.passed_gate`; a
+        bundle that does not record it passed nothing that one can rely on)."""
+        export = self.provenance.get("export")
+        return isinstance(export, dict) and precision in (export.get("passed_gate") or ())
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 

@@ -173,7 +173,8 @@ class Separator:
         threads: CPU threads per run (default: ONNX Runtime's, the physical cores).
         stems: the stems to compute (default: all in the bundle); the others cost nothing.
         chunk: output samples per window at the model's rate, a multiple of its hop (default: `chunking.default_chunk`).
-        precision: "auto" (bf16 where OpenVINO computes it natively, else fp32), "fp32", "bf16" (the fp32 graphs
+        precision: "auto" (on OpenVINO: bf16 where the CPU computes it natively, else the bundle's int8 graphs
+            where they passed the export's SDR gate; else fp32), "fp32", "bf16" (the fp32 graphs
             in bfloat16 on the openvino backend), or the bundle's "int8" / "fp16" graphs.
         batch_samples: samples per engine call: windows × channels go as one batch up to this many
             (default 2**21 on CPU, 2**22 on GPU, one window's channel on OpenVINO; at least one per call).
@@ -189,7 +190,7 @@ class Separator:
         stateful: whether whole signals also run on the stateful models a low-latency stream runs on (openvino
             only): every sample through every layer once, in blocks of `LOW_LATENCY_SECONDS`, rather than in
             stages that each recompute their context. Default: on where the engine computes in fp32, off in
-            bfloat16 (`OpenVinoEngine.prefers_stateful`). The stems are the same either way (to fp32 rounding).
+            bfloat16 and int8 (`OpenVinoEngine.prefers_stateful`). The stems are the same either way (to fp32 rounding).
         """
         path = resolve_bundle(bundle)
         manifest = read_manifest(path, verify=verify)

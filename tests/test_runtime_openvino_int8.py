@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from runtime_bundle import STEMS
@@ -55,3 +58,30 @@ def test_int8_graphs_run_on_openvino_as_onnx_runtime_runs_them(int8_bundle):
 
 def snr(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference**2) / np.sum((estimate - reference) ** 2)))
+
+
+@pytest.mark.skipif(openvino_backend.native_bf16(), reason="this CPU computes bf16 natively: bf16 is the default")
+def test_auto_precision_is_int8_only_where_the_bundle_says_its_int8_passed_the_gate(int8_bundle, tmp_path):
+    for passed, expected in ((["fp32", "int8"], "int8"), (["fp32"], "fp32"), (None, "fp32")):
+        bundle = shutil.copytree(int8_bundle, tmp_path / f"{expected}-{passed is None}")
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["provenance"]["export"].pop("passed_gate")
+        if passed is not None:  # else as bundles exported before the gate was recorded
+            manifest["provenance"]["export"]["passed_gate"] = passed
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        separator = Separator.from_bundle(bundle, backend="auto", refine=False, threads=1)
+        assert separator._engine.description.endswith(expected)
+
+
+def test_an_int8_stream_computes_what_the_int8_stages_compute(int8_bundle):
+    """The stateful models built from the int8 graphs (what `auto` streams on where int8 is the default): the same
+    stems as the stages to int8's rounding (the kernels differ between the two; fp32 is exact, see the cascade
+    tests)."""
+    audio = (0.3 * np.random.default_rng(5).standard_normal((20_000, 2))).astype(np.float32)
+    options = {"backend": "openvino", "precision": "int8", "refine": False, "threads": 1}
+    stages = Separator.from_bundle(int8_bundle, stateful=False, **options).separate(audio, 44100)
+    stream = Separator.from_bundle(int8_bundle, **options).stream(44100, 2, low_latency=True)
+    blocks = [stream.feed(audio[start : start + 4410]) for start in range(0, len(audio), 4410)] + [stream.finish()]
+    for stem, expected in stages.items():
+        streamed = np.concatenate([block[stem] for block in blocks])
+        assert streamed.shape == expected.shape and snr(streamed, expected) > 30
