@@ -138,8 +138,8 @@ def _quantize_nncf(model: onnx.ModelProto, calibration: Sequence[np.ndarray]) ->
 
     nncf.set_log_level(logging.ERROR)
     dataset = nncf.Dataset([{INPUT_NAME: np.asarray(chunk, np.float32).reshape(1, 1, -1)} for chunk in calibration])
-    # Quantised inputs to the residual sums cost several times the accuracy of all the convolutions' together
-    # (bench/results/int8-nncf-*), for no speed: the sums are not where the time goes.
+    # Quantised inputs to the residual sums cost most of the accuracy int8 loses (bench/results/int8-nncf-*);
+    # the time goes to the convolutions, which stay int8.
     ignored = nncf.IgnoredScope(names=int8_excluded_nodes(model), types=["Add"])
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars, off the CLIs' stdout
         return nncf.quantize(

@@ -160,7 +160,8 @@ def _training_facts(checkpoint: Checkpoint) -> dict:
 
 
 def separator_from_bundle(path: str | Path, stem: str) -> tuple[StemSeparator, dict]:
-    """The separator that a bundle's fp32 graph of `stem` was exported from, and the bundle's provenance.
+    """The separator that a bundle's fp32 graph of `stem` was exported from, and its provenance: the graph (path,
+    sha256) and what the graph's own metadata says it was exported from.
 
     The graph's initializers keep the PyTorch names (`mixture_encoder.*`, `stem_decoder.*`, and the codebook
     transposed as `vq.codebook_t`) and its metadata the model config, so the separator is rebuilt exactly: a way

@@ -36,11 +36,12 @@ def open_engine(
     precision: str,
     threads: int | None,
     spinning: bool,
+    low_latency: bool = False,
 ) -> Engine:
     """The engine for `stems` of the bundle at `precision` on `device` through `backend`.
 
     backend "auto" is OpenVINO on a CPU where it is installed, else ONNX Runtime; precision "auto" is
-    `default_precision`.
+    `default_precision` (`low_latency`: for a separator that serves low-latency streams).
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -48,7 +49,7 @@ def open_engine(
         raise BackendError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     backend = resolve_backend(backend, device, precision)
     if precision == "auto":
-        precision = default_precision(backend, manifest)
+        precision = default_precision(backend, manifest, low_latency=low_latency)
     stored = COMPUTED_PRECISIONS.get(precision, precision)
     if precision in COMPUTED_PRECISIONS and backend != "openvino":
         raise BackendError(f"{precision} runs on the openvino backend (--backend openvino), not on {backend}")
@@ -89,15 +90,18 @@ def resolve_backend(backend: str, device: Device, precision: str = "auto") -> st
     return "openvino" if device.kind == "cpu" and runs_it and available() else "ort"
 
 
-def default_precision(backend: str, manifest: Manifest) -> str:
+def default_precision(backend: str, manifest: Manifest, *, low_latency: bool = False) -> str:
     """On the openvino backend: bf16 where the CPU computes it natively (AMX, AVX512-BF16), else the bundle's int8
-    graphs where they passed the exporter's SDR gate (`Manifest.passed_gate`), else fp32. fp32 elsewhere."""
+    graphs where they passed the exporter's SDR gate (`Manifest.passed_gate`), else fp32. fp32 elsewhere.
+
+    `low_latency` (a separator for low-latency streams, which run the stateful models) leaves int8 aside: on the
+    stateful models it ran no faster than fp32 and held more memory (README, Streaming)."""
     if backend == "openvino":
         from .openvino_backend import native_bf16
 
         if native_bf16():
             return "bf16"
-        if "int8" in manifest.models and manifest.passed_gate("int8"):
+        if not low_latency and "int8" in manifest.models and manifest.passed_gate("int8"):
             return "int8"
     return "fp32"
 

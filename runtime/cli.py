@@ -308,7 +308,9 @@ def stream(
         "auto", help="auto, ort or openvino (low latency needs openvino; ort runs whole windows)."
     ),
     threads: int | None = typer.Option(None, help="CPU threads (default: the physical cores)."),
-    precision: str = typer.Option("auto", help="auto (as for unmix separate), fp32, int8 or bf16 (openvino)."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 where OpenVINO computes it natively, else fp32), fp32, int8 or bf16 (openvino)."
+    ),
     bundle: str = typer.Option("default", help="Bundle folder (default: the model shipped with unmix)."),
     refine: bool | None = typer.Option(
         None, "--refine/--no-refine", help="Refinement (default: on for four-stem bundles)."
@@ -323,7 +325,9 @@ def stream(
 
     try:
         _stop_cleanly_on_sigterm()
-        separator = Separator.from_bundle(bundle, backend=backend, threads=threads, precision=precision, refine=refine)
+        separator = Separator.from_bundle(
+            bundle, backend=backend, threads=threads, precision=precision, refine=refine, low_latency=True
+        )
     except (UnmixError, ValueError) as error:
         raise _fail(str(error)) from None
     except KeyboardInterrupt as stop:

@@ -122,7 +122,8 @@ def _cpu(lines: list[str], advice: list[str]) -> None:
     _row(lines, "features", ", ".join(present) or "unknown")
     if flags and not ({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"} & flags):
         advice.append(
-            "this CPU has no int8 dot-product instructions (VNNI/dotprod): --precision int8 may not be faster"
+            "this CPU has no int8 dot-product instructions (VNNI/dotprod): int8 on ONNX Runtime may not be faster "
+            "(OpenVINO's int8 still is on AVX2; see the README's Status)"
         )
 
 

@@ -165,6 +165,7 @@ class Separator:
         refine: bool | None = None,
         stereo: str | None = None,
         stateful: bool | None = None,
+        low_latency: bool = False,
     ) -> Separator:
         """Load `bundle` (a folder, or "default") for `device` ("cpu", "cuda", "cuda:N").
 
@@ -191,6 +192,8 @@ class Separator:
             only): every sample through every layer once, in blocks of `LOW_LATENCY_SECONDS`, rather than in
             stages that each recompute their context. Default: on where the engine computes in fp32, off in
             bfloat16 and int8 (`OpenVinoEngine.prefers_stateful`). The stems are the same either way (to fp32 rounding).
+        low_latency: the separator is for low-latency streams (`stream(..., low_latency=True)`, as `unmix stream`):
+            precision "auto" then leaves int8 aside, which runs no faster than fp32 on the stateful models.
         """
         path = resolve_bundle(bundle)
         manifest = read_manifest(path, verify=verify)
@@ -218,6 +221,7 @@ class Separator:
             precision=precision,
             threads=threads,
             spinning=spinning,
+            low_latency=low_latency,
         )
         if batch_samples is None:
             batch_samples = DEFAULT_BATCH_SAMPLES.get(resolved, DEFAULT_BATCH_SAMPLES[where.kind])

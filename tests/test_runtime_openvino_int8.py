@@ -71,6 +71,9 @@ def test_auto_precision_is_int8_only_where_the_bundle_says_its_int8_passed_the_g
         (bundle / "manifest.json").write_text(json.dumps(manifest))
         separator = Separator.from_bundle(bundle, backend="auto", refine=False, threads=1)
         assert separator._engine.description.endswith(expected)
+        # a separator for low-latency streams stays in fp32: int8 runs no faster on the stateful models
+        streaming = Separator.from_bundle(bundle, backend="auto", refine=False, threads=1, low_latency=True)
+        assert streaming._engine.description.endswith("fp32")
 
 
 def test_an_int8_stream_computes_what_the_int8_stages_compute(int8_bundle):
