@@ -18,11 +18,18 @@ import numpy as np
 # takes short ones (bench/results has the measurements behind both). The TensorRT engines' profiles fit these.
 DEFAULT_CHUNK_SECONDS = {"openvino": 5.0}
 OTHER_CHUNK_SECONDS = 20.0
+# int8 on OpenVINO runs in stages (fp32 runs the stateful models instead), whose memory follows the windows: half
+# the windows held 110-140 MiB less at the same speed (bench/results/chunk-int8-cpu-20261208T0005Z.md).
+INT8_CHUNK_SECONDS = {"openvino": 2.5}
 
 
-def default_chunk(backend: str, sample_rate: int, hop: int) -> int:
-    """The default chunk (kept samples per window, a multiple of `hop`) of `backend` at `sample_rate`."""
-    hops = max(1, round(DEFAULT_CHUNK_SECONDS.get(backend, OTHER_CHUNK_SECONDS) * sample_rate / hop))
+def default_chunk(backend: str, sample_rate: int, hop: int, precision: str = "fp32") -> int:
+    """The default chunk (kept samples per window, a multiple of `hop`) of `backend` at `sample_rate` and
+    `precision` (a resolved one, not "auto")."""
+    seconds = DEFAULT_CHUNK_SECONDS.get(backend, OTHER_CHUNK_SECONDS)
+    if precision == "int8":
+        seconds = INT8_CHUNK_SECONDS.get(backend, seconds)
+    hops = max(1, round(seconds * sample_rate / hop))
     return (hops | 1 if backend == "openvino" else hops) * hop
 
 

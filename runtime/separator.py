@@ -13,7 +13,7 @@ import numpy as np
 import soxr
 
 from .audio import MAX_CHANNELS
-from .backends import open_engine, resolve_backend
+from .backends import default_precision, open_engine, resolve_backend
 from .callbacks import Cancel, Progress, cancel_check
 from .cascade import CascadeRun
 from .chunking import ChunkPlan, SignalBuffer, SilenceGate, Window, default_chunk
@@ -205,8 +205,10 @@ class Separator:
         where: Device = parse_device(device)
         hop = manifest.hop_length
         resolved = resolve_backend(backend, where, precision)
+        if precision == "auto":
+            precision = default_precision(resolved, manifest, low_latency=low_latency)
         if chunk is None:
-            chunk = default_chunk(resolved, manifest.sample_rate, hop)
+            chunk = default_chunk(resolved, manifest.sample_rate, hop, precision)
         elif _whole_number("chunk", chunk) <= 0 or chunk % hop:
             nearest = max(hop, round(chunk / hop) * hop)
             raise UsageError(

@@ -10,6 +10,7 @@ import pytest
 from runtime_bundle import STEMS
 
 from unmix.runtime import Separator
+from unmix.runtime.chunking import default_chunk
 from unmix.runtime.manifest import read_manifest
 
 ov = pytest.importorskip("openvino")
@@ -71,9 +72,12 @@ def test_auto_precision_is_int8_only_where_the_bundle_says_its_int8_passed_the_g
         (bundle / "manifest.json").write_text(json.dumps(manifest))
         separator = Separator.from_bundle(bundle, backend="auto", refine=False, threads=1)
         assert separator._engine.description.endswith(expected)
+        facts = read_manifest(bundle)  # int8 runs in stages, on windows half as long as fp32's (less memory)
+        assert separator._plan.chunk == default_chunk("openvino", facts.sample_rate, facts.hop_length, expected)
         # a separator for low-latency streams stays in fp32: int8 runs no faster on the stateful models
         streaming = Separator.from_bundle(bundle, backend="auto", refine=False, threads=1, low_latency=True)
         assert streaming._engine.description.endswith("fp32")
+    assert default_chunk("openvino", 44100, 8, "int8") < default_chunk("openvino", 44100, 8, "fp32")
 
 
 def test_an_int8_stream_computes_what_the_int8_stages_compute(int8_bundle):
