@@ -265,8 +265,8 @@ def run(options: ExportOptions) -> Path | None:
     if options.trt:  # fail before exporting anything when TensorRT or the GPU is missing
         import_tensorrt()
         gpu_info()
-    separators, sources = load_separators(options, names)
-    inherited = read_manifest(options.bundle) if options.bundle else None
+    inherited = read_manifest(options.bundle) if options.bundle else None  # verified once, here
+    separators, sources = load_separators(options, names, inherited)
     provenance = bundle_provenance(options, sources, attachments, inherited)
     bundle = write_bundle(options, separators, provenance)
     if options.trt:
@@ -313,9 +313,11 @@ def parse_stems(stem: str | None, stems: str | None) -> list[str]:
     return names
 
 
-def load_separators(options: ExportOptions, names: Sequence[str]) -> tuple[dict[str, StemSeparator], dict[str, dict]]:
+def load_separators(
+    options: ExportOptions, names: Sequence[str], bundle: Manifest | None = None
+) -> tuple[dict[str, StemSeparator], dict[str, dict]]:
     """Each stem's separator and where it came from: our phase-2 runs (--checkpoint), foreign files (--vqvae) or a
-    bundle's fp32 graphs (--bundle DIR).
+    bundle's fp32 graphs (--bundle DIR, whose manifest is `bundle`).
 
     --checkpoint SPEC: our phase-2 separator, a checkpoint folder or the training run folder holding it. --vqvae
     SPEC: a VQ-VAE (Jukebox vqvae.pth.tar, the paper's phase-1 pickles, or ours) as codebook + SD, and as ME unless
@@ -325,9 +327,9 @@ def load_separators(options: ExportOptions, names: Sequence[str]) -> tuple[dict[
     """
     model_config = resolve_config(options.config) if options.config else None
     separators, sources = {}, {}
-    if options.bundle is not None:
+    if options.bundle is not None and bundle is not None:
         for name in names:
-            separators[name], sources[name] = separator_from_bundle(options.bundle, name)
+            separators[name], sources[name] = separator_from_bundle(options.bundle, bundle, name)
         return separators, sources
     if options.checkpoint:
         for name, path in paths_per_stem(options.checkpoint, names, "--checkpoint").items():

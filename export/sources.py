@@ -15,7 +15,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from unmix.runtime.manifest import STEMS, BundleError, read_manifest, sha256_file
+from unmix.runtime.manifest import STEMS, Manifest, sha256_file
 from unmix.train.bottleneck import BottleneckBlock
 from unmix.train.checkpoint import (
     CONFIG_FILE,
@@ -159,20 +159,16 @@ def _training_facts(checkpoint: Checkpoint) -> dict:
     return {key: checkpoint.meta[key] for key in keys if checkpoint.meta.get(key)}
 
 
-def separator_from_bundle(path: str | Path, stem: str) -> tuple[StemSeparator, dict]:
-    """The separator that a bundle's fp32 graph of `stem` was exported from, and its provenance: the graph (path,
-    sha256) and what the graph's own metadata says it was exported from.
+def separator_from_bundle(path: str | Path, manifest: Manifest, stem: str) -> tuple[StemSeparator, dict]:
+    """The separator that the fp32 graph of `stem` in the bundle at `path` (its manifest `manifest`, read and
+    verified by the caller: `read_manifest`) was exported from, and its provenance: the graph (path, sha256) and
+    what the graph's own metadata says it was exported from.
 
     The graph's initializers keep the PyTorch names (`mixture_encoder.*`, `stem_decoder.*`, and the codebook
     transposed as `vq.codebook_t`) and its metadata the model config, so the separator is rebuilt exactly: a way
-    to derive int8 or fp16 graphs, or a refinement fit, for a bundle whose checkpoints one does not hold. The
-    bundle is verified against its manifest's sha256 first.
+    to derive int8 or fp16 graphs, or a refinement fit, for a bundle whose checkpoints one does not hold.
     """
     folder = Path(path)
-    try:
-        manifest = read_manifest(folder)
-    except (BundleError, OSError) as error:
-        raise ExportError(f"{folder}: {error}") from None
     graph_file = manifest.models.get("fp32", {}).get(stem)
     if graph_file is None:
         raise ExportError(f"{folder}: the bundle has no fp32 graph for {stem!r} (it has {manifest.stems})")

@@ -36,20 +36,17 @@ def open_engine(
     precision: str,
     threads: int | None,
     spinning: bool,
-    low_latency: bool = False,
 ) -> Engine:
     """The engine for `stems` of the bundle at `precision` on `device` through `backend`.
 
-    backend "auto" is OpenVINO on a CPU where it is installed, else ONNX Runtime; precision "auto" is
-    `default_precision` (`low_latency`: for a separator that serves low-latency streams).
+    backend "auto" is OpenVINO on a CPU where it is installed, else ONNX Runtime; `precision` is a resolved one
+    (`Separator.from_bundle` resolves "auto" with `default_precision`, before it chooses the chunk).
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     backend = resolve_backend(backend, device, precision)
-    if precision == "auto":
-        precision = default_precision(backend, manifest, low_latency=low_latency)
     stored = COMPUTED_PRECISIONS.get(precision, precision)
     if precision in COMPUTED_PRECISIONS and backend != "openvino":
         raise BackendError(f"{precision} runs on the openvino backend (--backend openvino), not on {backend}")

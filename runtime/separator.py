@@ -223,7 +223,6 @@ class Separator:
             precision=precision,
             threads=threads,
             spinning=spinning,
-            low_latency=low_latency,
         )
         if batch_samples is None:
             batch_samples = DEFAULT_BATCH_SAMPLES.get(resolved, DEFAULT_BATCH_SAMPLES[where.kind])

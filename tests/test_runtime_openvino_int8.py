@@ -31,7 +31,7 @@ def int8_bundle(tmp_path_factory):
     return export_bundle(
         {stem: tiny_separator(seed) for seed, stem in enumerate(STEMS, start=1)},
         tmp_path_factory.mktemp("int8") / "bundle",
-        provenance={"source": "tests/test_runtime_openvino.py: random TINY separators"},
+        provenance={"source": "tests/test_runtime_openvino_int8.py: random TINY separators"},
         parity_audio=synthetic_audio(TINY.sample_rate, TINY.hop_length, segments=1, seconds=0.5),
         int8_calibration=calibration,
         ort_optimized=False,
