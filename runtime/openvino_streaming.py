@@ -113,7 +113,9 @@ def stream_graph(model, shapes: list[list[int]], start: int = 0) -> StreamGraph:
 
     Each convolution keeps in a variable the input history its next outputs need, and each addition of two branches
     delays the branch that runs ahead by the frames it leads (a residual block's skip path, read from the history
-    its dilated convolution keeps of the same input: a convolution after a ReLU caches the ReLU's input):
+    its dilated convolution keeps of the same input: a convolution after a ReLU caches the ReLU's input, then applies
+    the ReLU, and an int8 graph's quantization and dequantization, to history and new frames alike, so that OpenVINO
+    still finds a dequantization right before each quantized convolution and runs it on its int8 kernels):
 
         full  = [history, new frames]       history: `held` frames, zeros at the start
         out   = conv(full) without padding   block / stride outputs
@@ -144,7 +146,7 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
     for index, op in enumerate(copy.get_ordered_ops()):  # joined stems repeat their names: the rewrite keys by name
         if op.get_type_name() != "Parameter":
             op.set_friendly_name(f"{index}:{op.get_friendly_name()}")
-    ordered, _ = data_ops(copy)
+    ordered, computed = data_ops(copy)
     bounds = ops.parameter([-1, 2], np.int32, name="bounds") if masked else None  # (grids, 2), known at the end
     place: dict[str, tuple[int, int]] = {}  # op → (position of its first output frame, frames per call)
     lengths: dict[str, _Length] = {}
@@ -193,11 +195,10 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
                 raise ValueError(f"{name}: stride {stride} does not divide a call's {frames} frames")
             held = span - stride
             held += (first - held + pad_begin) % stride  # the first output on the stride grid
-            value = op.input_value(0)
-            relu = value.get_node().get_type_name() == "Relu"
-            if relu:  # cache the ReLU's input: a residual skip reads the same history (see the additions)
-                value = value.get_node().input_value(0)
-                raw = value.get_node().get_friendly_name()
+            # cache what the ReLU or int8 dequantization before it reads: a residual skip reads the same history
+            # (see the additions), and OpenVINO runs a convolution in int8 only right after a dequantization
+            value, chain = _input_chain(op.input_value(0), computed)
+            read = value.get_node().get_friendly_name()
             if span > 1:  # what lies outside the signal reaches the signal only through wider kernels
                 key = (first, frames, signature[sources[0]])
                 if key not in grids:
@@ -206,9 +207,9 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
                 if masked:
                     value = ops.select(grids[key][1], value, ops.constant(np.zeros((), np.float32))).output(0)
             full = cached(value, held, f"state.{len(pairs)}") if held else value  # a 1×1 one keeps nothing
-            if relu:
-                histories[raw] = (full, held)
-                full = ops.relu(full)
+            if held:
+                histories[read] = (full, held)
+            full = _reapplied(ops, full, chain)
             replacement = ops.convolution(full, op.input_value(1), [stride], [0], [0], [dilation])
             place[name] = ((first - held + pad_begin) // stride, frames // stride)
             lengths[name] = _Length(sources[0], span, stride, pad_begin + pad_end)
@@ -253,6 +254,37 @@ def _rewrite(model, shapes: list[list[int]], start: int, masked: bool):
     manager.run_passes(rewritten)
     output = results[0].get_friendly_name()
     return rewritten, StreamLayout([grid for grid, _ in grids.values()], lengths, output, place[output][0])
+
+
+# Single-input ops between a convolution and the tensor it reads: a ReLU, an int8 quantization and dequantization
+_REAPPLIED = ("Relu", "FakeQuantize", "Convert", "Subtract", "Multiply")
+
+
+def _input_chain(value, computed: set[str]) -> tuple[Any, list]:
+    """The tensor that a convolution's input `value` is computed from by `_REAPPLIED` ops alone, and those ops,
+    nearest that tensor first. computed: the names of the ops that depend on the model's inputs (not constants)."""
+    chain = []
+    while (node := value.get_node()).get_type_name() in _REAPPLIED and not any(
+        node.input_value(i).get_node().get_friendly_name() in computed for i in range(1, node.get_input_size())
+    ):
+        chain.append(node)
+        value = node.input_value(0)
+    return value, chain[::-1]
+
+
+def _reapplied(ops, value, chain: list):
+    """`chain` (`_input_chain`'s ops) applied again, to `value` (a history and new frames)."""
+    for node in chain:
+        kind, constants = node.get_type_name(), [node.input_value(i) for i in range(1, node.get_input_size())]
+        if kind == "Relu":
+            value = ops.relu(value).output(0)
+        elif kind == "FakeQuantize":
+            value = ops.fake_quantize(value, *constants, node.get_attributes()["levels"]).output(0)
+        elif kind == "Convert":
+            value = ops.convert(value, node.get_output_element_type(0)).output(0)
+        else:
+            value = (ops.subtract if kind == "Subtract" else ops.multiply)(value, constants[0]).output(0)
+    return value
 
 
 def _order_output(ops, state, name: str):
@@ -314,7 +346,11 @@ class _StreamRequests:
         assert self._request is not None  # made above unless the request of this kind is already held
         feeds = dict(enumerate(inputs if bounds is None else [*inputs, bounds]))
         self._request.infer(feeds, share_inputs=True, share_outputs=True)
-        return [self._request.get_output_tensor(index).data for index in self._compiled.outputs]
+        outputs = [self._request.get_output_tensor(index).data for index in self._compiled.outputs]
+        if kind == "masked":  # a stream's edges, where both parts run their masked models: one working memory at a time
+            outputs = [np.array(output) for output in outputs]
+            self._compiled.release_working_memory(kind)
+        return outputs
 
     def close(self) -> None:
         """Drop the request (and the model's working memory when no other stream uses it)."""
@@ -361,6 +397,14 @@ class CompiledStream:
                 self._models[kind] = self._reload(kind)
             self._users[kind] += 1
             return self._models[kind].create_infer_request()
+
+    def release_working_memory(self, kind: str) -> None:
+        """Free the `kind` model's working memory between two calls of its one request (none when several streams
+        use it: one of them may be running); the variables stay. Its next call allocates it again."""
+        with self._lock:
+            if self._users[kind] == 1:
+                self._models[kind].release_memory()
+                return_freed_memory()
 
     def done(self, kind: str) -> None:
         with self._lock:
