@@ -87,18 +87,15 @@ def resolve_backend(backend: str, device: Device, precision: str = "auto") -> st
     return "openvino" if device.kind == "cpu" and runs_it and available() else "ort"
 
 
-def default_precision(backend: str, manifest: Manifest, *, low_latency: bool = False) -> str:
+def default_precision(backend: str, manifest: Manifest) -> str:
     """On the openvino backend: bf16 where the CPU computes it natively (AMX, AVX512-BF16), else the bundle's int8
-    graphs where they passed the exporter's SDR gate (`Manifest.passed_gate`), else fp32. fp32 elsewhere.
-
-    `low_latency` (a separator for low-latency streams, which run the stateful models) leaves int8 aside: on the
-    stateful models it ran no faster than fp32 and held more memory (README, Streaming)."""
+    graphs where they passed the exporter's SDR gate (`Manifest.passed_gate`), else fp32. fp32 elsewhere."""
     if backend == "openvino":
         from .openvino_backend import native_bf16
 
         if native_bf16():
             return "bf16"
-        if not low_latency and "int8" in manifest.models and manifest.passed_gate("int8"):
+        if "int8" in manifest.models and manifest.passed_gate("int8"):
             return "int8"
     return "fp32"
 

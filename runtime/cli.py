@@ -326,9 +326,7 @@ def stream(
 
     try:
         _stop_cleanly_on_sigterm()
-        separator = Separator.from_bundle(
-            bundle, backend=backend, threads=threads, precision=precision, refine=refine, low_latency=True
-        )
+        separator = Separator.from_bundle(bundle, backend=backend, threads=threads, precision=precision, refine=refine)
     except (UnmixError, ValueError) as error:
         raise _fail(str(error)) from None
     except KeyboardInterrupt as stop:

@@ -165,7 +165,6 @@ class Separator:
         refine: bool | None = None,
         stereo: str | None = None,
         stateful: bool | None = None,
-        low_latency: bool = False,
     ) -> Separator:
         """Load `bundle` (a folder, or "default") for `device` ("cpu", "cuda", "cuda:N").
 
@@ -192,8 +191,6 @@ class Separator:
             only): every sample through every layer once, in blocks of `LOW_LATENCY_SECONDS`, rather than in
             stages that each recompute their context. Default: on where the engine computes in fp32, off in
             bfloat16 and int8 (`OpenVinoEngine.prefers_stateful`). The stems are the same either way (to fp32 rounding).
-        low_latency: the separator is for low-latency streams (`stream(..., low_latency=True)`, as `unmix stream`):
-            precision "auto" then leaves int8 aside, which runs no faster than fp32 on the stateful models.
         """
         path = resolve_bundle(bundle)
         manifest = read_manifest(path, verify=verify)
@@ -206,7 +203,7 @@ class Separator:
         hop = manifest.hop_length
         resolved = resolve_backend(backend, where, precision)
         if precision == "auto":
-            precision = default_precision(resolved, manifest, low_latency=low_latency)
+            precision = default_precision(resolved, manifest)
         if chunk is None:
             chunk = default_chunk(resolved, manifest.sample_rate, hop, precision)
         elif _whole_number("chunk", chunk) <= 0 or chunk % hop:
