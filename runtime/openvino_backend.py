@@ -339,6 +339,8 @@ class OpenVinoEngine:
             self._nearest: dict[int, ShapedModel] | None = {}  # by tile width
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
             raise self._load_error(error) from None
+        del parts
+        return_freed_memory()  # what reading the graphs took (tens of MB, which the heap would keep)
         detail = f", {threads} threads" if threads else ""
         self.description = f"openvino {ov.get_version().split('-')[0]} CPU{detail}, {precision}"
 
@@ -388,8 +390,9 @@ class OpenVinoEngine:
     def prefers_stateful(self) -> bool:
         """Whether whole signals run faster on the stateful models (`stateful_run`) than in stages: in fp32, where
         the arithmetic dominates and the stateful models skip the stages' recomputed context; not in bfloat16,
-        where the convolutions are so fast that the stateful models' per-call copies dominate instead, nor in int8
-        (the README's Streaming section has the measurements)."""
+        where the convolutions are so fast that the stateful models' per-call copies dominate instead, nor in int8,
+        where they ran as fast as the stages and held more memory (the README's Streaming section has the
+        measurements)."""
         return self._precision == "fp32"
 
     def stateful_run(self, items: int, block: int) -> StatefulRun:
