@@ -391,7 +391,7 @@ class OpenVinoEngine:
         """Whether whole signals run faster on the stateful models (`stateful_run`) than in stages: in fp32, where
         the arithmetic dominates and the stateful models skip the stages' recomputed context; not in bfloat16,
         where the convolutions are so fast that the stateful models' per-call copies dominate instead, nor in int8,
-        where they ran as fast as the stages and held more memory (the README's Streaming section has the
+        where the two ran level within this machine's noise, speed and memory (the README's Status has the
         measurements)."""
         return self._precision == "fp32"
 
