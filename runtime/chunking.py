@@ -18,8 +18,8 @@ import numpy as np
 # takes short ones (bench/results has the measurements behind both). The TensorRT engines' profiles fit these.
 DEFAULT_CHUNK_SECONDS = {"openvino": 5.0}
 OTHER_CHUNK_SECONDS = 20.0
-# int8 on OpenVINO runs in stages (fp32 runs the stateful models instead), whose memory follows the windows: half
-# the windows held 110-140 MiB less at the same speed (bench/results/chunk-int8-cpu-20261208T0005Z.md).
+# int8 on OpenVINO runs in stages (fp32 runs the stateful models instead), whose memory follows the windows: shorter
+# ones hold less at the same speed (bench/results/chunk-int8-cpu-20261208T0005Z.md).
 INT8_CHUNK_SECONDS = {"openvino": 2.5}
 
 
